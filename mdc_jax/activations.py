@@ -1,0 +1,109 @@
+"""Element-wise activations with closed-form derivatives.
+
+Seed: ``000_3fed0c34b422d74e.txt`` §4.3.1: for an element-wise f, ``df = f'(X) ⊙ dX``. The FCNN and
+RNN rules use ``S_j = ∇_{Z_j}J ⊙ f'_j(A_j)`` (§6.2), so every activation carries its f'.
+
+Where f' is cheaper, or as exact, from the output ``Z = f(A)`` the derivative is written in terms of
+``Z`` (``from_output=True``): the rules then keep only ``Z_j`` as a residual, not ``A_j``.
+
+    tanh:      f' = 1 − Z²
+    sigmoid:   f' = Z ⊙ (1 − Z)
+    relu:      f' = [Z > 0]         (0 at the kink, as ``jax.nn.relu``)
+    softplus:  f' = σ(A) = 1 − e^{−Z}, computed as ``-expm1(-Z)`` (exact, and accurate for Z → 0)
+    identity:  f' = 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Activation(NamedTuple):
+    """An element-wise activation f and its derivative.
+
+    Attributes:
+      name: the registry key.
+      fn: ``A -> Z``, element-wise.
+      derivative: ``f'`` evaluated element-wise; its argument is ``Z`` when ``from_output`` is
+        true, else ``A``.
+      from_output: whether ``derivative`` takes the output ``Z = f(A)`` instead of the input.
+    """
+
+    name: str
+    fn: Callable[[jax.Array], jax.Array]
+    derivative: Callable[[jax.Array], jax.Array]
+    from_output: bool
+
+    def grad_from(self, A: jax.Array | None, Z: jax.Array) -> jax.Array:
+        """f'(A), from whichever of ``A`` or ``Z`` this activation needs."""
+        return self.derivative(Z if self.from_output else A)
+
+
+_REGISTRY: dict[str, Activation] = {}
+
+
+def register_activation(
+    name: str,
+    fn: Callable[[jax.Array], jax.Array],
+    derivative: Callable[[jax.Array], jax.Array],
+    *,
+    from_output: bool = False,
+    overwrite: bool = False,
+) -> Activation:
+    """Registers an element-wise activation for use by name in the rules.
+
+    Args:
+      name: the name used in ``activations=[...]``.
+      fn: element-wise ``f``.
+      derivative: element-wise ``f'``, a closed form (not ``jax.grad``).
+      from_output: true when ``derivative`` is written in terms of ``Z = f(A)`` (like tanh's
+        ``1 − Z²``); the rules then save only ``Z`` for the backward pass.
+      overwrite: allow replacing an existing name.
+
+    Returns:
+      The registered :class:`Activation`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> register_activation("square", lambda a: a * a, lambda a: 2 * a)  # doctest: +ELLIPSIS
+      Activation(name='square', ...)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_activation: name must be a non-empty string; got {name!r}.")
+    if not callable(fn) or not callable(derivative):
+        raise ValueError(
+            f"register_activation: fn and derivative must be callables; got {type(fn).__name__} "
+            f"and {type(derivative).__name__}."
+        )
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(
+            f"register_activation: {name!r} is already registered; pass overwrite=True to replace it."
+        )
+    act = Activation(name, fn, derivative, bool(from_output))
+    _REGISTRY[name] = act
+    return act
+
+
+def get_activation(name: str) -> Activation:
+    """Looks up a registered activation, with an error that lists the known names."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown activation {name!r}; registered activations: {known}.") from None
+
+
+def list_activations() -> list[str]:
+    """The registered activation names, sorted."""
+    return sorted(_REGISTRY)
+
+
+register_activation("identity", lambda a: a, jnp.ones_like, from_output=True)
+register_activation("tanh", jnp.tanh, lambda z: 1 - z * z, from_output=True)
+register_activation("sigmoid", jax.nn.sigmoid, lambda z: z * (1 - z), from_output=True)
+register_activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), from_output=True)
+register_activation("softplus", jax.nn.softplus, lambda z: -jnp.expm1(-z), from_output=True)

@@ -1,0 +1,288 @@
+"""Fully connected networks: the closed-form backward passes of §6.1–6.3.1.
+
+Seed: ``000_3fed0c34b422d74e.txt``, Part II, §6 "Deep Learning". Samples are rows, as in the seed:
+``X`` is ``N × d_0``, ``W_j`` is ``d_{j−1} × d_j``, ``b_j`` has ``d_j`` entries.
+
+Forward (§6.2)::
+
+    Z_0 = X,   A_j = Z_{j−1} W_j + 1 b_jᵀ,   Z_j = f_j(A_j),   j = 1..L
+
+Regression, §6.2 final equations::
+
+    J        = 1/(2N) (Z_L − Y)·(Z_L − Y) + λ/2 Σ_j W_j·W_j
+    ∇_{Z_L}J = (Z_L − Y) / N
+    S_j      = ∇_{Z_j}J ⊙ f'_j(A_j)
+    ∇_{Z_j}J = S_{j+1} W_{j+1}ᵀ            (j = 0 gives ∇_X J)
+    ∇_{W_j}J = Z_{j−1}ᵀ S_j + λ W_j
+    ∇_{b_j}J = S_jᵀ 1
+
+Classification, §6.3 (eq. 37–40) and §6.3.1 (eq. 41–44): the last layer is ``Z_L = s¹(A_L)``,
+``J = −(1/N) ln(Z_L)·Y + λ/2 Σ_j W_j·W_j``, and the recursion above starts from
+``S_L = ∇_{A_L}J = E`` with
+
+    E = (Z_L − Y) / N                                   (§6.3.1, eq. 43–44; the default)
+    E = −(1/N) (Y ⊘ Z_L)^{12̄} ⊙^{13} ∇s¹(A_L)             (§6.3, eq. 40; ``backward="general"``)
+
+Seed slips corrected here: §6.3 writes the penalty as ``Σ W_k·W_k`` but its final equations use
+``λW``, i.e. the penalty ``λ/2 Σ W_k·W_k`` of §6.2. §6.3.1 drops ``1ᵀy_i`` using ``Σ_j y_ij = 1``;
+we keep it, ``E = (Z_L ⊙ (Y1)1ᵀ − Y)/N``, which is the seed's ``E`` for probability rows and stays
+exact for rows that do not sum to one.
+
+Both rules also return the cotangents of ``X`` (``S_1 W_1ᵀ``), ``Y`` and ``λ`` so that they compose
+inside larger models.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from .. import _validation as v
+from ..activations import Activation, get_activation
+from .softmax import log_softmax, softmax_vjp
+
+Params = Sequence[tuple[jax.Array, jax.Array]]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared forward and backward of §6.2
+
+
+def _hidden_forward(params, X, acts):
+    """Z_0..Z_m and the A_j an activation needs (``None`` where f' is taken from Z_j)."""
+    Zs, As = [X], []
+    for (W, b), act in zip(params, acts):
+        A = Zs[-1] @ W + b[None, :]  # 1bᵀ: the broadcast made explicit
+        As.append(None if act.from_output else A)
+        Zs.append(act.fn(A))
+    return Zs, As
+
+
+def _backward(params, Zs, As, acts, S, l2):
+    """From ``S_L = ∇_{A_L}J`` down to layer 1 (§6.2 final equations).
+
+    ``Zs[j]`` is the input of layer ``j`` (0-based), so ``∇_{W_j}J = Zs[j]ᵀ S``.
+    Returns the ``(∇W_j, ∇b_j)`` list and ``∇_X J``.
+    """
+    grads = []
+    for j in range(len(params) - 1, -1, -1):
+        W = params[j][0]
+        grads.append((Zs[j].T @ S + l2 * W, jnp.sum(S, axis=0)))
+        G = S @ W.T  # ∇_{Z_{j−1}}J = S_j W_jᵀ
+        if j > 0:
+            S = G * acts[j - 1].grad_from(As[j - 1], Zs[j])
+    return grads[::-1], G
+
+
+def _penalty(params):
+    return sum(jnp.sum(W * W) for W, _ in params) / 2
+
+
+def _cast_like(ct, primal):
+    return jnp.asarray(ct).astype(jnp.result_type(primal))
+
+
+def _cotangents(params, X, Y, l2, grads, dX, dY, dl2):
+    dparams = tuple((_cast_like(dW, W), _cast_like(db, b)) for (dW, db), (W, b) in zip(grads, params))
+    return dparams, _cast_like(dX, X), _cast_like(dY, Y), _cast_like(dl2, l2)
+
+
+# --------------------------------------------------------------------------------------------
+# Regression: §6.1–6.2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _regression(acts, params, X, Y, l2):
+    Zs, _ = _hidden_forward(params, X, acts)
+    R = Zs[-1] - Y
+    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _penalty(params)
+
+
+def _regression_fwd(acts, params, X, Y, l2):
+    Zs, As = _hidden_forward(params, X, acts)
+    R = Zs[-1] - Y
+    J = jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _penalty(params)
+    # Residuals: the layer outputs Z_j (needed for ∇W_j = Z_{j−1}ᵀS_j and, for tanh, sigmoid,
+    # relu, softplus, identity, f'_j), A_j only for activations whose f' needs the input, and Y.
+    # Z_L − Y is recomputed in the backward: one subtraction, not an N × d_L buffer kept alive.
+    return J, (params, Zs, As, Y, l2)
+
+
+def _regression_bwd(acts, res, g):
+    params, Zs, As, Y, l2 = res
+    N = Zs[0].shape[0]
+    grad_ZL = g * (Zs[-1] - Y) / N  # ∇_{Z_L}J = (Z_L − Y)/N
+    S = grad_ZL * acts[-1].grad_from(As[-1], Zs[-1])  # S_L = ∇_{Z_L}J ⊙ f'_L(A_L)
+    grads, dX = _backward(params, Zs, As, acts, S, g * l2)
+    return _cotangents(params, Zs[0], Y, l2, grads, dX, -grad_ZL, g * _penalty(params))
+
+
+_regression.defvjp(_regression_fwd, _regression_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Classification: §6.3 (general, eq. 38–40) and §6.3.1 (simple, eq. 41–44)
+
+
+def _classification_forward(acts, params, X, Y, l2):
+    Zs, As = _hidden_forward(params[:-1], X, acts)
+    W, b = params[-1]
+    logZ_L = log_softmax(Zs[-1] @ W + b[None, :])  # ln s¹(A_L), finite even for logits of ±1e4
+    J = -jnp.sum(Y * logZ_L) / X.shape[0] + l2 * _penalty(params)
+    return J, Zs, As, logZ_L
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _classification(backward, acts, params, X, Y, l2):
+    return _classification_forward(acts, params, X, Y, l2)[0]
+
+
+def _classification_fwd(backward, acts, params, X, Y, l2):
+    J, Zs, As, logZ_L = _classification_forward(acts, params, X, Y, l2)
+    # Residuals: hidden outputs Z_0..Z_{L−1}, ln Z_L (Z_L = exp of it is recomputed: cheap, and
+    # ln Z_L is what ∇_Y J needs), Y, and any A_j a user-registered activation asks for.
+    return J, (params, Zs, As, Y, logZ_L, l2)
+
+
+def _classification_bwd(backward, acts, res, g):
+    params, Zs, As, Y, logZ_L, l2 = res
+    N = Zs[0].shape[0]
+    Z_L = jnp.exp(logZ_L)
+    if backward == "simple":
+        # §6.3.1 eq. 43–44, keeping 1ᵀy_i: E = (Z_L ⊙ (Y1)1ᵀ − Y)/N
+        E = (g / N) * (Z_L * jnp.sum(Y, axis=1, keepdims=True) - Y)
+    else:
+        # §6.3 eq. 40: E_i = −(1/N) ∇s(a_i) (y_i ⊘ s(a_i)), ∇s = diag(s) − ssᵀ applied row-wise
+        E = softmax_vjp(Z_L, -(g / N) * (Y / Z_L), axis=1)
+    grads, dX = _backward(params, Zs, As, acts, E, g * l2)
+    return _cotangents(params, Zs[0], Y, l2, grads, dX, -(g / N) * logZ_L, g * _penalty(params))
+
+
+_classification.defvjp(_classification_fwd, _classification_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API and input checks
+
+
+def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
+    """Validates shapes at trace time; returns (params as tuples, Activation tuple)."""
+    if not isinstance(params, (list, tuple)) or len(params) == 0:
+        v.fail(fn, f"params must be a non-empty sequence of (W_j, b_j) pairs; got {type(params).__name__}"
+               + (" of length 0" if isinstance(params, (list, tuple)) else "") + ".")
+    v.require_floating(fn, "X", X)
+    N, width = v.require_ndim(fn, "X", X, 2, "(N, d_0)")
+    if N == 0:
+        v.fail(fn, "X has no rows (shape (0, ...)); the loss averages over N ≥ 1 samples.")
+    pairs = []
+    for j, layer in enumerate(params):
+        if not isinstance(layer, (list, tuple)) or len(layer) != 2:
+            v.fail(fn, f"params[{j}] must be a (W, b) pair; got {type(layer).__name__}"
+                   + (f" of length {len(layer)}" if isinstance(layer, (list, tuple)) else "") + ".")
+        W, b = layer
+        name_W, name_b = f"params[{j}][0] (W_{j + 1})", f"params[{j}][1] (b_{j + 1})"
+        v.require_floating(fn, name_W, W)
+        v.require_floating(fn, name_b, b)
+        rows, cols = v.require_ndim(fn, name_W, W, 2, f"(d_{j}, d_{j + 1})")
+        if rows != width:
+            source = f"X's columns (d_0 = {width})" if j == 0 else f"the width of layer {j} (d_{j} = {width})"
+            v.fail(fn, f"{name_W} has shape {(rows, cols)}; expected ({width}, d_{j + 1}): its rows must "
+                       f"equal {source}.")
+        v.require_shape(fn, name_b, b, (cols,), f"one bias per column of W_{j + 1}")
+        pairs.append((W, b))
+        width = cols
+    if jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
+        v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
+                   f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
+                   f"jax.nn.one_hot(labels, {width}).")
+    v.require_floating(fn, "Y", Y)
+    v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
+    if isinstance(activations, str) or not isinstance(activations, (list, tuple)):
+        v.fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
+    if len(activations) != n_activations:
+        v.fail(fn, f"activations has {len(activations)} entries; expected {n_activations} for "
+                   f"{len(params)} layers ({'one per layer' if n_activations == len(params) else 'one per hidden layer; the last layer is the softmax'}).")
+    acts = []
+    for i, name in enumerate(activations):
+        try:
+            acts.append(name if isinstance(name, Activation) else get_activation(name))
+        except ValueError as err:
+            v.fail(fn, f"activations[{i}]: {err}")
+    v.require_penalty(fn, "l2", l2)
+    return tuple(pairs), tuple(acts)
+
+
+def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations: Sequence[str],
+                         l2: float | jax.Array = 0.0) -> jax.Array:
+    """Mean-squared-error loss of an L-layer network, with the closed-form backward of §6.2.
+
+    .. math::
+
+       J = \\frac{1}{2N}(Z_L - Y)\\cdot(Z_L - Y) + \\frac{\\lambda}{2}\\sum_j W_j\\cdot W_j,
+       \\qquad \\nabla_{W_j}J = Z_{j-1}^T S_j + \\lambda W_j,\\quad \\nabla_{b_j}J = S_j^T\\mathbf 1,
+       \\quad S_j = \\nabla_{Z_j}J\\odot f_j'(A_j),\\quad \\nabla_{Z_{j-1}}J = S_jW_j^T.
+
+    Args:
+      params: ``[(W_1, b_1), ..., (W_L, b_L)]``, ``W_j`` of shape ``(d_{j−1}, d_j)``, ``b_j`` ``(d_j,)``.
+      X: inputs, ``(N, d_0)``; samples are rows.
+      Y: targets, ``(N, d_L)``.
+      activations: one registered activation name per layer (length L), e.g.
+        ``["tanh", "identity"]``.
+      l2: the L2 weight λ (biases are not penalised).
+
+    Returns:
+      The scalar loss. ``jax.grad`` of it runs the closed-form backward and returns cotangents
+      for every argument: all ``W_j``, ``b_j``, and ``X``, ``Y`` and ``l2``.
+
+    Raises:
+      ValueError: at trace time, naming the argument and the shapes, for any inconsistent input.
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §6.1, §6.2 (final equations).
+    """
+    fn = "fcnn_regression_loss"
+    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=len(params) if isinstance(params, (list, tuple)) else None)
+    return _regression(acts, pairs, X, Y, l2)
+
+
+def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activations: Sequence[str],
+                             l2: float | jax.Array = 0.0, *, backward: str = "simple") -> jax.Array:
+    """Softmax cross-entropy loss of an L-layer network, with the closed-form backward of §6.3.
+
+    .. math::
+
+       Z_L = s^1(A_L),\\qquad J = -\\frac1N\\ln(Z_L)\\cdot Y + \\frac{\\lambda}{2}\\sum_j W_j\\cdot W_j,
+       \\qquad \\nabla_{A_L}J = E = \\frac1N(Z_L - Y).
+
+    The hidden layers then follow §6.2 with ``S_L = E``.
+
+    Args:
+      params: ``[(W_1, b_1), ..., (W_L, b_L)]`` as in :func:`fcnn_regression_loss`; ``d_L`` is the
+        number of classes.
+      X: inputs, ``(N, d_0)``.
+      Y: ``(N, d_L)`` rows of class probabilities: one-hot labels or soft labels. Integer labels are
+        rejected; convert them with ``jax.nn.one_hot``.
+      activations: one activation name per *hidden* layer (length L − 1; empty for L = 1).
+      l2: the L2 weight λ.
+      backward: ``"simple"`` (§6.3.1's ``E = (Z_L − Y)/N``, from log-softmax, finite for any logits)
+        or ``"general"`` (eq. 38–40 through ``∇s = diag(s) − ssᵀ``; kept to show that both agree,
+        it divides by ``Z_L`` and so overflows when a probability underflows to zero).
+
+    Returns:
+      The scalar loss; ``jax.grad`` returns cotangents for all ``W_j``, ``b_j``, ``X``, ``Y``, ``l2``.
+
+    Raises:
+      ValueError: at trace time, for inconsistent shapes, integer ``Y`` or unknown names.
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §4.3.5, §6.3 (eq. 37–40), §6.3.1 (eq. 41–44).
+    """
+    fn = "fcnn_classification_loss"
+    if backward not in ("simple", "general"):
+        v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
+    n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
+    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden)
+    return _classification(backward, acts, pairs, X, Y, l2)

@@ -1,0 +1,311 @@
+"""Specification of the FCNN rules (seed 000, §6.1–6.3.1) against jax.grad of the references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+import mdc_jax
+from mdc_jax import reference as ref
+from mdc_jax.rules import fcnn as fcnn_module
+
+from .helpers import F32_RTOL, F64_RTOL, assert_close, init_mlp, probability_rows, uniform
+
+ACTIVATIONS = ["identity", "tanh", "sigmoid", "relu", "softplus"]
+ARGNUMS = (0, 1, 2, 3)  # params, X, Y, l2: every argument has a cotangent
+
+
+def regression_case(seed, n, dims, dtype):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = init_mlp(k1, dims, dtype)
+    X = uniform(k2, (n, dims[0]), dtype)
+    Y = uniform(k3, (n, dims[-1]), dtype)
+    return params, X, Y
+
+
+def classification_case(seed, n, dims, dtype, one_hot=True):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    params = init_mlp(k1, dims, dtype)
+    X = uniform(k2, (n, dims[0]), dtype)
+    Y = probability_rows(k3, n, dims[-1], dtype, one_hot)
+    return params, X, Y
+
+
+def rule_and_reference(kind, activations, **kw):
+    if kind == "regression":
+        return (lambda p, X, Y, l2: mdc_jax.fcnn_regression_loss(p, X, Y, activations, l2),
+                lambda p, X, Y, l2: ref.fcnn_regression_loss(p, X, Y, activations, l2))
+    return (lambda p, X, Y, l2: mdc_jax.fcnn_classification_loss(p, X, Y, activations, l2, **kw),
+            lambda p, X, Y, l2: ref.fcnn_classification_loss(p, X, Y, activations, l2))
+
+
+def assert_matches_autodiff(kind, activations, case, l2, rtol, **kw):
+    rule, reference = rule_and_reference(kind, activations, **kw)
+    value, grads = jax.value_and_grad(rule, argnums=ARGNUMS)(*case, l2)
+    ref_value, ref_grads = jax.value_and_grad(reference, argnums=ARGNUMS)(*case, l2)
+    assert_close(value, ref_value, rtol, "loss value")
+    assert_close(grads, ref_grads, rtol, "gradients")
+    for g, x in zip(jax.tree.leaves(grads[:3]), jax.tree.leaves(case)):
+        assert g.dtype == x.dtype and g.shape == x.shape
+
+
+layer_dims = st.lists(st.integers(1, 9), min_size=2, max_size=5)  # d_0 .. d_L, so L = 1..4
+sizes = st.integers(1, 8)
+seeds = st.integers(0, 2**31 - 1)
+l2s = st.sampled_from([0.0, 0.01, 0.7])
+
+
+@st.composite
+def regression_setups(draw):
+    dims = draw(layer_dims)
+    acts = draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=len(dims) - 1, max_size=len(dims) - 1))
+    return draw(seeds), draw(sizes), dims, acts, draw(l2s)
+
+
+@st.composite
+def classification_setups(draw):
+    dims = draw(layer_dims) + [draw(st.integers(2, 7))]  # classes K ≥ 2
+    acts = draw(st.lists(st.sampled_from(ACTIVATIONS), min_size=len(dims) - 2, max_size=len(dims) - 2))
+    return draw(seeds), draw(sizes), dims, acts, draw(l2s), draw(st.booleans())
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with autodiff
+
+
+@given(regression_setups())
+@example((0, 1, [3, 1], ["identity"], 0.0))  # N = 1, one layer
+@example((1, 5, [4, 6, 6, 6, 6, 2], ["tanh", "relu", "softplus", "sigmoid", "identity"], 0.1))
+def test_regression_grad_matches_autodiff_float64(setup):
+    seed, n, dims, acts, l2 = setup
+    assert_matches_autodiff("regression", acts, regression_case(seed, n, dims, jnp.float64), l2, F64_RTOL)
+
+
+@given(regression_setups())
+def test_regression_grad_matches_autodiff_float32(setup):
+    seed, n, dims, acts, l2 = setup
+    assert_matches_autodiff("regression", acts, regression_case(seed, n, dims, jnp.float32), l2, F32_RTOL)
+
+
+@given(classification_setups())
+@example((0, 1, [3, 2], [], 0.0, True))  # N = 1, one layer, two classes
+def test_classification_grad_matches_autodiff_float64(setup):
+    seed, n, dims, acts, l2, one_hot = setup
+    case = classification_case(seed, n, dims, jnp.float64, one_hot)
+    assert_matches_autodiff("classification", acts, case, l2, F64_RTOL)
+
+
+@given(classification_setups())
+def test_classification_grad_matches_autodiff_float32(setup):
+    seed, n, dims, acts, l2, one_hot = setup
+    case = classification_case(seed, n, dims, jnp.float32, one_hot)
+    assert_matches_autodiff("classification", acts, case, l2, F32_RTOL)
+
+
+@given(classification_setups())
+def test_classification_general_backward_agrees_with_simple(setup):
+    """§6.3.1 checks that eq. 44's E equals eq. 40's; so do we, on moderate logits."""
+    seed, n, dims, acts, l2, one_hot = setup
+    case = classification_case(seed, n, dims, jnp.float64, one_hot)
+    simple, _ = rule_and_reference("classification", acts, backward="simple")
+    general, _ = rule_and_reference("classification", acts, backward="general")
+    assert_close(jax.grad(general, argnums=ARGNUMS)(*case, l2),
+                 jax.grad(simple, argnums=ARGNUMS)(*case, l2), F64_RTOL, "general vs simple E")
+
+
+def test_classification_unnormalised_label_rows_match_autodiff():
+    """Rows of Y that do not sum to one (e.g. weighted samples) keep the exact gradient."""
+    params, X, _ = classification_case(3, 6, [5, 4, 3], jnp.float64)
+    Y = uniform(jax.random.PRNGKey(9), (6, 3), jnp.float64, 1.0) + 1.0
+    assert_matches_autodiff("classification", ["tanh"], (params, X, Y), 0.0, F64_RTOL)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_wide_and_deep_network_matches_autodiff_float64(kind):
+    dims = [64, 256, 256, 128, 128, 64, 64, 32, 10]
+    acts = ["tanh", "relu", "softplus", "sigmoid", "tanh", "relu", "identity", "tanh"]
+    if kind == "regression":
+        case = regression_case(7, 33, dims, jnp.float64)
+    else:
+        case = classification_case(7, 33, dims, jnp.float64)
+        acts = acts[:-1]
+    assert_matches_autodiff(kind, acts, case, 0.05, F64_RTOL)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_in_every_position_matches_autodiff(name):
+    case = regression_case(11, 7, [4, 5, 3, 2], jnp.float64)
+    assert_matches_autodiff("regression", [name] * 3, case, 0.1, F64_RTOL)
+    case = classification_case(11, 7, [4, 5, 3, 3], jnp.float64)
+    assert_matches_autodiff("classification", [name] * 2, case, 0.1, F64_RTOL)
+
+
+def test_user_registered_activation_with_input_derivative_matches_autodiff():
+    """A derivative written in terms of A makes the rule save A_j; the result must not change."""
+    mdc_jax.register_activation("test_sin", jnp.sin, jnp.cos, overwrite=True)
+    case = regression_case(5, 6, [3, 4, 4, 2], jnp.float64)
+    assert_matches_autodiff("regression", ["test_sin", "tanh", "test_sin"], case, 0.2, F64_RTOL)
+    case = classification_case(5, 6, [3, 4, 4, 3], jnp.float64)
+    assert_matches_autodiff("classification", ["test_sin", "test_sin"], case, 0.2, F64_RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finite differences, transformations, numerics
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_gradients_match_finite_differences_float64(kind):
+    if kind == "regression":
+        case, acts = regression_case(2, 5, [3, 4, 2], jnp.float64), ["softplus", "tanh"]
+    else:
+        case, acts = classification_case(2, 5, [3, 4, 3], jnp.float64, one_hot=False), ["sigmoid"]
+    rule, _ = rule_and_reference(kind, acts)
+    check_grads(rule, (*case, 0.3), order=2, modes=["rev"], eps=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_rules_under_jit_match_eager(kind):
+    case = (regression_case if kind == "regression" else classification_case)(4, 6, [5, 4, 3], jnp.float64)
+    rule, reference = rule_and_reference(kind, ["tanh"] if kind == "classification" else ["tanh", "identity"])
+    jitted = jax.jit(jax.value_and_grad(rule, argnums=ARGNUMS))(*case, 0.1)
+    assert_close(jitted, jax.value_and_grad(reference, argnums=ARGNUMS)(*case, 0.1), F64_RTOL, "jit")
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_per_example_gradients_under_vmap(kind):
+    n = 5
+    case = (regression_case if kind == "regression" else classification_case)(6, n, [4, 3, 3], jnp.float64)
+    acts = ["relu"] if kind == "classification" else ["relu", "sigmoid"]
+    rule, reference = rule_and_reference(kind, acts)
+    params, X, Y = case
+    per_example = jax.vmap(jax.grad(rule), in_axes=(None, 0, 0, None))(params, X[:, None, :], Y[:, None, :], 0.1)
+    looped = [jax.grad(reference)(params, X[i:i + 1], Y[i:i + 1], 0.1) for i in range(n)]
+    assert_close(per_example, jax.tree.map(lambda *g: jnp.stack(g), *looped), F64_RTOL, "vmap")
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_hessian_vector_products_by_grad_of_grad(kind):
+    case = (regression_case if kind == "regression" else classification_case)(8, 6, [4, 5, 3], jnp.float64)
+    acts = ["softplus"] if kind == "classification" else ["tanh", "sigmoid"]
+    rule, reference = rule_and_reference(kind, acts)
+    params, X, Y = case
+    direction = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params)
+
+    def hvp(loss):
+        def directional(p):
+            g = jax.grad(loss)(p, X, Y, 0.2)
+            return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(direction)))
+        return jax.grad(directional)(params)
+
+    assert_close(hvp(rule), hvp(reference), 1e-9, "Hessian-vector product")
+
+
+def test_classification_logits_of_1e4_give_finite_correct_gradients():
+    X = jnp.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]], jnp.float64)
+    W = jnp.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0]], jnp.float64)  # logits up to ±2e4
+    b = jnp.array([0.0, 0.0, 1e4], jnp.float64)
+    Y = jax.nn.one_hot(jnp.array([1, 2, 0]), 3, dtype=jnp.float64)  # labels the model gets wrong
+    for dtype, rtol in [(jnp.float64, F64_RTOL), (jnp.float32, F32_RTOL)]:
+        case = jax.tree.map(lambda a: a.astype(dtype), ([(W, b)], X, Y))
+        rule, reference = rule_and_reference("classification", [])
+        value, grads = jax.value_and_grad(rule, argnums=ARGNUMS)(*case, 0.0)
+        assert np.isfinite(float(value)) and float(value) > 1e3
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+        assert_close(grads, jax.grad(reference, argnums=ARGNUMS)(*case, 0.0), rtol, f"±1e4 logits {dtype}")
+
+
+def test_dtypes_are_preserved_and_bfloat16_runs():
+    for dtype in (jnp.float32, jnp.float64, jnp.bfloat16):
+        case = classification_case(1, 4, [3, 5, 2], dtype)
+        grads = jax.grad(mdc_jax.fcnn_classification_loss, argnums=(0, 1, 2))(*case, ["tanh"])
+        for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
+            assert g.dtype == x.dtype
+            assert bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+        reg = regression_case(1, 4, [3, 5, 2], dtype)
+        grads = jax.grad(mdc_jax.fcnn_regression_loss, argnums=(0, 1, 2))(*reg, ["relu", "identity"])
+        assert all(g.dtype == x.dtype for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(reg)))
+
+
+def test_bfloat16_gradients_are_close_to_float64():
+    case64 = classification_case(3, 16, [8, 16, 4], jnp.float64)
+    case16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), case64)
+    g16 = jax.grad(mdc_jax.fcnn_classification_loss)(*case16, ["tanh"])
+    g64 = jax.grad(ref.fcnn_classification_loss)(*case64, ["tanh"])
+    assert_close(g16, g64, 5e-2, "bfloat16 vs float64")
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_gradient_runs_through_the_custom_rule(kind, monkeypatch):
+    """The loss is a custom_vjp call, and jax.grad invokes its closed-form backward."""
+    case = (regression_case if kind == "regression" else classification_case)(0, 3, [2, 3, 2], jnp.float64)
+    rule, _ = rule_and_reference(kind, ["tanh"] if kind == "classification" else ["tanh", "tanh"])
+    core = fcnn_module._regression if kind == "regression" else fcnn_module._classification
+    jaxpr = str(jax.make_jaxpr(rule)(*case, 0.0))
+    assert "custom_vjp_call" in jaxpr and f"name={core.fun.__name__}" in jaxpr
+
+    calls = []
+    original = core.bwd
+
+    def counting_bwd(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(core, "bwd", counting_bwd)
+    jax.make_jaxpr(jax.grad(rule))(*case, 0.0)
+    assert calls, "jax.grad did not call the closed-form backward"
+
+
+def test_l2_gradient_is_lambda_times_weights():
+    """Only W_j feel the penalty (§6.2: 'only the gradients with respect to W_j')."""
+    params, X, Y = regression_case(4, 5, [3, 4, 2], jnp.float64)
+    loss = lambda p, l2: mdc_jax.fcnn_regression_loss(p, X, Y, ["tanh", "identity"], l2)
+    g0, g1 = jax.grad(loss)(params, 0.0), jax.grad(loss)(params, 0.5)
+    for (dW0, db0), (dW1, db1), (W, _) in zip(g0, g1, params):
+        np.testing.assert_allclose(dW1 - dW0, 0.5 * W, rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(db1, db0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def _bad(kind, params, X, Y, acts, match, **kw):
+    fn = mdc_jax.fcnn_regression_loss if kind == "regression" else mdc_jax.fcnn_classification_loss
+    with pytest.raises(ValueError, match=match):
+        fn(params, X, Y, acts, **kw)
+    with pytest.raises(ValueError, match=match):  # at trace time, under jit too
+        jax.jit(lambda p, x, y: fn(p, x, y, acts, **kw))(params, X, Y)
+
+
+def test_bad_input_raises_naming_argument_and_shapes():
+    params, X, Y = regression_case(0, 4, [3, 5, 2], jnp.float64)
+    acts = ["tanh", "identity"]
+    _bad("regression", params, X[:, :2], Y, acts, r"W_1.*\(3, 5\).*expected \(2, d_1\).*X's columns")
+    _bad("regression", params, X, Y[:3], acts, r"Y has shape \(3, 2\); expected \(4, 2\)")
+    _bad("regression", params, X, Y[:, :1], acts, r"Y has shape \(4, 1\); expected \(4, 2\)")
+    _bad("regression", params, X, Y, ["tanh"], r"activations has 1 entries; expected 2")
+    _bad("regression", params, X, Y, ["tanh", "swish!"], r"activations\[1\].*unknown activation 'swish!'")
+    _bad("regression", params, X[0], Y, acts, r"X must be 2-D with shape \(N, d_0\); got shape \(3,\)")
+    _bad("regression", params, X[None], Y, acts, r"X must be 2-D")
+    _bad("regression", params, X, Y, "tanh", r"activations must be a sequence")
+    _bad("regression", [params[0], (params[1][0], params[1][1][:1])], X, Y, acts, r"b_2.*\(1,\); expected \(2,\)")
+    _bad("regression", [params[0], (params[1][0][:4], params[1][1])], X, Y, acts,
+         r"W_2.*\(4, 2\); expected \(5, d_2\).*layer 1")
+    _bad("regression", params, X, Y, acts, r"l2 must be >= 0", l2=-1.0)
+    _bad("regression", [], X, Y, acts, r"params must be a non-empty sequence")
+    _bad("regression", params, X[:0], Y[:0], acts, r"X has no rows")
+
+
+def test_integer_labels_are_rejected_with_a_one_hot_hint():
+    params, X, _ = classification_case(0, 4, [3, 5, 3], jnp.float64)
+    labels = jnp.array([0, 2, 1, 1])
+    _bad("classification", params, X, labels, ["tanh"], r"Y has dtype int.*\(4,\).*jax\.nn\.one_hot\(labels, 3\)")
+    _bad("classification", params, X, labels[:, None], ["tanh"], r"Y has dtype int")
+    _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh", "tanh"],
+         r"expected 1 for 2 layers \(one per hidden layer")
+    _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh"], r"backward must be", backward="auto")
