@@ -6,7 +6,7 @@ RNN rules use ``S_j = ∇_{Z_j}J ⊙ f'_j(A_j)`` (§6.2), so every activation ca
 Where f' is cheaper, or as exact, from the output ``Z = f(A)`` the derivative is written in terms of
 ``Z`` (``from_output=True``): the rules then keep only ``Z_j`` as a residual, not ``A_j``.
 
-    tanh:      f' = 1 − Z²
+    tanh:      f' = 1 − Z², computed as (1 − Z)(1 + Z): no cancellation as |Z| → 1
     sigmoid:   f' = Z ⊙ (1 − Z)
     relu:      f' = [Z > 0]         (0 at the kink, as ``jax.nn.relu``)
     softplus:  f' = σ(A) = 1 − e^{−Z}, computed as ``-expm1(-Z)`` (exact, and accurate for Z → 0)
@@ -103,7 +103,7 @@ def list_activations() -> list[str]:
 
 
 register_activation("identity", lambda a: a, jnp.ones_like, from_output=True)
-register_activation("tanh", jnp.tanh, lambda z: 1 - z * z, from_output=True)
+register_activation("tanh", jnp.tanh, lambda z: (1 - z) * (1 + z), from_output=True)
 register_activation("sigmoid", jax.nn.sigmoid, lambda z: z * (1 - z), from_output=True)
 register_activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), from_output=True)
 register_activation("softplus", jax.nn.softplus, lambda z: -jnp.expm1(-z), from_output=True)

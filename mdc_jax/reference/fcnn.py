@@ -1,15 +1,10 @@
-"""Plain-JAX references: the forward passes alone, for `jax.grad` to differentiate.
-
-These exist to check the rules; they are never used inside a rule. Each mirrors one rule's
-forward equations and its argument conventions (samples are rows), without shape checks.
-"""
-
+"""References for the FCNN rules (seed 000, §6.1–6.3) and softmax/sigmoid."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from .activations import get_activation
+from ..activations import get_activation
 
 
 def _act(name):

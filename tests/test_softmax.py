@@ -1,0 +1,100 @@
+"""Specification of the softmax and sigmoid rules (seed 000 §4.3.5; seed 004 §2.2–2.3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+import mdc_jax
+from mdc_jax import reference as ref
+from mdc_jax.rules import softmax as softmax_module
+
+from .helpers import F32_RTOL, F64_RTOL, assert_close, uniform
+
+shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3)
+
+
+def _vjp_pair(rule, reference, x, cot):
+    both = jax.jit(lambda x, c: (jax.vjp(rule, x)[1](c), jax.vjp(reference, x)[1](c), rule(x), reference(x)))
+    return both(x, cot)
+
+
+@given(shapes, st.integers(0, 2**31 - 1), st.data(), st.sampled_from([jnp.float64, jnp.float32]))
+def test_softmax_value_and_vjp_match_autodiff(shape, seed, data, dtype):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    A, cot = uniform(k1, shape, dtype, 5.0), uniform(k2, shape, dtype)
+    g, g_ref, s, s_ref = _vjp_pair(lambda a: mdc_jax.softmax(a, axis), lambda a: ref.softmax(a, axis), A, cot)
+    rtol = F64_RTOL if dtype == jnp.float64 else F32_RTOL
+    assert_close(s, s_ref, rtol, "softmax value")
+    assert_close(g, g_ref, rtol, "softmax VJP")
+    assert g[0].dtype == dtype
+
+
+@given(shapes, st.integers(0, 2**31 - 1), st.sampled_from([jnp.float64, jnp.float32]))
+def test_sigmoid_value_and_vjp_match_autodiff(shape, seed, dtype):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    x, cot = uniform(k1, shape, dtype, 8.0), uniform(k2, shape, dtype)
+    g, g_ref, z, z_ref = _vjp_pair(mdc_jax.sigmoid, ref.sigmoid, x, cot)
+    rtol = F64_RTOL if dtype == jnp.float64 else F32_RTOL
+    assert_close(z, z_ref, rtol, "sigmoid value")
+    assert_close(g, g_ref, rtol, "sigmoid VJP")
+
+
+def test_softmax_vjp_applies_diag_s_minus_ssT():
+    """The VJP equals the explicit Jacobian diag(s) − ssᵀ (§4.3.5) applied to the cotangent."""
+    a = jnp.array([0.3, -1.2, 2.0, 0.0], jnp.float64)
+    g = jnp.array([1.0, -2.0, 0.5, 3.0], jnp.float64)
+    s = jax.nn.softmax(a)
+    jac = jnp.diag(s) - jnp.outer(s, s)
+    _, vjp = jax.vjp(mdc_jax.softmax, a)
+    np.testing.assert_allclose(vjp(g)[0], jac @ g, rtol=1e-13, atol=1e-15)
+
+
+def test_finite_differences_jit_vmap_and_grad_of_grad():
+    A = uniform(jax.random.PRNGKey(0), (3, 4), jnp.float64, 2.0)
+    check_grads(lambda a: mdc_jax.softmax(a, 0), (A,), order=2, modes=["rev"])
+    check_grads(mdc_jax.sigmoid, (A,), order=2, modes=["rev"])
+    weights = jnp.arange(12.0, dtype=jnp.float64).reshape(3, 4)
+    loss = lambda f: (lambda a: jnp.sum(weights * f(a)))
+    row_loss = lambda f: (lambda a: jnp.sum(weights[0] * f(a)))
+    per_row = jax.vmap(jax.grad(row_loss(mdc_jax.softmax)))(A)
+    per_row_ref = jax.vmap(jax.grad(row_loss(ref.softmax)))(A)
+    assert_close(per_row, per_row_ref, F64_RTOL, "vmap")
+    for rule, reference in [(mdc_jax.softmax, ref.softmax), (mdc_jax.sigmoid, ref.sigmoid)]:
+        grad_of_grad = lambda f: jax.grad(lambda a: jnp.sum(jnp.sin(jax.grad(loss(f))(a))))(A)
+        assert_close(grad_of_grad(rule), grad_of_grad(reference), 1e-9, "grad of grad")
+
+
+def test_softmax_is_finite_for_logits_of_1e4():
+    A = jnp.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], jnp.float32)
+    s, vjp = jax.vjp(mdc_jax.softmax, A)
+    assert bool(jnp.all(jnp.isfinite(s))) and bool(jnp.all(jnp.isfinite(vjp(jnp.ones_like(A))[0])))
+    np.testing.assert_allclose(jnp.sum(s, axis=-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn, core", [(mdc_jax.softmax, softmax_module._softmax),
+                                      (mdc_jax.sigmoid, softmax_module._sigmoid)])
+def test_gradient_runs_through_the_custom_rules(fn, core, monkeypatch):
+    x = jnp.ones((2, 3), jnp.float64)
+    assert f"name={core.fun.__name__}" in str(jax.make_jaxpr(fn)(x))
+    calls, original = [], core.bwd
+    monkeypatch.setattr(core, "bwd", lambda *args: calls.append(1) or original(*args))
+    jax.make_jaxpr(jax.grad(lambda a: jnp.sum(jnp.cos(fn(a)))))(x)
+    assert calls, "jax.grad did not call the closed-form backward"
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"softmax: axis must be an int in \[-2, 1\] for A of shape \(2, 3\); got 2"):
+        mdc_jax.softmax(jnp.ones((2, 3)), axis=2)
+    with pytest.raises(ValueError, match=r"softmax: A has dtype int"):
+        mdc_jax.softmax(jnp.arange(3))
+    with pytest.raises(ValueError, match=r"at least one axis"):
+        mdc_jax.softmax(jnp.float32(1.0))
+    with pytest.raises(ValueError, match=r"sigmoid: x has dtype int"):
+        mdc_jax.sigmoid(jnp.arange(3))
