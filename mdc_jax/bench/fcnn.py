@@ -1,0 +1,46 @@
+"""FCNN classification: closed-form rule vs `jax.grad` of the reference (seed 000 §6.3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import mdc_jax
+from mdc_jax import reference
+
+from ._timing import CaseResult, compiled, interleaved_medians
+
+# (name, N, widths, activation); the issue's two sizes, and a seconds-long pair for --suite small.
+SUITES = {
+    "full": [("fcnn_cls N=256 784-512-512-10 tanh", 256, [784, 512, 512, 10], "tanh"),
+             ("fcnn_cls N=4096 1024x4-10 tanh", 4096, [1024, 1024, 1024, 1024, 10], "tanh")],
+    "small": [("fcnn_cls N=64 64-128-10 tanh", 64, [64, 128, 10], "tanh"),
+              ("fcnn_cls N=512 256-256-256-10 tanh", 512, [256, 256, 256, 10], "tanh")],
+}
+
+
+def training_flops(n: int, dims: list[int]) -> float:
+    """FLOPs of one loss-and-parameter-gradient evaluation: forward 2N·d_{j−1}d_j per layer;
+    backward Z_{j−1}ᵀS_j for every layer and S_jW_jᵀ for all but the first (∇X is not asked for)."""
+    layer = [2 * n * a * b for a, b in zip(dims[:-1], dims[1:])]
+    return 3 * sum(layer) - layer[0]
+
+
+def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
+    results = []
+    for name, n, dims, act in SUITES[suite]:
+        key = jax.random.PRNGKey(0)
+        keys = jax.random.split(key, len(dims) + 1)
+        params = [(jax.random.normal(k, (a, b), jnp.float32) / jnp.sqrt(jnp.float32(a)), jnp.zeros((b,), jnp.float32))
+                  for k, a, b in zip(keys, dims[:-1], dims[1:])]
+        X = jax.random.normal(keys[-2], (n, dims[0]), jnp.float32)
+        Y = jax.nn.one_hot(jax.random.randint(keys[-1], (n,), 0, dims[-1]), dims[-1], dtype=jnp.float32)
+        acts = [act] * (len(dims) - 2)
+        closed = jax.value_and_grad(lambda p, X, Y: mdc_jax.fcnn_classification_loss(p, X, Y, acts, 1e-4))
+        auto = jax.value_and_grad(lambda p, X, Y: reference.fcnn_classification_loss(p, X, Y, acts, 1e-4))
+        run_closed, temp_closed = compiled(closed, params, X, Y)
+        run_auto, temp_auto = compiled(auto, params, X, Y)
+        ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds)
+        results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
+                                  flops=training_flops(n, dims)))
+    return results
