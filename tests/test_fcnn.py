@@ -311,3 +311,15 @@ def test_integer_labels_are_rejected_with_a_one_hot_hint():
     _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh", "tanh"],
          r"expected 1 for 2 layers \(one per hidden layer")
     _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh"], r"backward must be", backward="auto")
+
+
+def test_forward_mode_on_the_rule_raises_but_forward_over_reverse_is_exact():
+    """As the README says: jvp of a custom_vjp rule is refused; jax.hessian (jacfwd∘jacrev) works."""
+    params, X, Y = classification_case(12, 5, [3, 4, 3], jnp.float64)
+    rule = lambda p: mdc_jax.fcnn_classification_loss(p, X, Y, ["tanh"], 0.1)
+    reference = lambda p: ref.fcnn_classification_loss(p, X, Y, ["tanh"], 0.1)
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(rule, (params,), (params,))
+    expected = jax.jit(jax.hessian(reference))(params)
+    assert_close(jax.jit(jax.hessian(rule))(params), expected, 1e-9, "jax.hessian")
+    assert_close(jax.jit(jax.jacrev(jax.grad(rule)))(params), expected, 1e-9, "jacrev of grad")
