@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 	$(BIN)/mdc-jax demo
 
 test: $(VENV)/.installed-test
+	$(BIN)/mdc-jax gradcheck --dtype float64
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed

@@ -3,26 +3,83 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _enable_x64() -> None:
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # for the float64 gradient check; training is float32
+    jax.config.update("jax_enable_x64", True)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _enable_x64()  # for the float64 gradient check; training is float32
     from models.digits_demo import run_digits_demo
 
     result = run_digits_demo(steps=args.steps, seed=args.seed)
     return 0 if result["grad_check_max_rel_err"] <= 1e-10 else 1
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from .registry import list_rules
+
+    specs = list_rules()
+    width = max(len(s.name) for s in specs)
+    print(f"{'rule':{width}}  seed reference")
+    for s in specs:
+        print(f"{s.name:{width}}  {s.seed}")
+    return 0
+
+
+def _gradcheck(args: argparse.Namespace) -> int:
+    if args.dtype == "float64":
+        _enable_x64()
+    from .gradcheck import format_rows, print_progress, run_gradcheck
+
+    rows = run_gradcheck(args.rule or None, args.dtype, args.seeds, progress=print_progress)
+    print(format_rows(rows))
+    if args.json:
+        import dataclasses
+
+        with open(args.json, "w") as f:
+            json.dump([dataclasses.asdict(r) for r in rows], f, indent=2)
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    argv = ["--suite", args.suite] + (["--json", args.json] if args.json else [])
+    if args.only:
+        argv += ["--only", *args.only]
+    return bench_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdc-jax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mdc-jax", description="Closed-form backpropagation rules for JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="train an FCNN on the bundled digits data with the closed-form gradient")
     demo.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(func=_demo)
+
+    rules = sub.add_parser("rules", help="list the registered rules and their seed references")
+    rules.set_defaults(func=_rules)
+
+    check = sub.add_parser("gradcheck", help="check rules against jax.grad and finite differences")
+    check.add_argument("--rule", action="append", metavar="NAME", help="a rule to check (repeatable; default: all)")
+    check.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    check.add_argument("--seeds", type=int, default=3, help="random inputs per rule (default: 3)")
+    check.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    check.set_defaults(func=_gradcheck)
+
+    bench = sub.add_parser("bench", help="benchmark closed-form rules against jax.grad")
+    bench.add_argument("--suite", choices=["small", "full"], default="small")
+    bench.add_argument("--only", nargs="*", metavar="FAMILY", help="rule families (fcnn, rnn, logistic)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(func=_bench)
     return parser
 
 

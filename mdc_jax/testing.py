@@ -1,0 +1,214 @@
+"""Gradient checks for closed-form rules: yours or mdc-jax's.
+
+:func:`check_vjp` compares a rule (typically a ``jax.custom_vjp`` function) with a plain reference
+that ``jax.grad`` differentiates, and with central finite differences:
+
+* **value**: ``fn(*args)`` against ``reference(*args)``;
+* **VJP vs autodiff**: for a random output cotangent ``u``, the VJP of ``fn`` against the VJP of
+  ``reference``, for every argument in ``argnums`` (so rules with non-scalar outputs are checked
+  too; for a scalar loss this is the gradient scaled by ``u``);
+* **finite differences** (when enabled): along a random direction ``v`` per argument, the
+  central difference ``(⟨u, fn(x + εv)⟩ − ⟨u, fn(x − εv)⟩) / 2ε`` against ``⟨VJP(u), v⟩``, computed
+  in float64 when x64 is enabled.
+
+A pytest check of your own rule is two lines::
+
+    from mdc_jax.testing import assert_vjp_matches
+
+    def test_my_rule_matches_autodiff():
+        assert_vjp_matches(my_rule, my_reference, (W, x))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Default tolerances by dtype: (rule vs autodiff reference, finite differences).
+DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
+DEFAULT_FD_RTOL = 1e-6  # central differences in float64 with ε ≈ 1e-5·scale
+DEFAULT_ATOL_FACTOR = 1e-3  # atol = factor·rtol·(scale of the reference), for leaves that are ~0
+
+
+@dataclasses.dataclass
+class VJPReport:
+    """What :func:`check_vjp` found.
+
+    Attributes:
+      passed: every check within tolerance and every value finite.
+      max_rel_err: the largest relative error over the value and every argument's VJP.
+      value_rel_err: relative error of the output value.
+      arg_rel_err: per argument index, the VJP's relative error against the reference.
+      fd_rel_err: per argument index, the finite-difference relative error (``None`` if skipped).
+      rtol, fd_rtol: the tolerances used.
+      dtype: the floating dtype of the arguments checked.
+    """
+
+    passed: bool
+    max_rel_err: float
+    value_rel_err: float
+    arg_rel_err: dict[int, float]
+    fd_rel_err: dict[int, float] | None
+    rtol: float
+    fd_rtol: float
+    dtype: str
+
+    @property
+    def max_fd_rel_err(self) -> float | None:
+        return None if self.fd_rel_err is None else max(self.fd_rel_err.values(), default=0.0)
+
+    def __str__(self) -> str:
+        lines = [f"{'PASSED' if self.passed else 'FAILED'} ({self.dtype}, rtol {self.rtol:.0e}, "
+                 f"finite-difference rtol {self.fd_rtol:.0e})",
+                 f"  value: relative error {self.value_rel_err:.3e}"]
+        for i, err in self.arg_rel_err.items():
+            fd = "" if self.fd_rel_err is None else f", finite differences {self.fd_rel_err[i]:.3e}"
+            flag = "" if err <= self.rtol and (self.fd_rel_err is None or self.fd_rel_err[i] <= self.fd_rtol) else "  <-- fails"
+            lines.append(f"  argument {i}: VJP relative error vs reference {err:.3e}{fd}{flag}")
+        return "\n".join(lines)
+
+
+def rel_err(a, b) -> float:
+    """``max over leaves of ‖a − b‖_∞ / ‖b‖_∞`` (absolute where ``b`` is zero); inf on non-finite."""
+    worst = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if x.shape != y.shape:
+            raise ValueError(f"rel_err: shapes differ: {x.shape} vs {y.shape}.")
+        if x.size == 0:
+            continue
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            return float("inf")
+        scale = float(np.max(np.abs(y))) or 1.0
+        worst = max(worst, float(np.max(np.abs(x - y))) / scale)
+    return worst
+
+
+def _floating_dtype(args) -> str:
+    dtypes = {jnp.result_type(x) for x in jax.tree.leaves(args) if jnp.issubdtype(jnp.result_type(x), jnp.floating)}
+    if not dtypes:
+        raise ValueError("check_vjp: args hold no floating arrays to differentiate.")
+    return str(max(dtypes, key=lambda d: jnp.finfo(d).bits))
+
+
+def _random_like(key, tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    out = [jax.random.normal(k, jnp.shape(x), jnp.float32).astype(jnp.result_type(x)) for k, x in zip(keys, leaves)]
+    return jax.tree.unflatten(treedef, out)
+
+
+def _vdot(a, b) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Sequence[int] | int | None = None,
+              rtol: float | None = None, atol: float | None = None, finite_differences: bool = True,
+              fd_rtol: float | None = None, seed: int = 0) -> VJPReport:
+    """Checks ``fn``'s value and VJP against ``reference`` (differentiated by autodiff) and finite differences.
+
+    Args:
+      fn: the rule to check, e.g. a ``jax.custom_vjp`` function.
+      reference: a plain-JAX function with the same signature, differentiated by ``jax.vjp``.
+      args: the positional arguments (arrays or pytrees of arrays).
+      argnums: the arguments to differentiate; default: every argument holding floating arrays.
+      rtol: relative tolerance against the reference; default by dtype (float64 1e-10, float32 1e-4).
+      atol: absolute tolerance per leaf, for leaves whose reference is near zero; default
+        ``1e-3·rtol`` times the largest reference magnitude.
+      finite_differences: also check against central differences (float64 when x64 is enabled;
+        skipped otherwise, as float32 differences are too coarse to judge a rule).
+      fd_rtol: tolerance of the finite-difference check (default 1e-6).
+      seed: seeds the random cotangent and directions.
+
+    Returns:
+      A :class:`VJPReport`.
+    """
+    args = tuple(args)
+    dtype = _floating_dtype(args)
+    if argnums is None:
+        argnums = tuple(i for i, a in enumerate(args)
+                        if any(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in jax.tree.leaves(a)))
+    elif isinstance(argnums, int):
+        argnums = (argnums,)
+    argnums = tuple(argnums)
+    for i in argnums:
+        if not 0 <= i < len(args):
+            raise ValueError(f"check_vjp: argnums holds {i}, but args has {len(args)} entries.")
+    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else rtol
+    fd_rtol = DEFAULT_FD_RTOL if fd_rtol is None else fd_rtol
+
+    def split(f):
+        def g(diff, *rest_args):
+            full = list(rest_args)
+            for i, d in zip(argnums, diff):
+                full[i] = d
+            return f(*full)
+        return g
+
+    diff = tuple(args[i] for i in argnums)
+    k_cot, k_dir = jax.random.split(jax.random.PRNGKey(seed))
+
+    @jax.jit
+    def both(diff, args):
+        out, vjp = jax.vjp(lambda d: split(fn)(d, *args), diff)
+        out_ref, vjp_ref = jax.vjp(lambda d: split(reference)(d, *args), diff)
+        u = _random_like(k_cot, out_ref)
+        return out, out_ref, vjp(u)[0], vjp_ref(u)[0], u
+
+    out, out_ref, ct, ct_ref, u = both(diff, args)
+    if jax.tree.structure(out) != jax.tree.structure(out_ref):
+        raise ValueError(f"check_vjp: fn and reference return different structures: "
+                         f"{jax.tree.structure(out)} vs {jax.tree.structure(out_ref)}.")
+
+    scale = max([float(np.max(np.abs(np.asarray(x, np.float64)))) for x in jax.tree.leaves(ct_ref) if np.size(x)] or [1.0])
+    atol = DEFAULT_ATOL_FACTOR * rtol * scale if atol is None else atol
+
+    def err(a, b):
+        # relative, but a leaf whose reference is ~0 is judged against atol instead
+        e = rel_err(a, b)
+        if e > rtol and np.isfinite(e):
+            absolute = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(y))
+            if absolute <= atol:
+                return min(e, rtol)
+        return e
+
+    value_err = rel_err(out, out_ref)
+    arg_err = {i: err(c, cr) for i, c, cr in zip(argnums, ct, ct_ref)}
+
+    fd_err = None
+    if finite_differences and jax.config.jax_enable_x64:
+        fd_err = {}
+        up = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, t)
+        args64, diff64, u64 = up(args), up(diff), up(u)
+        f64 = jax.jit(lambda d, a: _vdot(u64, split(fn)(d, *a)))
+        dir_keys = jax.random.split(k_dir, len(argnums))
+        for pos, (i, kd) in enumerate(zip(argnums, dir_keys)):
+            v = _random_like(kd, diff64[pos])
+            x_scale = max([float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(diff64[pos]) if np.size(x)] or [1.0])
+            eps = 1e-5 * max(x_scale, 1.0)
+            shifted = lambda s: tuple(jax.tree.map(lambda x, d: x + s * eps * d, diff64[p], v) if p == pos else diff64[p]
+                                      for p in range(len(argnums)))
+            fd = (f64(shifted(1.0), args64) - f64(shifted(-1.0), args64)) / (2 * eps)
+            ad = _vdot(jax.tree.map(lambda c: jnp.asarray(c, jnp.float64), ct[pos]), v)
+            fd, ad = float(fd), float(ad)
+            denom = max(abs(ad), abs(fd), 1e-12 * max(scale, 1.0))
+            fd_err[i] = abs(fd - ad) / denom if np.isfinite(fd) and np.isfinite(ad) else float("inf")
+
+    max_err = max([value_err, *arg_err.values()])
+    passed = (value_err <= rtol and all(e <= rtol for e in arg_err.values())
+              and (fd_err is None or all(e <= fd_rtol for e in fd_err.values())))
+    return VJPReport(bool(passed), max_err, value_err, arg_err, fd_err, rtol, fd_rtol, dtype)
+
+
+def assert_vjp_matches(fn: Callable, reference: Callable, args: Sequence, **kwargs) -> VJPReport:
+    """Like :func:`check_vjp`, raising ``AssertionError`` with the report when a check fails."""
+    report = check_vjp(fn, reference, args, **kwargs)
+    if not report.passed:
+        name = getattr(fn, "__name__", repr(fn))
+        raise AssertionError(f"{name} does not match its reference:\n{report}")
+    return report

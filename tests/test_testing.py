@@ -1,0 +1,117 @@
+"""Specification of mdc_jax.testing and `mdc-jax gradcheck`, including negative controls:
+deliberately wrong rules must be reported as failing by the API and by the CLI."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mdc_jax import cli, reference
+from mdc_jax.registry import RuleSpec, register_rule, unregister_rule
+from mdc_jax.rules.softmax import log_softmax
+from mdc_jax.testing import assert_vjp_matches, check_vjp
+
+from .helpers import uniform
+
+
+def _one_layer_classifier(mistake: str | None):
+    """A one-layer softmax classifier, J = −(1/N) ln s¹(XW + 1bᵀ)·Y, with an optional planted mistake."""
+
+    @jax.custom_vjp
+    def loss(W, b, X, Y):
+        return -jnp.sum(Y * log_softmax(X @ W + b[None, :])) / X.shape[0]
+
+    def fwd(W, b, X, Y):
+        return loss(W, b, X, Y), (W, b, X, Y)
+
+    def bwd(res, g):
+        W, b, X, Y = res
+        logp = log_softmax(X @ W + b[None, :])
+        E = g * (jnp.exp(logp) - Y) / X.shape[0]
+        if mistake == "flipped_sign":
+            E = -E
+        if mistake == "missing_1_over_N":
+            E = E * X.shape[0]
+        dW = X.T @ E
+        if mistake == "transposed_weight":
+            dW = dW.T
+        db = jnp.zeros_like(b) if mistake == "dropped_bias" else jnp.sum(E, axis=0)
+        return dW, db, E @ W.T, -g * logp / X.shape[0]
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def _reference(W, b, X, Y):
+    return reference.fcnn_classification_loss([(W, b)], X, Y, [])
+
+
+def _sample(key, dtype):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    d = 4  # square W, so that a transposed weight gradient still has the right shape
+    return (uniform(k1, (d, d), dtype), uniform(k2, (d,), dtype), uniform(k3, (6, d), dtype),
+            jax.nn.softmax(uniform(k4, (6, d), dtype, 3.0), axis=-1))
+
+
+MISTAKES = ["flipped_sign", "missing_1_over_N", "transposed_weight", "dropped_bias"]
+
+
+def test_correct_rule_passes_api():
+    report = check_vjp(_one_layer_classifier(None), _reference, _sample(jax.random.PRNGKey(0), jnp.float64))
+    assert report.passed, str(report)
+    assert report.max_rel_err < 1e-12 and max(report.fd_rel_err.values()) < 1e-6
+    assert set(report.arg_rel_err) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_wrong_rules_fail_api(mistake):
+    args = _sample(jax.random.PRNGKey(1), jnp.float64)
+    report = check_vjp(_one_layer_classifier(mistake), _reference, args)
+    assert not report.passed and report.max_rel_err > 1e-3, str(report)
+    with pytest.raises(AssertionError, match=r"(?s)does not match its reference:\nFAILED .*<-- fails"):
+        assert_vjp_matches(_one_layer_classifier(mistake), _reference, args)
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_finite_differences_catch_a_wrong_rule_even_against_itself(mistake):
+    """With the wrong rule as its own 'reference', only the finite differences can object."""
+    wrong = _one_layer_classifier(mistake)
+    report = check_vjp(wrong, wrong, _sample(jax.random.PRNGKey(2), jnp.float64))
+    assert report.max_rel_err == 0.0
+    assert not report.passed and max(report.fd_rel_err.values()) > 1e-3, str(report)
+
+
+def test_float32_checks_use_float32_tolerance_and_nan_fails():
+    args32 = _sample(jax.random.PRNGKey(3), jnp.float32)
+    report = check_vjp(_one_layer_classifier(None), _reference, args32)
+    assert report.passed and report.rtol == 1e-4 and report.dtype == "float32"
+    nan_rule = lambda W, b, X, Y: _one_layer_classifier(None)(W, b, X, Y) * jnp.nan
+    assert not check_vjp(nan_rule, _reference, args32).passed
+
+
+def test_argnums_and_errors():
+    args = _sample(jax.random.PRNGKey(4), jnp.float64)
+    report = check_vjp(_one_layer_classifier("dropped_bias"), _reference, args, argnums=(0, 2))
+    assert report.passed and set(report.arg_rel_err) == {0, 2}  # the bias is not checked
+    with pytest.raises(ValueError, match="argnums holds 7, but args has 4 entries"):
+        check_vjp(_reference, _reference, args, argnums=7)
+
+
+@pytest.mark.parametrize("mistake", [None, *MISTAKES])
+def test_gradcheck_cli_reports_registered_rules(mistake, capsys):
+    name = f"test_one_layer_{mistake}"
+    register_rule(RuleSpec(name, "test", _one_layer_classifier(mistake), _reference, _sample), overwrite=True)
+    try:
+        code = cli.main(["gradcheck", "--rule", name, "--seeds", "1"])
+    finally:
+        unregister_rule(name)
+    out = capsys.readouterr().out
+    assert code == (0 if mistake is None else 1)
+    assert ("gradcheck: 1 passed, 0 failed" if mistake is None else "gradcheck: 0 passed, 1 failed") in out
+    assert name in out
+
+
+def test_gradcheck_cli_unknown_rule_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown rule 'nope'; registered rules: .*fcnn_regression"):
+        cli.main(["gradcheck", "--rule", "nope"])
