@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _enable_x64() -> None:
@@ -47,6 +48,35 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .experiment.config import ConfigError, load_config
+    from .experiment.trainer import EXIT_NON_FINITE, NonFiniteLoss, train
+
+    try:
+        cfg = load_config(args.config, args.set or [])
+        train(cfg, out_dir=args.out, resume=args.resume)
+    except ConfigError as err:
+        print(f"mdc-jax train: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as err:
+        print(f"mdc-jax train: {err}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .experiment.config import ConfigError
+    from .experiment.sweep import run_sweep
+
+    try:
+        rows = run_sweep(args.configs, args.set or [], args.grid or [], args.out)
+    except ConfigError as err:
+        print(f"mdc-jax sweep: {err}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "sweep.md").read_text(), end="")
+    return 0 if rows else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
@@ -74,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seeds", type=int, default=3, help="random inputs per rule (default: 3)")
     check.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     check.set_defaults(func=_gradcheck)
+
+    train = sub.add_parser("train", help="train the model a YAML config describes")
+    train.add_argument("config", help="path to a YAML config (see configs/)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
+    train.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    train.set_defaults(func=_train)
+
+    sweep = sub.add_parser("sweep", help="run several experiments and tabulate them")
+    sweep.add_argument("configs", nargs="+", help="YAML configs")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every run")
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="run every combination of values")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.set_defaults(func=_sweep)
 
     bench = sub.add_parser("bench", help="benchmark closed-form rules against jax.grad")
     bench.add_argument("--suite", choices=["small", "full"], default="small")

@@ -39,3 +39,79 @@ def load_classification(name: str = "digits", test_size: float = 0.2, seed: int 
     std = np.where(std > 0, std, 1.0)  # constant pixels in digits: leave them at zero
     return Dataset((X_tr - mean) / std, y_tr.astype(np.int32), (X_te - mean) / std, y_te.astype(np.int32),
                    int(y.max()) + 1)
+
+
+class RegressionDataset(NamedTuple):
+    """Standardised features; targets standardised too, with the scale kept to report RMSE in units."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    y_mean: float
+    y_std: float
+
+
+def load_regression(name: str = "diabetes", test_size: float = 0.2, seed: int = 0) -> RegressionDataset:
+    """scikit-learn's bundled ``diabetes`` regression set, split and standardised (targets too)."""
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    if name != "diabetes":
+        raise ValueError(f"load_regression: unknown dataset {name!r}; expected 'diabetes'.")
+    X, y = datasets.load_diabetes(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed)
+    mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
+    y_mean, y_std = float(y_tr.mean()), float(y_tr.std())
+    return RegressionDataset((X_tr - mean) / std, (y_tr - y_mean) / y_std, (X_te - mean) / std,
+                             (y_te - y_mean) / y_std, y_mean, y_std)
+
+
+# Printable ASCII, newline and tab: a fixed vocabulary, the same on every machine.
+VOCAB = "\n\t" + "".join(chr(c) for c in range(32, 127))
+UNKNOWN = "?"
+
+
+class TextDataset(NamedTuple):
+    train: np.ndarray  # int32 character ids
+    test: np.ndarray
+    vocab: str
+    sources: list[str]
+
+
+def python_source_text(max_chars: int) -> tuple[str, list[str]]:
+    """The Python standard library's own source, which every machine with Python has offline.
+
+    Reads the top-level ``*.py`` files of the stdlib in name order until ``max_chars`` characters.
+    """
+    import os
+    from pathlib import Path
+
+    root = Path(os.__file__).parent
+    chunks, sources, total = [], [], 0
+    for path in sorted(root.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        chunks.append(text)
+        sources.append(path.name)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "".join(chunks)[:max_chars], sources
+
+
+def encode(text: str) -> np.ndarray:
+    index = {ch: i for i, ch in enumerate(VOCAB)}
+    unknown = index[UNKNOWN]
+    return np.fromiter((index.get(ch, unknown) for ch in text), dtype=np.int32, count=len(text))
+
+
+def decode(ids) -> str:
+    return "".join(VOCAB[int(i)] for i in ids)
+
+
+def load_text(max_chars: int = 400_000, test_size: float = 0.1) -> TextDataset:
+    """Character ids of the stdlib source; the last ``test_size`` fraction is the held-out split."""
+    text, sources = python_source_text(max_chars)
+    ids = encode(text)
+    cut = int(len(ids) * (1 - test_size))
+    return TextDataset(ids[:cut], ids[cut:], VOCAB, sources)

@@ -1,0 +1,100 @@
+"""Checkpoints as plain ``.npz`` files (no pickle), written atomically.
+
+A checkpoint holds the parameters, the optimizer state, the step and the run's RNG key. It is
+written to a temporary file in the same folder, flushed to disk, then renamed over its final name,
+so a run killed at any moment leaves either the previous checkpoint or the new one, never half of
+one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+
+_NAME = re.compile(r"^ckpt-(\d{8})\.npz$")
+
+
+def path_key(path) -> str:
+    """A pytree path as ``"0/1"`` or ``"W"``: the keys of ``final.npz``."""
+    parts = []
+    for entry in path:
+        for attr in ("idx", "name", "key"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts) or "value"
+
+
+def flatten_named(tree, prefix: str) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {f"{prefix}/{path_key(p)}" if prefix else path_key(p): np.asarray(x) for p, x in leaves}
+
+
+def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(folder: Path, step: int, params, opt_state, key) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = flatten_named(params, "params")
+    # optimizer state by leaf position: its structure is rebuilt from the config on restore
+    arrays.update({f"opt_state/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(opt_state))})
+    arrays["step"] = np.asarray(step, np.int64)
+    arrays["key"] = np.asarray(jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+    path = folder / f"ckpt-{step:08d}.npz"
+    atomic_savez(path, arrays)
+    return path
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := _NAME.match(name))]
+    return sorted(found)
+
+
+def restore_checkpoint(path: Path, params_like, opt_state_like):
+    """Loads a checkpoint into the structures of ``params_like`` and ``opt_state_like``."""
+    with np.load(path, allow_pickle=False) as data:
+        names = flatten_named(params_like, "params")
+        missing = [k for k in names if k not in data]
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks parameters {missing[:3]}; was it written by another config?")
+        p_leaves = [data[k] for k in names]
+        o_like = jax.tree.leaves(opt_state_like)
+        o_leaves = [data[f"opt_state/{i}"] for i in range(len(o_like))]
+        for (k, a), b in zip(names.items(), p_leaves):
+            if a.shape != b.shape or a.dtype != b.dtype:
+                raise ValueError(f"{path}: {k} has shape {b.shape} {b.dtype}; the config expects {a.shape} {a.dtype}.")
+        params = jax.tree.unflatten(jax.tree.structure(params_like), [jax.numpy.asarray(x) for x in p_leaves])
+        opt_state = jax.tree.unflatten(jax.tree.structure(opt_state_like), [jax.numpy.asarray(x) for x in o_leaves])
+        return params, opt_state, int(data["step"]), jax.numpy.asarray(data["key"])
+
+
+def latest_checkpoint(folder: Path, params_like, opt_state_like):
+    """The newest checkpoint that loads, or ``None``; an unreadable one is skipped with a warning."""
+    for step, path in reversed(list_checkpoints(folder)):
+        try:
+            return restore_checkpoint(path, params_like, opt_state_like)
+        except (OSError, ValueError, KeyError) as err:  # e.g. a file truncated by a disk failure
+            print(f"warning: skipping unreadable checkpoint {path}: {err}", flush=True)
+    return None

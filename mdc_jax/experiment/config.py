@@ -1,0 +1,215 @@
+"""Experiment configuration: YAML files validated into typed dataclasses.
+
+A config has four sections, ``data``, ``model``, ``optimizer`` and ``train``, plus an optional
+``name``. Every key is checked: an unknown key, a wrong type or a missing required field is a
+:class:`ConfigError` naming the file and the dotted key. ``--set train.steps=100`` overrides go
+through the same checks. Loading uses ``yaml.safe_load``; YAML 1.1 reads ``1e-3`` as a *string*
+(it wants ``1.0e-3``), so numeric strings are accepted where a float is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file and the dotted key."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dataset: str  # digits | diabetes | breast_cancer | wine | iris | python_source
+    test_size: float = 0.2
+    split_seed: int = 0
+    max_chars: int = 400_000  # python_source only: characters of text to read
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    kind: str  # mlp_classifier | mlp_regressor | rnn_charlm | logistic | multinomial
+    hidden: list[int] = dataclasses.field(default_factory=list)  # MLP hidden widths
+    activation: str = "tanh"
+    l2: float = 0.0
+    hidden_size: int = 128  # RNN H
+    seq_len: int = 64  # RNN τ per training window
+    fit_intercept: bool = True  # logistic / multinomial
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    name: str = "adam"  # sgd | momentum | adam | adamw
+    learning_rate: float = 1e-3
+    schedule: str = "constant"  # constant | cosine | warmup_cosine | exponential
+    warmup_steps: int = 0
+    decay_rate: float = 0.1  # exponential: factor reached at the last step
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # adamw
+    clip_norm: float = 0.0  # 0 disables global-norm clipping
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int
+    seed: int = 0
+    grad: str = "closed"  # closed | autodiff
+    batch_size: int = 128
+    checkpoint_every: int = 500
+    eval_every: int = 250
+    log_every: int = 50
+    devices: int = 1  # data-parallel devices; 0 = all visible
+    tol: float = 1e-8  # Newton models: convergence tolerance on the gradient norm
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    name: str = ""
+
+
+CHOICES = {
+    "data.dataset": ("digits", "diabetes", "breast_cancer", "wine", "iris", "python_source"),
+    "model.kind": ("mlp_classifier", "mlp_regressor", "rnn_charlm", "logistic", "multinomial"),
+    "optimizer.name": ("sgd", "momentum", "adam", "adamw"),
+    "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "exponential"),
+    "train.grad": ("closed", "autodiff"),
+}
+POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
+            "model.hidden_size", "model.seq_len", "optimizer.learning_rate", "data.max_chars")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Checks (and, for YAML's numeric strings, converts) one value against a type annotation."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: unsupported annotation {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got the string {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {tp}")
+
+
+def _build(cls, raw: Any, where: str, source: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where or 'the file'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{source}: unknown key {key!r}; allowed keys in {where or 'the top level'}: "
+                          f"{', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, field in fields.items():
+        dotted = f"{where}.{name}" if where else name
+        if name not in raw:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: missing required key {dotted!r}")
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], dotted, source)
+        else:
+            try:
+                kwargs[name] = _coerce(raw[name], tp, dotted)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+    return cls(**kwargs)
+
+
+def _check_values(cfg: ExperimentConfig, source: str) -> None:
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {dotted} is {value!r}; expected one of {', '.join(allowed)}")
+    for dotted in POSITIVE:
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not value > 0:
+            raise ConfigError(f"{source}: {dotted} must be > 0, got {value!r}")
+    if not 0 < cfg.data.test_size < 1:
+        raise ConfigError(f"{source}: data.test_size must be in (0, 1), got {cfg.data.test_size}")
+    if cfg.model.l2 < 0:
+        raise ConfigError(f"{source}: model.l2 must be >= 0, got {cfg.model.l2}")
+    if cfg.train.devices < 0:
+        raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
+    if any(h <= 0 for h in cfg.model.hidden):
+        raise ConfigError(f"{source}: model.hidden widths must be > 0, got {cfg.model.hidden}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.steps=100"`` → ``("train.steps", 100)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[tuple[str, Any]], source: str) -> dict:
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for key, value in overrides:
+        parts = key.split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: --set {key}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, source: str = "<config>", overrides: list[tuple[str, Any]] = ()) -> ExperimentConfig:
+    cfg = _build(ExperimentConfig, apply_overrides(raw or {}, list(overrides), source), "", source)
+    _check_values(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Loads and validates a YAML config; ``overrides`` are ``KEY=VALUE`` strings."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    cfg = config_from_dict(raw, str(path), [parse_override(o) for o in overrides])
+    if not cfg.name:
+        cfg.name = path.stem
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,56 @@
+"""`mdc-jax sweep`: several experiments, one table.
+
+Each config is run once per point of the grid (the cartesian product of ``--grid key=v1,v2``),
+with ``--set`` overrides applied to all. Results go to ``sweep.md`` (a markdown table) and
+``sweep.json`` in the output folder, rewritten after every run so an interrupted sweep keeps what
+it finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from .config import ConfigError, load_config, parse_override
+from .trainer import train
+
+
+def parse_grid(items: list[str]) -> list[list[str]]:
+    """``["train.grad=closed,autodiff"]`` → ``[["train.grad=closed", "train.grad=autodiff"]]``."""
+    axes = []
+    for item in items:
+        key, _ = parse_override(item)
+        values = item.split("=", 1)[1].split(",")
+        if not all(v.strip() for v in values):
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... with non-empty values")
+        axes.append([f"{key}={v.strip()}" for v in values])
+    return axes
+
+
+def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: str | Path) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    points = list(itertools.product(*parse_grid(grid))) or [()]
+    # Validate every run's config before starting any of them.
+    plan = [(path, list(point), load_config(path, list(overrides) + list(point))) for path in configs for point in points]
+    rows = []
+    for i, (path, point, cfg) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {cfg.name} {' '.join(point)}", flush=True)
+        result = train(cfg, out_dir=out / f"{i:02d}-{cfg.name}")
+        s = result.summary
+        rows.append({"config": str(path), "overrides": list(overrides) + point, "metric": s["primary_metric"],
+                     "value": s[s["primary_metric"]], "time_per_step_ms": s.get("time_per_step_ms"),
+                     "run_dir": str(result.run_dir)})
+        _write(out, rows)
+    return rows
+
+
+def _write(out: Path, rows: list[dict]) -> None:
+    (out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| config | overrides | metric | value | time per step (ms) |", "|---|---|---|---:|---:|"]
+    for r in rows:
+        tps = "-" if r["time_per_step_ms"] is None else f"{r['time_per_step_ms']:.3f}"
+        lines.append(f"| {Path(r['config']).stem} | {' '.join(r['overrides']) or '-'} | {r['metric']} | "
+                     f"{r['value']:.4f} | {tps} |")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,246 @@
+"""The training loop behind `mdc-jax train`: run directory, logging, evaluation, checkpoints, resume.
+
+Determinism: a step's batch is drawn from ``fold_in(data_key, step)``, so a run resumed from a
+checkpoint (parameters, optimizer state, step, key) performs exactly the computations an
+uninterrupted run performs, and ends with a bit-identical ``final.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import yaml
+
+from .checkpoint import atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
+from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+
+EXIT_NON_FINITE = 3
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stopped at that step."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+
+
+def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
+    o, steps = cfg.optimizer, cfg.train.steps
+    if o.schedule == "constant":
+        lr = o.learning_rate
+    elif o.schedule == "cosine":
+        lr = optax.cosine_decay_schedule(o.learning_rate, steps)
+    elif o.schedule == "warmup_cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1), steps)
+    else:  # exponential: reaches decay_rate·lr at the last step
+        lr = optax.exponential_decay(o.learning_rate, steps, o.decay_rate)
+    opt = {"sgd": lambda: optax.sgd(lr), "momentum": lambda: optax.sgd(lr, momentum=o.momentum),
+           "adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=o.weight_decay)}[o.name]()
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm), opt) if o.clip_norm > 0 else opt
+
+
+def _mesh_shardings(cfg: ExperimentConfig, batch_axes):
+    """(replicated sharding, batch shardings) over ``train.devices`` devices, or None for one device."""
+    available = jax.devices()
+    n = cfg.train.devices or len(available)
+    if n > len(available):
+        raise ConfigError(f"train.devices is {n}, but only {len(available)} device(s) are visible")
+    if n == 1:
+        return None
+    if cfg.train.batch_size % n:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by train.devices {n}")
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(available[:n]), ("batch",))
+
+    def spec(axis):
+        return NamedSharding(mesh, PartitionSpec(*([None] * axis + ["batch"])))
+
+    return NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes)
+
+
+class _Log:
+    """metrics.jsonl writer and console output (a progress line on a terminal, log lines otherwise)."""
+
+    def __init__(self, run_dir: Path, tty: bool):
+        self.path, self.tty = run_dir / "metrics.jsonl", tty
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop records newer than the checkpoint, they will be produced again."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.path)
+
+    def record(self, **record) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def say(self, text: str, progress: bool = False) -> None:
+        if progress and self.tty:
+            print("\r" + text.ljust(100), end="", flush=True)
+        elif not progress or not self.tty:
+            if self.tty:
+                print("\r" + " " * 100 + "\r", end="")
+            print(text, flush=True)
+
+
+def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{cfg.name}-{stamp}"
+
+
+def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path))
+    a, b = config_to_dict(saved), config_to_dict(cfg)
+    diff = [f"{s}.{k}" for s in a if isinstance(a[s], dict) for k in a[s] if a[s][k] != b[s][k] and f"{s}.{k}" != "train.steps"]
+    if diff:
+        raise ConfigError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
+                          f"{', '.join(diff)}; resume with the same config (train.steps may grow)")
+    saved.train.steps = cfg.train.steps
+    return saved
+
+
+def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
+          tty: bool | None = None) -> RunResult:
+    """Trains the model a config describes; see the module docstring and the README."""
+    from models import build_model, fit_newton_model
+
+    run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
+    if resume:
+        cfg = _check_resume_config(cfg, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
+    started = time.perf_counter()
+
+    if cfg.model.kind in ("logistic", "multinomial"):
+        return _finish_newton(cfg, run_dir, log, fit_newton_model(cfg), started)
+
+    model = build_model(cfg)
+    opt = make_optimizer(cfg)
+    key = jax.random.PRNGKey(cfg.train.seed)
+    init_key, data_key = jax.random.split(key)
+    params = model.init(init_key)
+    opt_state = opt.init(params)
+    start = 0
+    if resume:
+        restored = latest_checkpoint(run_dir / "checkpoints", params, opt_state)
+        if restored is not None:
+            params, opt_state, start, data_key = restored
+            log.say(f"resumed {run_dir} from step {start}")
+        log.truncate_after(start)
+    elif (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()
+
+    shardings = _mesh_shardings(cfg, model.batch_axes)
+
+    def step_fn(params, opt_state, step):
+        batch = model.batch(jax.random.fold_in(data_key, step))
+        if shardings is not None:
+            batch = jax.lax.with_sharding_constraint(batch, shardings[1])
+        loss, grads = jax.value_and_grad(model.loss)(params, batch)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    if shardings is not None:
+        params, opt_state = jax.device_put((params, opt_state), shardings[0])
+        step_fn = jax.jit(step_fn, out_shardings=(shardings[0], shardings[0], shardings[0]))
+    else:
+        step_fn = jax.jit(step_fn)
+
+    step_times, window_start, losses = [], time.perf_counter(), []
+    for step in range(start + 1, cfg.train.steps + 1):
+        t0 = time.perf_counter()
+        new_params, new_opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
+        loss = float(loss)
+        step_times.append(time.perf_counter() - t0)
+        if not math.isfinite(loss):
+            log.record(step=step, loss=loss, error="non-finite loss")
+            kept = list_checkpoints(run_dir / "checkpoints")
+            where = f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
+            log.say(f"error: the loss is {loss} at step {step}; stopping. {where}.")
+            raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}; {where}")
+        params, opt_state = new_params, new_opt_state
+        losses.append(loss)
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            rate = len(losses) / (time.perf_counter() - window_start)
+            log.record(step=step, loss=float(np.mean(losses)), steps_per_sec=rate)
+            log.say(f"step {step}/{cfg.train.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
+            losses, window_start = [], time.perf_counter()
+        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+            metrics = model.evaluate(params)
+            log.record(step=step, eval=metrics)
+            log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if step % cfg.train.checkpoint_every == 0:
+            save_checkpoint(run_dir / "checkpoints", step, params, opt_state, data_key)
+
+    final_metrics = model.evaluate(params)
+    atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
+    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
+               "resumed_from_step": start if resume else None, **final_metrics, **model.report(params),
+               "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
+               "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
+    _write_summary(run_dir, summary)
+    _plot(run_dir, model.primary)
+    log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
+    return RunResult(run_dir, summary)
+
+
+def _finish_newton(cfg, run_dir, log, fitted, started) -> RunResult:
+    params, metrics, info = fitted
+    log.record(step=int(info.get("iterations", 0)), eval=metrics)
+    atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
+    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": "closed", **metrics, **info,
+               "primary_metric": "test_accuracy", "wall_time_s": time.perf_counter() - started}
+    _write_summary(run_dir, summary)
+    log.say(f"done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f"; run directory {run_dir}")
+    return RunResult(run_dir, summary)
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    tmp.replace(run_dir / "summary.json")
+
+
+def _plot(run_dir: Path, primary: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "error" not in r]
+    evals = [(r["step"], r["eval"][primary]) for r in records if "eval" in r and primary in r["eval"]]
+    for name, points, ylabel in [("train_loss.png", train, "training loss"), ("eval.png", evals, primary)]:
+        if not points:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{run_dir.name}: {ylabel}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(run_dir / name, dpi=100)
+        plt.close(fig)

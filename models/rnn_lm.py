@@ -1,0 +1,88 @@
+"""A character-level language model: one-hot characters into the §6.4 RNN rule.
+
+Inputs and targets are one-hot rows over a fixed vocabulary (``models.data.VOCAB``), so ``D = K``.
+Training windows of ``seq_len`` characters start from a zero state; evaluation runs the held-out
+text as a few long contiguous streams, carrying the state, and reports bits per character.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdc_jax import reference
+from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss
+
+from .base import Model
+from .data import decode, encode
+
+EVAL_STREAMS = 16
+
+
+def init_rnn(key, vocab: int, hidden: int, dtype=jnp.float32) -> RNNParams:
+    kW, kU, kV = jax.random.split(key, 3)
+    W = jnp.linalg.qr(jax.random.normal(kW, (hidden, hidden), dtype))[0] * 0.9  # orthogonal, stable start
+    U = jax.random.normal(kU, (vocab, hidden), dtype) * 0.3
+    V = jax.random.normal(kV, (hidden, vocab), dtype) / jnp.sqrt(jnp.asarray(hidden, dtype))
+    return RNNParams(W, U, jnp.zeros((hidden,), dtype), V, jnp.zeros((vocab,), dtype))
+
+
+def _windows(ids, starts, length):
+    return ids[starts[:, None] + jnp.arange(length)[None, :]]  # (N, length)
+
+
+def one_hot_time_major(ids, vocab):
+    return jax.nn.one_hot(ids.T, vocab, dtype=jnp.float32)  # (τ, N, vocab)
+
+
+def bits_per_char(params, ids: np.ndarray, vocab: int) -> float:
+    """Held-out bits per character: the text as ``EVAL_STREAMS`` contiguous streams, state carried."""
+    length = (len(ids) - 1) // EVAL_STREAMS
+    streams = np.stack([ids[i * length:(i + 1) * length + 1] for i in range(EVAL_STREAMS)])
+    X = one_hot_time_major(jnp.asarray(streams[:, :-1]), vocab)
+    targets = jnp.asarray(streams[:, 1:].T)
+    _, O = jax.jit(rnn_forward)(params, jnp.zeros((EVAL_STREAMS, params.W.shape[0]), jnp.float32), X)
+    logp = jax.nn.log_softmax(O, axis=-1)
+    nll = -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
+    return float(nll / jnp.log(2.0))
+
+
+def sample_text(params, prompt: str, length: int, key, temperature: float = 0.7) -> str:
+    """Continues ``prompt`` by sampling ``length`` characters."""
+    vocab = params.V.shape[1]
+    Z = jnp.zeros((1, params.W.shape[0]), jnp.float32)
+    Z, O = jax.jit(rnn_forward)(params, Z, one_hot_time_major(jnp.asarray(encode(prompt))[None, :], vocab))
+
+    def step(carry, k):
+        Z, logits = carry
+        nxt = jax.random.categorical(k, logits / temperature)
+        Z, O = rnn_forward(params, Z, jax.nn.one_hot(nxt[None, :], vocab, dtype=jnp.float32)[:, :, :])
+        return (Z, O[-1]), nxt[0]
+
+    _, out = jax.lax.scan(step, (Z, O[-1]), jax.random.split(key, length))
+    return prompt + decode(np.asarray(out))
+
+
+def build_charlm(cfg, data) -> Model:
+    """The char-LM of ``rnn_charlm.yaml`` on a :class:`models.data.TextDataset`."""
+    vocab, tau, n = len(data.vocab), cfg.model.seq_len, cfg.train.batch_size
+    train = jnp.asarray(data.train)
+    loss_fn = rnn_loss if cfg.train.grad == "closed" else reference.rnn_loss
+
+    def batch(key):
+        starts = jax.random.randint(key, (n,), 0, len(data.train) - tau - 1)
+        ids = _windows(train, starts, tau + 1)
+        return one_hot_time_major(ids[:, :-1], vocab), one_hot_time_major(ids[:, 1:], vocab)
+
+    def loss(params, b):
+        X, Y = b
+        return loss_fn(params, jnp.zeros((X.shape[1], params.W.shape[0]), X.dtype), X, Y) / X.shape[0]
+
+    def report(params):
+        key = jax.random.PRNGKey(cfg.train.seed)
+        return {"sample": sample_text(params, "def ", 300, key)}
+
+    return Model(init=lambda key: init_rnn(key, vocab, cfg.model.hidden_size), loss=loss, batch=batch,
+                 batch_axes=(1, 1), evaluate=lambda p: {"test_bits_per_char": bits_per_char(p, data.test, vocab)},
+                 primary="test_bits_per_char", report=report)
