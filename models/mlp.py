@@ -62,7 +62,7 @@ def _batch_sampler(arrays, batch_size):
     n = arrays[0].shape[0]
 
     def batch(key):
-        idx = jax.random.randint(key, (batch_size,), 0, n)
+        idx = jax.random.randint(key, (batch_size,), 0, n, dtype=jnp.int32)
         return tuple(a[idx] for a in arrays)
 
     return batch

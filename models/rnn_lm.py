@@ -71,7 +71,7 @@ def build_charlm(cfg, data) -> Model:
     loss_fn = rnn_loss if cfg.train.grad == "closed" else reference.rnn_loss
 
     def batch(key):
-        starts = jax.random.randint(key, (n,), 0, len(data.train) - tau - 1)
+        starts = jax.random.randint(key, (n,), 0, len(data.train) - tau - 1, dtype=jnp.int32)
         ids = _windows(train, starts, tau + 1)
         return one_hot_time_major(ids[:, :-1], vocab), one_hot_time_major(ids[:, 1:], vocab)
 

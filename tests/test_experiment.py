@@ -1,0 +1,213 @@
+"""Specification of config-driven training: validation, run directory, determinism, resume after
+SIGKILL, non-finite loss, sweeps, and data parallelism on 4 (forced host) devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mdc_jax import cli
+from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
+from mdc_jax.experiment.config import ConfigError, load_config
+from mdc_jax.experiment.trainer import NonFiniteLoss, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "data": {"dataset": "digits"},
+    "model": {"kind": "mlp_classifier", "hidden": [16], "activation": "tanh", "l2": 1.0e-4},
+    "optimizer": {"name": "adam", "learning_rate": 1.0e-2},
+    "train": {"steps": 40, "batch_size": 32, "seed": 0, "checkpoint_every": 10, "eval_every": 20, "log_every": 10},
+}
+
+
+def write_config(tmp_path: Path, raw=SMALL, name="small.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def load_npz(path: Path) -> dict:
+    with np.load(path) as d:
+        return {k: d[k] for k in d}
+
+
+def assert_bit_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def test_shipped_configs_validate():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.name == path.stem
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {**SMALL["train"], "stepz": 3}}, r"small\.yaml: unknown key 'train\.stepz'"),
+    ({"train": {**SMALL["train"], "steps": "many"}}, r"small\.yaml: train\.steps: expected an integer, got str 'many'"),
+    ({"train": {"seed": 0}}, r"small\.yaml: missing required key 'train\.steps'"),
+    ({"model": {**SMALL["model"], "hidden": 16}}, r"model\.hidden: expected a list"),
+    ({"optimizer": {"name": "adamax"}}, r"optimizer\.name is 'adamax'; expected one of sgd, momentum, adam, adamw"),
+    ({"data": {"dataset": "digits", "test_size": 1.5}}, r"data\.test_size must be in \(0, 1\)"),
+])
+def test_config_errors_name_the_file_and_the_dotted_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, {**SMALL, **change}))
+
+
+def test_yaml_1_1_exponent_strings_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(SMALL).replace("0.01", "1e-2"))  # YAML 1.1 reads 1e-2 as a string
+    assert yaml.safe_load(path.read_text())["optimizer"]["learning_rate"] == "1e-2"
+    cfg = load_config(path, ["train.steps=7", "optimizer.learning_rate=3e-4", "model.hidden=[8, 8]"])
+    assert cfg.optimizer.learning_rate == 3e-4 and cfg.train.steps == 7 and cfg.model.hidden == [8, 8]
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.steps: expected an integer, got float 1\.5"):
+        load_config(path, ["train.steps=1.5"])
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.nope'"):
+        load_config(path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match=r"expected KEY=VALUE"):
+        load_config(path, ["train.steps"])
+
+
+def test_unsafe_yaml_is_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("data: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def test_run_directory_holds_everything(tmp_path):
+    result = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run")
+    run = result.run_dir
+    for name in ["config.yaml", "metrics.jsonl", "summary.json", "final.npz", "train_loss.png", "eval.png"]:
+        assert (run / name).is_file(), name
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [10, 20, 30, 40]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [10, 20, 30, 40]
+    assert [r["step"] for r in records if "eval" in r] == [20, 40]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.5 and summary["time_per_step_ms"] > 0 and summary["wall_time_s"] > 0
+    assert set(load_npz(run / "final.npz")) == {"0/0", "0/1", "1/0", "1/1"}
+    assert load_config(run / "config.yaml").train.steps == 40  # the resolved config is itself a valid config
+
+
+def test_same_config_gives_bit_identical_parameters_and_grad_switch_agrees(tmp_path):
+    path = write_config(tmp_path)
+    a = train(load_config(path), out_dir=tmp_path / "a").run_dir
+    b = train(load_config(path), out_dir=tmp_path / "b").run_dir
+    assert_bit_identical(load_npz(a / "final.npz"), load_npz(b / "final.npz"))
+    c = train(load_config(path, ["train.grad=autodiff"]), out_dir=tmp_path / "c").run_dir
+    for k, v in load_npz(a / "final.npz").items():
+        np.testing.assert_allclose(v, load_npz(c / "final.npz")[k], rtol=1e-3, atol=1e-4)
+
+
+def mdc_jax_cli(*args) -> list[str]:
+    return [sys.executable, "-m", "mdc_jax.cli", *map(str, args)]
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed."""
+    raw = {**SMALL, "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
+    path = write_config(tmp_path, raw)
+    reference = tmp_path / "uninterrupted"
+    subprocess.run(mdc_jax_cli("train", path, "--out", reference), check=True, capture_output=True, cwd=REPO)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(mdc_jax_cli("train", path, "--out", killed),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(killed / "checkpoints")) < 3 and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list_checkpoints(killed / "checkpoints")
+    assert done and done[-1][0] < 400, "the run finished before it could be killed; make it longer"
+    # Leave debris like a kill during a write would: a half-written temporary file.
+    (killed / "checkpoints" / f"ckpt-{done[-1][0] + 5:08d}.npz.tmp").write_bytes(b"PK\x03\x04 partial")
+
+    subprocess.run(mdc_jax_cli("train", path, "--resume", killed), check=True, capture_output=True, cwd=REPO)
+    assert_bit_identical(load_npz(reference / "final.npz"), load_npz(killed / "final.npz"))
+    records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    keys = [(r["step"], "eval" in r) for r in records]
+    assert keys == sorted(keys) and len(keys) == len(set(keys))  # no duplicated records after resume
+    assert keys == [(r["step"], "eval" in r) for r in map(json.loads, (reference / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_unreadable_newest_checkpoint_is_skipped(tmp_path):
+    run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
+    (run / "checkpoints" / "ckpt-00000050.npz").write_bytes(b"not a zip")
+    from models import build_model
+    from mdc_jax.experiment.trainer import make_optimizer
+    import jax
+
+    cfg = load_config(run / "config.yaml")
+    params = build_model(cfg).init(jax.random.PRNGKey(0))
+    restored = latest_checkpoint(run / "checkpoints", params, make_optimizer(cfg).init(params))
+    assert restored is not None and restored[2] == 40
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    path = write_config(tmp_path)
+    run = train(load_config(path), out_dir=tmp_path / "run").run_dir
+    with pytest.raises(ConfigError, match=r"differs from the run's saved config\.yaml at optimizer\.learning_rate"):
+        train(load_config(path, ["optimizer.learning_rate=0.5"]), resume=run)
+
+
+def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    raw = {"data": {"dataset": "diabetes"}, "model": {"kind": "mlp_regressor", "hidden": [8]},
+           "optimizer": {"name": "sgd", "learning_rate": 1.0e+6},
+           "train": {"steps": 200, "batch_size": 16, "checkpoint_every": 1, "eval_every": 100, "log_every": 1}}
+    path = write_config(tmp_path, raw)
+    code = cli.main(["train", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 3
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert "non-finite loss" in err
+    kept = list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert kept and kept[-1][0] == step - 1  # every step checkpoints here: the last good one is kept
+    with pytest.raises(NonFiniteLoss):
+        train(load_config(path), out_dir=tmp_path / "again")
+
+
+def test_sweep_writes_a_table(tmp_path):
+    path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "steps": 10}})
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", str(path), "--grid", "train.grad=closed,autodiff", "--out", str(out)]) == 0
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["overrides"] for r in rows] == [["train.grad=closed"], ["train.grad=autodiff"]]
+    table = (out / "sweep.md").read_text().splitlines()
+    assert table[0].startswith("| config |") and len(table) == 4
+
+
+def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
+    path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "steps": 20}})
+    script = (
+        "import sys, jax; from mdc_jax.experiment.config import load_config; "
+        "from mdc_jax.experiment.trainer import train; assert len(jax.devices()) == 4, jax.devices(); "
+        f"train(load_config(r'{path}', ['train.devices=4']), out_dir=r'{tmp_path / 'four'}'); "
+        f"train(load_config(r'{path}', ['train.devices=1']), out_dir=r'{tmp_path / 'one'}')"
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, capture_output=True)
+    four, one = load_npz(tmp_path / "four" / "final.npz"), load_npz(tmp_path / "one" / "final.npz")
+    for k in one:
+        np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-5)
