@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 
+NEWTON_KINDS = ("logistic", "multinomial")
+
+
 def _enable_x64() -> None:
     import jax
 
@@ -54,6 +57,8 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, args.set or [])
+        if cfg.model.kind in NEWTON_KINDS:
+            _enable_x64()  # Newton fits run in float64
         train(cfg, out_dir=args.out, resume=args.resume)
     except ConfigError as err:
         print(f"mdc-jax train: {err}", file=sys.stderr)
@@ -65,10 +70,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .experiment.config import ConfigError
+    from .experiment.config import ConfigError, load_config
     from .experiment.sweep import run_sweep
 
     try:
+        if any(load_config(c, args.set or []).model.kind in NEWTON_KINDS for c in args.configs):
+            _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
         rows = run_sweep(args.configs, args.set or [], args.grid or [], args.out)
     except ConfigError as err:
         print(f"mdc-jax sweep: {err}", file=sys.stderr)
