@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     jax.config.update("jax_enable_x64", True)  # float64 cases; float32 cases create float32 arrays
     from ._timing import format_table, matmul_gflops
+    from .torch_cases import configure_threads
+
+    configure_threads()
 
     results = []
     for i, family in enumerate(args.only, 1):

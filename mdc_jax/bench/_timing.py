@@ -92,14 +92,15 @@ def matmul_gflops(n: int = 2048, dtype=jnp.float32, rounds: int = 11) -> float:
 
 def format_table(results: list[CaseResult], matmul: float | None = None) -> str:
     """A markdown table of results."""
-    lines = ["| case | closed ms | autodiff ms | time ratio | closed temp MiB | autodiff temp MiB | temp ratio | GFLOP/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| case | closed ms | autodiff ms | time ratio | closed temp MiB | autodiff temp MiB | temp ratio | GFLOP/s | torch ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mib = lambda b: "-" if b is None else f"{b / 2**20:.1f}"
     for r in results:
         tr = "-" if r.temp_ratio is None else f"{r.temp_ratio:.2f}"
         gf = "-" if r.closed_gflops is None else f"{r.closed_gflops:.1f}"
         if r.closed_gflops is not None and matmul:
             gf += f" ({100 * r.closed_gflops / matmul:.0f}% of matmul)"
+        torch = f"{r.extra['torch_ms']:.2f}" if "torch_ms" in r.extra else "-"
         lines.append(f"| {r.name} | {r.closed_ms:.2f} | {r.autodiff_ms:.2f} | {r.ratio:.2f} | "
-                     f"{mib(r.closed_temp_bytes)} | {mib(r.autodiff_temp_bytes)} | {tr} | {gf} |")
+                     f"{mib(r.closed_temp_bytes)} | {mib(r.autodiff_temp_bytes)} | {tr} | {gf} | {torch} |")
     return "\n".join(lines)

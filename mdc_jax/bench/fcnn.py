@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import mdc_jax
 from mdc_jax import reference
 
+from . import torch_cases
 from ._timing import CaseResult, compiled, interleaved_medians
 
 # (name, N, widths, activation); the two sizes, and a seconds-long pair for --suite small.
@@ -40,7 +41,12 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
         auto = jax.value_and_grad(lambda p, X, Y: reference.fcnn_classification_loss(p, X, Y, acts, 1e-4))
         run_closed, temp_closed = compiled(closed, params, X, Y)
         run_auto, temp_auto = compiled(auto, params, X, Y)
-        ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds)
+        runners = {"closed": run_closed, "autodiff": run_auto}
+        torch_run = torch_cases.fcnn_classification(params, X, Y, acts, 1e-4)
+        if torch_run is not None:
+            runners["torch"] = torch_run
+        ms = interleaved_medians(runners, rounds=rounds)
+        extra = {"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}
         results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
-                                  flops=training_flops(n, dims)))
+                                  flops=training_flops(n, dims), extra=extra))
     return results

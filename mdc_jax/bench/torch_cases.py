@@ -1,0 +1,75 @@
+"""PyTorch autograd counterparts of the FCNN and RNN benchmark cases (optional: ``pip install mdc-jax[bench]``).
+
+Each builder takes the JAX case's arrays and returns a zero-argument callable that runs forward
+and ``backward()`` once, so it can be interleaved with the JAX programs in ``interleaved_medians``.
+Returns ``None`` when torch is not installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _leaf(torch, a, grad=True):
+    return torch.tensor(np.asarray(a), requires_grad=grad)
+
+
+def fcnn_classification(params, X, Y, activations, l2):
+    torch = _torch()
+    if torch is None:
+        return None
+    acts = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda a: a,
+            "softplus": torch.nn.functional.softplus}
+    Ws = [(_leaf(torch, W), _leaf(torch, b)) for W, b in params]
+    Xt, Yt = _leaf(torch, X, False), _leaf(torch, Y, False)
+    n = Xt.shape[0]
+
+    def run():
+        for W, b in Ws:
+            W.grad = b.grad = None
+        Z = Xt
+        for (W, b), name in zip(Ws[:-1], activations):
+            Z = acts[name](torch.addmm(b, Z, W))
+        W, b = Ws[-1]
+        logp = torch.log_softmax(torch.addmm(b, Z, W), dim=-1)
+        loss = -(Yt * logp).sum() / n + 0.5 * l2 * sum((W * W).sum() for W, _ in Ws)
+        loss.backward()
+
+    return run
+
+
+def rnn(params, Z0, X, Y):
+    torch = _torch()
+    if torch is None:
+        return None
+    W, U, b, V, c = (_leaf(torch, p) for p in params)
+    Z0t, Xt, Yt = _leaf(torch, Z0, False), _leaf(torch, X, False), _leaf(torch, Y, False)
+    n = Xt.shape[1]
+
+    def run():
+        for p in (W, U, b, V, c):
+            p.grad = None
+        Z, loss = Z0t, 0.0
+        for t in range(Xt.shape[0]):
+            Z = torch.tanh(torch.addmm(b, Z, W) + Xt[t] @ U)
+            loss = loss - (Yt[t] * torch.log_softmax(torch.addmm(c, Z, V), dim=-1)).sum() / n
+        loss.backward()
+
+    return run
+
+
+def configure_threads() -> None:
+    """Let torch use every core, as XLA does."""
+    torch = _torch()
+    if torch is not None:
+        import os
+
+        torch.set_num_threads(os.cpu_count() or 1)
