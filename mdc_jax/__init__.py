@@ -12,6 +12,11 @@ from .activations import list_activations as list_activations
 from .activations import register_activation as register_activation
 from .rules.fcnn import fcnn_classification_loss as fcnn_classification_loss
 from .rules.fcnn import fcnn_regression_loss as fcnn_regression_loss
+from .rules.rnn import RNNParams as RNNParams
+from .rules.rnn import rnn_forward as rnn_forward
+from .rules.rnn import rnn_loss as rnn_loss
+from .rules.rnn import rnn_loss_and_state as rnn_loss_and_state
+from .rules.rnn import rnn_truncated_bptt_grads as rnn_truncated_bptt_grads
 from .rules.softmax import sigmoid as sigmoid
 from .rules.softmax import softmax as softmax
 
@@ -25,6 +30,11 @@ __all__ = [
     "list_activations",
     "reference",
     "register_activation",
+    "RNNParams",
+    "rnn_forward",
+    "rnn_loss",
+    "rnn_loss_and_state",
+    "rnn_truncated_bptt_grads",
     "sigmoid",
     "softmax",
 ]

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from . import reference as ref
 from .registry import RuleSpec, register_rule
-from .rules import fcnn, softmax
+from .rules import fcnn, rnn, softmax
 
 SEED0 = "000_3fed0c34b422d74e.txt"
 SEED4 = "004_c4a3fcbc5e77e7ce.txt"
@@ -76,3 +76,17 @@ register_rule(RuleSpec("fcnn_classification_general", f"{SEED0} §6.3 eq. 38-40"
 register_rule(RuleSpec("softmax", f"{SEED0} §4.3.5; {SEED4} §2.3 eq. 2.10", softmax.softmax, ref.softmax,
                        _matrix_sample))
 register_rule(RuleSpec("sigmoid", f"{SEED4} §2.2 eq. 2.4", softmax.sigmoid, ref.sigmoid, _matrix_sample))
+
+
+def _rnn_sample(key, dtype):
+    k_shape, kW, kU, kV, kb, kx, ky, kz = jax.random.split(key, 8)
+    tau, n, d, h, k = _ints(k_shape, 5, 1, 7)
+    k = max(k, 2)
+    u = lambda key, shape, scale: jax.random.uniform(key, shape, dtype, -scale, scale)
+    params = rnn.RNNParams(u(kW, (h, h), 1.0 / h**0.5), u(kU, (d, h), 1.0 / d**0.5), u(kb, (h,), 0.5),
+                           u(kV, (h, k), 1.0 / h**0.5), jnp.zeros((k,), dtype))
+    Y = jax.nn.softmax(jax.random.normal(ky, (tau, n, k), dtype) * 2, axis=-1)
+    return params, u(kz, (n, h), 1.0), u(kx, (tau, n, d), 1.0), Y
+
+
+register_rule(RuleSpec("rnn", f"{SEED0} §6.4 final equations", rnn.rnn_loss, ref.rnn_loss, _rnn_sample))

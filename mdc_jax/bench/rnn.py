@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import mdc_jax.rules.rnn as rnn
 from mdc_jax.reference import rnn as reference
 
+from . import torch_cases
 from ._timing import CaseResult, compiled, interleaved_medians
 
 # (name, τ, N, D, H, K): the size, and a seconds-long one for --suite small.
@@ -50,8 +51,12 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
         run_auto, temp_auto = compiled(jax.value_and_grad(reference.rnn_loss), *case)
         _, temp_closed_all = compiled(jax.value_and_grad(rnn.rnn_loss, argnums=(0, 1, 2, 3)), *case)
         _, temp_auto_all = compiled(jax.value_and_grad(reference.rnn_loss, argnums=(0, 1, 2, 3)), *case)
-        ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds)
-        extra = {"closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
+        runners = {"closed": run_closed, "autodiff": run_auto}
+        torch_run = torch_cases.rnn(*case)
+        if torch_run is not None:
+            runners["torch"] = torch_run
+        ms = interleaved_medians(runners, rounds=rounds)
+        extra = {**({"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}),"closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
                  "hidden_states_bytes": tau * n * h * jnp.dtype(jnp.float32).itemsize,
                  "chunk": rnn._chunk_size(tau)}
         results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,

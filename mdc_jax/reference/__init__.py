@@ -8,3 +8,6 @@ from .fcnn import fcnn_classification_loss as fcnn_classification_loss
 from .fcnn import fcnn_regression_loss as fcnn_regression_loss
 from .fcnn import sigmoid as sigmoid
 from .fcnn import softmax as softmax
+from .rnn import rnn_forward as rnn_forward
+from .rnn import rnn_loss as rnn_loss
+from .rnn import rnn_loss_and_state as rnn_loss_and_state

@@ -1,0 +1,315 @@
+"""Specification of the RNN rule (seed 000, §6.4) against jax.grad of the plain lax.scan reference."""
+
+from __future__ import annotations
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from mdc_jax.reference import rnn as ref
+from mdc_jax.rules import rnn as rnn_module
+from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss, rnn_loss_and_state, rnn_truncated_bptt_grads
+
+from .helpers import F32_RTOL, F64_RTOL, assert_close
+
+ARGNUMS = (0, 1, 2, 3)  # params, Z0, X, Y: every argument has a cotangent
+
+
+def rnn_case(seed, tau, n, d, h, k, dtype, one_hot=True, weight_scale=1.0):
+    """Random (params, Z0, X, Y); weights ~ U(±scale·2/√fan_in), so the states are not saturated.
+
+    Drawn with NumPy: eager jax.random would compile anew for every shape hypothesis tries.
+    """
+    rng = np.random.default_rng(seed)
+    u = lambda shape, scale=1.0: jnp.asarray(rng.uniform(-scale, scale, shape), dtype)
+    w = lambda shape: u(shape, weight_scale * 2.0 / np.sqrt(shape[0]))
+    params = RNNParams(w((h, h)), w((d, h)), u((h,), 0.5), w((h, k)), u((k,), 0.5))
+    Z0, X = u((n, h), 0.9), u((tau, n, d))
+    if one_hot:
+        Y = np.eye(k)[rng.integers(0, k, (tau, n))]
+    else:
+        E = np.exp(rng.uniform(-2, 2, (tau, n, k)))
+        Y = E / E.sum(axis=-1, keepdims=True)
+    return params, Z0, X, jnp.asarray(Y, dtype)
+
+
+def assert_matches_autodiff(case, rtol, rule=rnn_loss, reference=ref.rnn_loss):
+    # One jit for both: one compilation per shape is far cheaper than eager op-by-op dispatch.
+    both = jax.jit(lambda *a: (jax.value_and_grad(rule, argnums=ARGNUMS)(*a),
+                               jax.value_and_grad(reference, argnums=ARGNUMS)(*a)))
+    (value, grads), (ref_value, ref_grads) = both(*case)
+    assert_close(value, ref_value, rtol, "loss value")
+    assert_close(grads, ref_grads, rtol, "gradients")
+    assert isinstance(grads[0], RNNParams)
+    for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
+        assert g.dtype == x.dtype and g.shape == x.shape
+    return value, grads
+
+
+@st.composite
+def rnn_setups(draw):
+    """seed, τ, N, D, H, K, one-hot: τ up to 13 covers chunks of 1–4 steps and several chunks."""
+    return (draw(st.integers(0, 2**31 - 1)), draw(st.integers(1, 13)), draw(st.integers(1, 5)),
+            draw(st.integers(1, 6)), draw(st.integers(1, 7)), draw(st.integers(2, 6)), draw(st.booleans()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with autodiff
+
+
+# Each example compiles the rule and the reference (about a second); the test suite's budget is a
+# minute, so these take a share of the profile's examples ("thorough" raises them alike).
+EXAMPLES = settings().max_examples
+
+
+@settings(max_examples=EXAMPLES // 3)
+@given(rnn_setups())
+@example((0, 1, 1, 1, 1, 2, True))  # τ = 1, N = 1, D = 1, H = 1, K = 2
+@example((1, 12, 3, 4, 5, 3, False))  # three chunks of four steps
+def test_loss_and_all_gradients_match_autodiff_float64(setup):
+    seed, tau, n, d, h, k, one_hot = setup
+    assert_matches_autodiff(rnn_case(seed, tau, n, d, h, k, jnp.float64, one_hot), F64_RTOL)
+
+
+@settings(max_examples=EXAMPLES // 5)
+@given(rnn_setups())
+@example((0, 1, 1, 1, 1, 2, True))
+def test_loss_and_all_gradients_match_autodiff_float32(setup):
+    seed, tau, n, d, h, k, one_hot = setup
+    assert_matches_autodiff(rnn_case(seed, tau, n, d, h, k, jnp.float32, one_hot), F32_RTOL)
+
+
+def test_unnormalised_label_rows_match_autodiff():
+    """Rows of Y_t that do not sum to one keep the exact gradient (the factor Y_t1 is kept)."""
+    params, Z0, X, _ = rnn_case(3, 6, 4, 3, 5, 3, jnp.float64)
+    Y = jnp.asarray(np.random.default_rng(9).uniform(1.0, 2.0, (6, 4, 3)))
+    assert_matches_autodiff((params, Z0, X, Y), F64_RTOL)
+
+
+def test_final_state_cotangent_is_exact():
+    """Differentiating through Z_τ (not as aux) gives the autodiff gradient of J + f(Z_τ)."""
+    case = rnn_case(4, 7, 3, 2, 4, 3, jnp.float64)
+    with_state = lambda loss: lambda *a: (lambda J, Z: J + jnp.sum(jnp.sin(Z)))(*loss(*a))
+    assert_matches_autodiff(case, F64_RTOL, with_state(rnn_loss_and_state), with_state(ref.rnn_loss_and_state))
+
+
+def test_forward_matches_reference_and_its_logits_give_the_loss():
+    params, Z0, X, Y = rnn_case(5, 6, 3, 2, 4, 3, jnp.float64)
+    Z, O = rnn_forward(params, Z0, X)
+    Z_ref, O_ref = ref.rnn_forward(params, Z0, X)
+    assert O.shape == (6, 3, 3)
+    assert_close((Z, O), (Z_ref, O_ref), F64_RTOL, "forward")
+    J, Z_tau = rnn_loss_and_state(params, Z0, X, Y)
+    assert_close((J, Z_tau), (-jnp.sum(Y * jax.nn.log_softmax(O, axis=-1)) / 3, Z), F64_RTOL, "loss from logits")
+
+
+def test_wide_case_matches_autodiff_float64():
+    assert_matches_autodiff(rnn_case(7, 17, 16, 24, 40, 11, jnp.float64, one_hot=False), F64_RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finite differences, transformations, long sequences
+
+
+def test_gradients_match_finite_differences_float64():
+    case = rnn_case(2, 5, 2, 3, 3, 3, jnp.float64, one_hot=False)
+    check_grads(jax.jit(rnn_loss), case, order=2, modes=["rev"], eps=1e-4)
+
+
+def test_rule_under_jit_matches_eager():
+    case = rnn_case(4, 6, 3, 2, 4, 3, jnp.float64)
+    jitted = jax.jit(jax.value_and_grad(rnn_loss, argnums=ARGNUMS))(*case)
+    eager = jax.value_and_grad(rnn_loss, argnums=ARGNUMS)(*case)
+    assert_close(jitted, eager, F64_RTOL, "jit vs eager")
+
+
+def test_per_sequence_gradients_under_vmap():
+    n = 4
+    params, Z0, X, Y = rnn_case(6, 5, n, 3, 4, 3, jnp.float64)
+    grad = lambda loss: jax.grad(loss, argnums=(0, 1, 2))
+    # Each sequence as a batch of one: Z0 (1, H), X (τ, 1, D), Y (τ, 1, K).
+    per_sequence = jax.jit(jax.vmap(grad(rnn_loss), in_axes=(None, 0, 1, 1)))(
+        params, Z0[:, None, :], X[:, :, None, :], Y[:, :, None, :])
+    one = jax.jit(grad(ref.rnn_loss))
+    looped = [one(params, Z0[i:i + 1], X[:, i:i + 1], Y[:, i:i + 1]) for i in range(n)]
+    assert_close(per_sequence, jax.tree.map(lambda *g: jnp.stack(g), *looped), F64_RTOL, "vmap")
+
+
+def test_hessian_vector_products_by_grad_of_grad():
+    params, Z0, X, Y = rnn_case(8, 6, 3, 2, 4, 3, jnp.float64)
+    direction = jax.tree.map(lambda p: jnp.cos(jnp.arange(p.size, dtype=p.dtype)).reshape(p.shape), params)
+
+    def hvp(loss):
+        def directional(p):
+            g = jax.grad(loss)(p, Z0, X, Y)
+            return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(direction)))
+        return jax.grad(directional)(params)
+
+    rule_hvp, ref_hvp = jax.jit(lambda: (hvp(rnn_loss), hvp(ref.rnn_loss)))()
+    assert_close(rule_hvp, ref_hvp, 1e-9, "Hessian-vector product")
+
+
+def _equations(jaxpr) -> int:
+    """Equations of a jaxpr, those of nested jaxprs (scan bodies, the custom rule's) included."""
+    count = len(jaxpr.eqns)
+    for eqn in jaxpr.eqns:
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else (param,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    count += _equations(sub.jaxpr)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    count += _equations(sub)
+    return count
+
+
+def test_thousand_steps_use_a_scan_and_give_finite_gradients():
+    """τ = 1000: the traced program is the size of τ = 8's (a scan, not an unrolled loop), the
+    gradients are finite with saturated states, and they still match autodiff."""
+    grad = jax.value_and_grad(rnn_loss, argnums=ARGNUMS)
+    sizes = [_equations(jax.make_jaxpr(grad)(*rnn_case(0, tau, 2, 3, 4, 3, jnp.float64)).jaxpr) for tau in (8, 1000)]
+    assert sizes[0] == sizes[1], f"jaxpr grows with τ: {sizes}"
+
+    case = rnn_case(1, 1000, 2, 3, 4, 3, jnp.float64, weight_scale=4.0)  # |A_t| large: tanh saturates
+    value, grads = assert_matches_autodiff(case, F64_RTOL)
+    assert np.isfinite(float(value))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_logits_of_1e4_give_finite_correct_gradients():
+    params, Z0, X, Y = rnn_case(2, 4, 3, 2, 3, 3, jnp.float64)
+    params = params._replace(V=params.V * 1e4)
+    for dtype, rtol in [(jnp.float64, F64_RTOL), (jnp.float32, F32_RTOL)]:
+        case = jax.tree.map(lambda a: a.astype(dtype), (params, Z0, X, Y))
+        value, grads = assert_matches_autodiff(case, rtol)
+        assert np.isfinite(float(value)) and float(value) > 1e2
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+# ---------------------------------------------------------------------------------------------
+# Truncated backpropagation through time
+
+
+def _reference_chunk_grads(params, Z0, X, Y, chunk):
+    """Σ_k ∇_params J_k with the carried state stop-gradiented, differentiated by autodiff."""
+    def total(p):
+        J, Z = 0.0, Z0
+        for s in range(0, X.shape[0], chunk):
+            J_k, Z = ref.rnn_loss_and_state(p, jax.lax.stop_gradient(Z), X[s:s + chunk], Y[s:s + chunk])
+            J = J + J_k
+        return J, Z
+    (J, Z), g = jax.value_and_grad(total, has_aux=True)(params)
+    return J, g, Z
+
+
+def test_truncated_bptt_equals_gradients_of_the_chunk_losses():
+    chunk = 4  # 10 steps: chunks of 4, 4 and a short last one of 2
+    params, Z0, X, Y = rnn_case(3, 10, 3, 2, 4, 3, jnp.float64)
+    expected = jax.jit(_reference_chunk_grads, static_argnums=4)(params, Z0, X, Y, chunk)
+
+    # The documented pattern: value_and_grad with has_aux, the final state fed to the next chunk.
+    step = jax.jit(jax.value_and_grad(rnn_loss_and_state, has_aux=True))
+    J, grads, Z = 0.0, jax.tree.map(jnp.zeros_like, params), Z0
+    for s in range(0, 10, chunk):
+        (J_k, Z), g = step(params, Z, X[s:s + chunk], Y[s:s + chunk])
+        J, grads = J + J_k, jax.tree.map(jnp.add, grads, g)
+    assert_close((J, grads, Z), expected, F64_RTOL, "has_aux pattern")
+
+    # The convenience: the same in one scan over chunks.
+    got = jax.jit(rnn_truncated_bptt_grads, static_argnums=4)(params, Z0, X, Y, chunk)
+    assert_close(got, expected, F64_RTOL, "rnn_truncated_bptt_grads")
+
+
+def test_chained_chunks_without_aux_are_full_bptt():
+    """The final state's cotangent flows back: two chained calls give the full-sequence gradient."""
+    params, Z0, X, Y = rnn_case(5, 9, 2, 3, 4, 3, jnp.float64)
+
+    def two_chunks(p, Z0, X, Y):
+        J1, Z = rnn_loss_and_state(p, Z0, X[:5], Y[:5])
+        J2, _ = rnn_loss_and_state(p, Z, X[5:], Y[5:])
+        return J1 + J2
+
+    assert_matches_autodiff((params, Z0, X, Y), F64_RTOL, rule=two_chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# The custom rule is what runs; dtypes
+
+
+def test_gradient_runs_through_the_custom_rule(monkeypatch):
+    """The loss is a custom_vjp call, and jax.grad invokes its closed-form backward."""
+    case = rnn_case(0, 3, 2, 2, 3, 2, jnp.float64)
+    core = rnn_module._rnn
+    jaxpr = str(jax.make_jaxpr(rnn_loss)(*case))
+    assert "custom_vjp_call" in jaxpr and f"name={core.fun.__name__}" in jaxpr
+
+    calls = []
+    original = core.bwd
+
+    def counting_bwd(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(core, "bwd", counting_bwd)
+    jax.make_jaxpr(jax.grad(rnn_loss))(*case)
+    assert calls, "jax.grad did not call the closed-form backward"
+
+
+def test_bfloat16_runs_and_keeps_its_dtype():
+    """float32 and float64 dtypes are checked with every example above."""
+    case = rnn_case(1, 5, 3, 2, 4, 3, jnp.bfloat16)
+    grads = jax.jit(jax.grad(rnn_loss, argnums=ARGNUMS))(*case)
+    for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
+        assert g.dtype == x.dtype and g.shape == x.shape
+        assert bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+
+
+def test_plain_tuple_params_are_accepted():
+    params, Z0, X, Y = rnn_case(2, 4, 2, 3, 4, 3, jnp.float64)
+    g_tuple = jax.grad(rnn_loss)(tuple(params), Z0, X, Y)
+    assert type(g_tuple) is tuple
+    assert_close(RNNParams(*g_tuple), jax.grad(rnn_loss)(params, Z0, X, Y), F64_RTOL, "tuple params")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def _bad(fn, args, match):
+    with pytest.raises(ValueError, match=match):
+        fn(*args)
+    with pytest.raises(ValueError, match=match):  # at trace time, under jit too
+        jax.jit(fn)(*args)
+
+
+def test_bad_input_raises_naming_argument_and_shapes():
+    params, Z0, X, Y = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)  # τ = 3, N = 4, D = 2, H = 5, K = 3
+    W, U, b, V, c = params
+    _bad(rnn_loss, (params, Z0, X[0], Y), r"X must be 3-D with shape \(τ, N, D\), time-major; got shape \(4, 2\)")
+    _bad(rnn_loss, (params, Z0, X[..., :1], Y), r"U has shape \(2, 5\); expected \(1, 5\).*X's feature size D = 1")
+    _bad(rnn_loss, (params, Z0, X, Y[:2]), r"Y has shape \(2, 4, 3\); expected \(3, 4, 3\).*X's 3 steps and 4 sequences")
+    _bad(rnn_loss, (params, Z0, X, Y[:, :3]), r"Y has shape \(3, 3, 3\); expected \(3, 4, 3\)")
+    _bad(rnn_loss, (params, Z0, X, Y[..., :2]), r"Y has shape \(3, 4, 2\); expected \(3, 4, 3\).*V's 3 columns")
+    _bad(rnn_loss, (params, Z0[:3], X, Y), r"Z0 has shape \(3, 5\); expected \(4, 5\).*X's 4 sequences")
+    _bad(rnn_loss, (params, Z0.T, X, Y), r"Z0 has shape \(5, 4\); expected \(4, 5\)")
+    _bad(rnn_loss, (params._replace(W=W[:, :4]), Z0, X, Y), r"W has shape \(5, 4\); expected \(5, 5\).*square")
+    _bad(rnn_loss, (params._replace(W=W[0]), Z0, X, Y), r"W must be 2-D with shape \(H, H\); got shape \(5,\)")
+    _bad(rnn_loss, (params._replace(b=b[:3]), Z0, X, Y), r"b has shape \(3,\); expected \(5,\)")
+    _bad(rnn_loss, (params._replace(c=c[:, None]), Z0, X, Y), r"c has shape \(3, 1\); expected \(3,\)")
+    _bad(rnn_loss, (params._replace(V=V[:4]), Z0, X, Y), r"V has shape \(4, 3\); expected \(5, 3\).*hidden size H = 5")
+    _bad(rnn_loss, (params[:4], Z0, X, Y), r"params must be an RNNParams\(W, U, b, V, c\).*length 4")
+    _bad(rnn_loss, (params, Z0, X[:0], Y[:0]), r"X has shape \(0, 4, 2\); expected at least one time step")
+    _bad(rnn_forward, (params, Z0, X[..., :1]), r"U has shape \(2, 5\); expected \(1, 5\)")
+    _bad(rnn_loss_and_state, (params, Z0[:1], X, Y), r"rnn_loss_and_state: Z0 has shape \(1, 5\)")
+    _bad(lambda *a: rnn_truncated_bptt_grads(*a, 0), (params, Z0, X, Y), r"chunk must be a positive int")
+
+
+def test_integer_labels_are_rejected_with_a_one_hot_hint():
+    params, Z0, X, _ = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)
+    labels = jnp.zeros((3, 4), jnp.int32)
+    _bad(rnn_loss, (params, Z0, X, labels), r"Y has dtype int32 and shape \(3, 4\).*jax\.nn\.one_hot\(labels, 3\)")
+    _bad(rnn_loss, (params, Z0, X.astype(jnp.int32), jax.nn.one_hot(labels, 3)), r"X has dtype int32")
