@@ -5,6 +5,7 @@ docstring); `mdc_jax.reference` holds plain-JAX forwards that `jax.grad` differe
 check them.
 """
 
+from . import identities as identities
 from . import reference as reference
 from .activations import Activation as Activation
 from .activations import get_activation as get_activation
@@ -12,6 +13,15 @@ from .activations import list_activations as list_activations
 from .activations import register_activation as register_activation
 from .rules.fcnn import fcnn_classification_loss as fcnn_classification_loss
 from .rules.fcnn import fcnn_regression_loss as fcnn_regression_loss
+from .rules.jacobians import cross_entropy as cross_entropy
+from .rules.jacobians import sigmoid_jacobian as sigmoid_jacobian
+from .rules.jacobians import softmax_jacobian as softmax_jacobian
+from .rules.logistic import logistic_gradient as logistic_gradient
+from .rules.logistic import logistic_hessian as logistic_hessian
+from .rules.logistic import logistic_loss as logistic_loss
+from .rules.logistic import multinomial_gradient as multinomial_gradient
+from .rules.logistic import multinomial_hessian as multinomial_hessian
+from .rules.logistic import multinomial_loss as multinomial_loss
 from .rules.rnn import RNNParams as RNNParams
 from .rules.rnn import rnn_forward as rnn_forward
 from .rules.rnn import rnn_loss as rnn_loss
@@ -19,22 +29,44 @@ from .rules.rnn import rnn_loss_and_state as rnn_loss_and_state
 from .rules.rnn import rnn_truncated_bptt_grads as rnn_truncated_bptt_grads
 from .rules.softmax import sigmoid as sigmoid
 from .rules.softmax import softmax as softmax
+from .solvers import NewtonResult as NewtonResult
+from .solvers import SingularHessianError as SingularHessianError
+from .solvers import fit_logistic_newton as fit_logistic_newton
+from .solvers import fit_multinomial_newton as fit_multinomial_newton
+from .solvers import predict_proba_logistic as predict_proba_logistic
+from .solvers import predict_proba_multinomial as predict_proba_multinomial
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "NewtonResult",
+    "RNNParams",
+    "SingularHessianError",
+    "cross_entropy",
     "fcnn_classification_loss",
     "fcnn_regression_loss",
+    "fit_logistic_newton",
+    "fit_multinomial_newton",
     "get_activation",
+    "identities",
     "list_activations",
+    "logistic_gradient",
+    "logistic_hessian",
+    "logistic_loss",
+    "multinomial_gradient",
+    "multinomial_hessian",
+    "multinomial_loss",
+    "predict_proba_logistic",
+    "predict_proba_multinomial",
     "reference",
     "register_activation",
-    "RNNParams",
     "rnn_forward",
     "rnn_loss",
     "rnn_loss_and_state",
     "rnn_truncated_bptt_grads",
     "sigmoid",
+    "sigmoid_jacobian",
     "softmax",
+    "softmax_jacobian",
 ]

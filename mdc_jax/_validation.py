@@ -53,3 +53,11 @@ def require_penalty(fn: str, name: str, x) -> None:
     if shape != ():
         fail(fn, f"{name} must be a scalar; got shape {shape}.")
     require_floating(fn, name, x)
+
+
+def require_square(fn: str, name: str, x, expected: str = "(n, n)") -> int:
+    """Returns n after checking that x is an n × n matrix."""
+    shape = require_ndim(fn, name, x, 2, expected)
+    if shape[0] != shape[1]:
+        fail(fn, f"{name} must be square with shape {expected}; got shape {shape}.")
+    return shape[0]

@@ -90,3 +90,68 @@ def _rnn_sample(key, dtype):
 
 
 register_rule(RuleSpec("rnn", f"{SEED0} §6.4 final equations", rnn.rnn_loss, ref.rnn_loss, _rnn_sample))
+
+
+# --------------------------------------------------------------------------------------------
+# Seed 004: cross-entropy, logistic regression; seed 000 §4.4 and §5: the matrix identities
+
+from . import identities  # noqa: E402
+from .rules import jacobians, logistic  # noqa: E402
+
+
+def _logistic_sample(key, dtype):
+    k_shape, kt, kx, ky = jax.random.split(key, 4)
+    n, d = _ints(k_shape, 2, 1, 12)
+    y = jax.random.bernoulli(ky, 0.5, (n,)).astype(dtype)
+    return (jax.random.uniform(kt, (d,), dtype, -1, 1), jax.random.uniform(kx, (n, d), dtype, -2, 2), y,
+            jnp.asarray(0.3, dtype))
+
+
+def _multinomial_sample(key, dtype):
+    k_shape, kt, kx, ky = jax.random.split(key, 4)
+    n, d, k = _ints(k_shape, 3, 1, 8)
+    k = max(k, 2)
+    Y = jax.nn.one_hot(jax.random.randint(ky, (n,), 0, k), k, dtype=dtype)
+    return (jax.random.uniform(kt, (d, k), dtype, -1, 1), jax.random.uniform(kx, (n, d), dtype, -2, 2), Y,
+            jnp.asarray(0.3, dtype))
+
+
+def _cross_entropy_sample(key, dtype):
+    k_shape, kp, kq = jax.random.split(key, 3)
+    (n,) = _ints(k_shape, 1, 2, 10)
+    return (jax.nn.softmax(jax.random.normal(kp, (n,), dtype)), jax.nn.softmax(jax.random.normal(kq, (n,), dtype)))
+
+
+def _vectors_and_matrices(spec: str):
+    """A sampler for identity arguments: 'v' a vector of n, 'm' an n × n matrix, 'w' a
+    well-conditioned n × n matrix (n·I plus noise: invertible, positive determinant)."""
+
+    def sample(key, dtype):
+        k_shape, *keys = jax.random.split(key, len(spec) + 1)
+        (n,) = _ints(k_shape, 1, 1, 6)
+        out = []
+        for kind, k in zip(spec, keys):
+            if kind == "v":
+                out.append(jax.random.uniform(k, (n,), dtype, -1, 1))
+            elif kind == "m":
+                out.append(jax.random.uniform(k, (n, n), dtype, -1, 1))
+            else:
+                out.append(n * jnp.eye(n, dtype=dtype) + jax.random.uniform(k, (n, n), dtype, -1, 1))
+        return tuple(out)
+
+    return sample
+
+
+register_rule(RuleSpec("cross_entropy", f"{SEED4} §3.1 eq. 3.1", jacobians.cross_entropy, ref.cross_entropy,
+                       _cross_entropy_sample))
+register_rule(RuleSpec("logistic_loss", f"{SEED4} §3.2 eq. 3.3-3.9", logistic.logistic_loss, ref.logistic_loss,
+                       _logistic_sample))
+register_rule(RuleSpec("multinomial_loss", f"{SEED4} §3.3, docs/derivations.md", logistic.multinomial_loss,
+                       ref.multinomial_loss, _multinomial_sample))
+for _name, _where, _spec in [
+    ("linear", "§5 eq. 33", "vv"), ("quadratic", "§5", "vm"), ("bilinear", "§5", "vmv"),
+    ("gram_quadratic", "§5", "vm"), ("trace_inverse_product", "§5 eq. 34", "mwm"), ("trace", "§4.4", "m"),
+    ("inverse", "§4.4", "w"), ("det", "§4.4", "w"), ("logdet", "§4.4", "w"), ("outer_self", "§5 eq. 35-36", "v"),
+]:
+    register_rule(RuleSpec(f"identity_{_name}", f"{SEED0} {_where}", getattr(identities, _name),
+                           getattr(ref, _name), _vectors_and_matrices(_spec)))

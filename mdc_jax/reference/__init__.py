@@ -11,3 +11,16 @@ from .fcnn import softmax as softmax
 from .rnn import rnn_forward as rnn_forward
 from .rnn import rnn_loss as rnn_loss
 from .rnn import rnn_loss_and_state as rnn_loss_and_state
+from .identities import bilinear as bilinear
+from .identities import det as det
+from .identities import gram_quadratic as gram_quadratic
+from .identities import inverse as inverse
+from .identities import linear as linear
+from .identities import logdet as logdet
+from .identities import outer_self as outer_self
+from .identities import quadratic as quadratic
+from .identities import trace as trace
+from .identities import trace_inverse_product as trace_inverse_product
+from .logistic import cross_entropy as cross_entropy
+from .logistic import logistic_loss as logistic_loss
+from .logistic import multinomial_loss as multinomial_loss

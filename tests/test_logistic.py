@@ -1,0 +1,263 @@
+"""Specification of the logistic-regression rules (seed 004 §3.2–3.3) against autodiff."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from mdc_jax.reference import logistic as ref
+from mdc_jax.rules import logistic as lg
+
+from .helpers import F32_RTOL, F64_RTOL, assert_close
+
+ARGNUMS = (0, 1, 2, 3)  # θ, X, y, λ: every argument has a cotangent
+dtypes = st.sampled_from([jnp.float64, jnp.float32])
+seeds = st.integers(0, 2**31 - 1)
+l2s = st.sampled_from([0.0, 0.3, 2.0])
+# (n, d) and (n, d, k) from short lists: a new shape costs a compilation, new values do not.
+binary_shapes = st.sampled_from([(1, 1), (7, 3), (12, 5)])
+multinomial_shapes = st.sampled_from([(1, 1, 2), (6, 3, 3), (10, 4, 5)])
+
+
+def _rtol(dtype):
+    return F64_RTOL if dtype == jnp.float64 else F32_RTOL
+
+
+# Test data comes from NumPy: eager jax.random would compile its kernels for every new shape.
+def uniform(rng, shape, dtype, scale=1.0):
+    """Bounded values in [−scale, scale), as helpers.uniform, without a compilation per shape."""
+    return jnp.asarray(rng.uniform(-scale, scale, shape), dtype)
+
+
+def binary_case(seed, n, d, dtype, scale=1.5):
+    rng = np.random.default_rng(seed)
+    return uniform(rng, (d,), dtype, scale), uniform(rng, (n, d), dtype, scale), jnp.asarray(rng.integers(0, 2, n), dtype)
+
+
+def multinomial_case(seed, n, d, k, dtype, one_hot=True):
+    rng = np.random.default_rng(seed)
+    Theta, X = uniform(rng, (d, k), dtype, 1.5), uniform(rng, (n, d), dtype, 1.5)
+    if one_hot:
+        Y = np.eye(k)[rng.integers(0, k, n)]
+    else:
+        E = np.exp(rng.uniform(-2, 2, (n, k)))
+        Y = E / E.sum(axis=1, keepdims=True)
+    return Theta, X, jnp.asarray(Y, dtype)
+
+
+@functools.cache
+def _pair(name):
+    """One jit computing the rule's value and all four gradients, and the reference's."""
+    rule, reference = getattr(lg, name), getattr(ref, name)
+    vg = lambda f: jax.value_and_grad(f, argnums=ARGNUMS)
+    return jax.jit(lambda *a: (vg(rule)(*a), vg(reference)(*a)))
+
+
+@functools.cache
+def _hessian_pair(name):
+    rule_hessian = getattr(lg, name.replace("loss", "hessian"))
+    return jax.jit(lambda *a: (rule_hessian(*a), jax.hessian(getattr(ref, name))(*a)))
+
+
+def assert_loss_matches_autodiff(name, case, l2, rtol):
+    l2 = jnp.asarray(l2, case[0].dtype)  # an array, so that its cotangent is compared too
+    (value, grads), (ref_value, ref_grads) = _pair(name)(*case, l2)
+    assert_close(value, ref_value, rtol, f"{name} value")
+    for what, g, g_ref, x in zip(["θ", "X", "y", "λ"], grads, ref_grads, (*case, l2)):
+        assert_close(g, g_ref, rtol, f"{name} ∇{what}")
+        assert g.dtype == x.dtype and g.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary: §3.2
+
+
+@given(binary_shapes, seeds, l2s, dtypes)
+def test_logistic_loss_value_and_all_gradients_match_autodiff(shape, seed, l2, dtype):
+    """∇θ = Xᵀ(π − y) + λθ (eq. 3.9), ∇X = (π − y)θᵀ, ∇y = −Xθ, ∇λ = ½θᵀθ."""
+    assert_loss_matches_autodiff("logistic_loss", binary_case(seed, *shape, dtype), l2, _rtol(dtype))
+
+
+@given(binary_shapes, seeds, l2s, dtypes)
+def test_logistic_hessian_matches_jax_hessian(shape, seed, l2, dtype):
+    """Xᵀ diag(π(1 − π)) X + λI (eq. 3.14) against jax.hessian in θ."""
+    theta, X, y = binary_case(seed, *shape, dtype)
+    H, H_ref = _hessian_pair("logistic_loss")(theta, X, y, jnp.asarray(l2, dtype))
+    assert H.shape == (shape[1], shape[1]) and H.dtype == dtype
+    assert_close(H, H_ref, _rtol(dtype), "binary Hessian")
+
+
+def test_logistic_hessian_with_several_gram_blocks_matches_jax_hessian():
+    """d > the block width: the upper-block-triangle Gram matrix and its mirror."""
+    theta, X, y = binary_case(0, 40, lg._GRAM_BLOCK + 77, jnp.float64, scale=0.2)
+    H, H_ref = _hessian_pair("logistic_loss")(theta, X, y, jnp.float64(0.5))
+    assert_close(H, H_ref, F64_RTOL, "blocked Hessian")
+    np.testing.assert_array_equal(H, H.T)
+
+
+@pytest.mark.parametrize("block", [1, 3, 7])
+def test_weighted_gram_blocks_cover_every_entry_and_are_exactly_symmetric(block):
+    rng = np.random.default_rng(1)
+    X, w = uniform(rng, (9, 7), jnp.float64), uniform(rng, (9,), jnp.float64) + 1.0
+    G = jax.jit(lg.weighted_gram, static_argnames="block")(X, w, block=block)
+    assert_close(G, X.T @ (w[:, None] * X), 1e-14, f"block={block}")
+    np.testing.assert_array_equal(G, G.T)
+
+
+def test_logistic_gradient_function_is_the_rules_backward():
+    theta, X, y = binary_case(3, 9, 4, jnp.float64)
+    g = jax.jit(lambda *a: (lg.logistic_gradient(*a), jax.grad(ref.logistic_loss)(*a)))(theta, X, y, 0.7)
+    assert_close(*g, F64_RTOL, "logistic_gradient")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_margins_of_1e4_give_finite_correct_gradients(dtype):
+    """softplus form: the loss, gradient and Hessian stay finite at |xᵀθ| = 1e4."""
+    X = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], dtype)
+    theta = jnp.array([1e4, -1e4], dtype)
+    y = jnp.array([1.0, 0.0, 1.0, 0.0], dtype)  # margins +1e4 (right), −1e4 (wrong) alternately
+    case = (theta, X, y)
+    (value, grads), (ref_value, ref_grads) = _pair("logistic_loss")(*case, jnp.asarray(0.0, dtype))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in (value, *grads))
+    np.testing.assert_allclose(value, 2e4, rtol=1e-6)  # two points wrong by 1e4 each, two right by ~0
+    assert_close(grads, ref_grads, _rtol(dtype), "gradients at ±1e4")
+    np.testing.assert_allclose(grads[0], [0.0, -2.0], atol=1e-6)  # Xᵀ(π − y), π − y = (0, 0, −1, 1)
+    H, H_ref = _hessian_pair("logistic_loss")(*case, jnp.asarray(0.0, dtype))
+    assert bool(jnp.all(jnp.isfinite(H)))
+    np.testing.assert_allclose(H, H_ref, atol=1e-30)  # π(1 − π) underflows to 0, as it should
+
+
+# ---------------------------------------------------------------------------------------------
+# Multinomial: §3.3
+
+
+@given(multinomial_shapes, seeds, l2s, st.booleans(), dtypes)
+def test_multinomial_loss_value_and_all_gradients_match_autodiff(shape, seed, l2, one_hot, dtype):
+    """∇Θ = Xᵀ(Π − Y) + λΘ, ∇X = (Π − Y)Θᵀ, ∇Y = −log Π, ∇λ = ½Θ·Θ."""
+    case = multinomial_case(seed, *shape, dtype, one_hot)
+    assert_loss_matches_autodiff("multinomial_loss", case, l2, _rtol(dtype))
+
+
+@given(multinomial_shapes, seeds, l2s, dtypes)
+def test_multinomial_hessian_matches_jax_hessian_layout_and_values(shape, seed, l2, dtype):
+    """H[i,a,j,b] = Σ_n x_ni x_nj (δ_ab π_na − π_na π_nb) + λ δ_ij δ_ab, in jax.hessian's layout."""
+    Theta, X, Y = multinomial_case(seed, *shape, dtype)
+    H, H_ref = _hessian_pair("multinomial_loss")(Theta, X, Y, jnp.asarray(l2, dtype))
+    n, d, k = shape
+    assert H.shape == (d, k, d, k) and H.dtype == dtype
+    assert_close(H, H_ref, _rtol(dtype), "multinomial Hessian")
+
+
+def test_multinomial_with_label_rows_not_summing_to_one_matches_autodiff():
+    """Weighted rows (r = Y1 ≠ 1) keep the exact gradient and Hessian."""
+    Theta, X, _ = multinomial_case(4, 6, 3, 4, jnp.float64)
+    Y = uniform(np.random.default_rng(8), (6, 4), jnp.float64) + 1.0
+    assert_loss_matches_autodiff("multinomial_loss", (Theta, X, Y), 0.4, F64_RTOL)
+    H, H_ref = _hessian_pair("multinomial_loss")(Theta, X, Y, jnp.float64(0.4))
+    assert_close(H, H_ref, F64_RTOL, "Hessian with r ≠ 1")
+
+
+def test_multinomial_hessian_is_singular_along_the_class_shift_without_ridge():
+    """Θ ↦ Θ + v1ᵀ leaves Π unchanged, so H(v ⊗ 1) = 0 at λ = 0 and = λ(v ⊗ 1) otherwise."""
+    Theta, X, Y = multinomial_case(5, 8, 3, 4, jnp.float64)
+    shift = jnp.ones((3, 4), jnp.float64) * jnp.array([1.0, -2.0, 0.5])[:, None]
+    hvp = jax.jit(lambda l2: jnp.einsum("iajb,jb->ia", lg.multinomial_hessian(Theta, X, Y, l2), shift))
+    for l2 in (0.0, 0.7):
+        np.testing.assert_allclose(hvp(l2), l2 * shift, atol=1e-12)
+
+
+def test_multinomial_with_two_classes_is_binary_logistic_on_the_logit_difference():
+    """k = 2 with Θ = [0, θ] is the binary model: same loss, and ∇θ equals the binary gradient."""
+    theta, X, y = binary_case(6, 10, 3, jnp.float64)
+    Theta = jnp.stack([jnp.zeros_like(theta), theta], axis=1)
+    Y = jnp.stack([1 - y, y], axis=1)
+    run = jax.jit(lambda: (lg.multinomial_loss(Theta, X, Y), lg.logistic_loss(theta, X, y),
+                           jax.grad(lg.multinomial_loss)(Theta, X, Y)[:, 1], jax.grad(lg.logistic_loss)(theta, X, y)))
+    L_multi, L_binary, g_multi, g_binary = run()
+    np.testing.assert_allclose(L_multi, L_binary, rtol=1e-13)
+    np.testing.assert_allclose(g_multi, g_binary, rtol=1e-12)
+
+
+def test_multinomial_logits_of_1e4_give_finite_correct_gradients():
+    Theta = jnp.array([[1e4, -1e4, 0.0]], jnp.float32)
+    X = jnp.array([[1.0], [-1.0]], jnp.float32)
+    Y = jnp.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], jnp.float32)
+    (value, grads), (_, ref_grads) = _pair("multinomial_loss")(Theta, X, Y, jnp.float32(0.0))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in (value, *grads))
+    assert_close(grads, ref_grads, F32_RTOL, "gradients at 1e4")
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformations: finite differences, grad of grad, vmap
+
+
+def test_finite_differences_float64():
+    """jax.test_util.check_grads in reverse mode, jitted (second order: the exact Hessian tests)."""
+    theta, X, y = binary_case(2, 5, 3, jnp.float64)
+    check_grads(jax.jit(lg.logistic_loss), (theta, X, y, 0.3), order=1, modes=["rev"])
+    Theta, X, Y = multinomial_case(2, 4, 2, 3, jnp.float64, one_hot=False)
+    check_grads(jax.jit(lg.multinomial_loss), (Theta, X, Y, 0.3), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize("name", ["logistic_loss", "multinomial_loss"])
+def test_reverse_over_reverse_and_forward_over_reverse_equal_the_closed_form_hessian(name):
+    if name == "logistic_loss":
+        case = binary_case(7, 8, 3, jnp.float64)
+    else:
+        case = multinomial_case(7, 8, 3, 3, jnp.float64)
+    rule, closed = getattr(lg, name), getattr(lg, name.replace("loss", "hessian"))
+    run = jax.jit(lambda *a: (jax.jacrev(jax.grad(rule))(*a), jax.hessian(rule)(*a), closed(*a)))
+    rev_rev, fwd_rev, H = run(*case, 0.2)
+    assert_close(rev_rev, H, F64_RTOL, "jacrev(grad)")
+    assert_close(fwd_rev, H, F64_RTOL, "jax.hessian")
+
+
+def test_per_example_gradients_under_vmap():
+    theta, X, y = binary_case(9, 6, 3, jnp.float64)
+    per_example = jax.jit(jax.vmap(jax.grad(lg.logistic_loss), in_axes=(None, 0, 0)))(theta, X[:, None], y[:, None])
+    expected = (jax.nn.sigmoid(X @ theta) - y)[:, None] * X  # (π_i − y_i) x_i
+    assert_close(per_example, expected, F64_RTOL, "vmap")
+
+
+def test_gradient_runs_through_the_custom_rule(monkeypatch):
+    theta, X, y = binary_case(0, 3, 2, jnp.float64)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(lg.logistic_loss)(theta, X, y))
+    calls = []
+    original = lg._logistic_loss.bwd
+    monkeypatch.setattr(lg._logistic_loss, "bwd", lambda *a: calls.append(1) or original(*a))
+    jax.make_jaxpr(jax.grad(lg.logistic_loss))(theta, X, y)
+    assert calls, "jax.grad did not call the closed-form backward"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_raises_naming_argument_and_shapes():
+    theta, X, y = binary_case(0, 4, 3, jnp.float64)
+    Theta, _, Y = multinomial_case(0, 4, 3, 2, jnp.float64)
+    cases = [
+        (lg.logistic_loss, (theta[:2], X, y), r"logistic_loss: theta has shape \(2,\); expected \(3,\)"),
+        (lg.logistic_hessian, (theta, X, y[:3]), r"logistic_hessian: y has shape \(3,\); expected \(4,\)"),
+        (lg.logistic_loss, (theta, X[0], y), r"X must be 2-D with shape \(n, d\).*got shape \(3,\)"),
+        (lg.logistic_loss, (theta, X, y.astype(jnp.int32)), r"y has dtype int32.*y\.astype\(X\.dtype\)"),
+        (lg.multinomial_loss, (Theta[:2], X, Y), r"Theta has shape \(2, 2\); expected \(3, k\)"),
+        (lg.multinomial_hessian, (Theta, X, Y[:, :1]), r"Y has shape \(4, 1\); expected \(4, 2\)"),
+        (lg.multinomial_loss, (Theta, X, jnp.array([0, 1, 1, 0])), r"Y has dtype int.*one_hot\(labels, 2\)"),
+    ]
+    for fn, args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fn(*args)
+        with pytest.raises(ValueError, match=match):  # at trace time, under jit too
+            jax.jit(fn)(*args)
+    with pytest.raises(ValueError, match=r"l2 must be >= 0; got -1"):
+        lg.logistic_loss(theta, X, y, -1.0)
+    with pytest.raises(ValueError, match=r"l2 must be a scalar; got shape \(3,\)"):
+        lg.multinomial_loss(Theta, X, Y, jnp.ones(3))

@@ -1,0 +1,192 @@
+"""Specification of the Newton solvers: they equal scikit-learn's LogisticRegression(C = 1/λ)."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_iris, load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from mdc_jax import solvers
+from mdc_jax.reference import logistic as ref
+
+TIGHT = 1e-10  # our tol; scikit-learn gets 1e-12 below
+
+
+@functools.cache
+def _standardised(name):
+    X, y = {"breast_cancer": load_breast_cancer, "wine": load_wine, "iris": load_iris}[name](return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def standardised(name):
+    """The data set with standardised columns: fresh copies, so a test may modify them."""
+    X, y = _standardised(name)
+    return X.copy(), y.copy()
+
+
+def sklearn_fit(X, y, l2, fit_intercept=True, solver="newton-cholesky"):
+    return LogisticRegression(C=1 / l2, solver=solver, tol=1e-12, max_iter=1000,
+                              fit_intercept=fit_intercept).fit(X, y)
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with scikit-learn
+
+
+@pytest.mark.parametrize("l2, fit_intercept", [(1.0, True), (0.05, True), (1.0, False)])
+def test_binary_coefficients_equal_sklearn_on_breast_cancer(l2, fit_intercept):
+    X, y = standardised("breast_cancer")
+    fit = solvers.fit_logistic_newton(X, y, l2=l2, fit_intercept=fit_intercept, tol=TIGHT)
+    sk = sklearn_fit(X, y, l2, fit_intercept)
+    assert fit.converged and 0 < fit.n_iter < 50 and fit.grad_norm <= TIGHT
+    assert rel(fit.coef, sk.coef_[0]) <= 1e-6
+    np.testing.assert_allclose(fit.intercept, sk.intercept_[0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(solvers.predict_proba_logistic(fit, X), sk.predict_proba(X)[:, 1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["wine", "iris"])
+def test_multinomial_probabilities_equal_sklearn(name):
+    X, y = standardised(name)
+    fit = solvers.fit_multinomial_newton(X, y, l2=1.0, tol=TIGHT)
+    sk = sklearn_fit(X, y, 1.0)
+    assert fit.converged and fit.grad_norm <= TIGHT
+    np.testing.assert_allclose(solvers.predict_proba_multinomial(fit, X), sk.predict_proba(X), rtol=0, atol=1e-6)
+    assert rel(fit.coef, sk.coef_.T) <= 1e-6  # scikit-learn's coef_ is (k, d)
+    np.testing.assert_allclose(fit.intercept, sk.intercept_, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(jnp.sum(fit.intercept), 0.0, atol=1e-12)  # centred, as sklearn's
+
+
+def test_multinomial_without_intercept_equals_sklearn_lbfgs():
+    X, y = standardised("iris")
+    fit = solvers.fit_multinomial_newton(X, y, l2=0.5, fit_intercept=False, tol=TIGHT)
+    sk = sklearn_fit(X, y, 0.5, fit_intercept=False, solver="lbfgs")
+    np.testing.assert_allclose(solvers.predict_proba_multinomial(fit, X), sk.predict_proba(X), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(fit.intercept, np.zeros(3))
+
+
+def test_unpenalised_multinomial_fit_is_a_stationary_point_and_centred():
+    """λ = 0 fixes the reference column during the iterations; the answer is centred afterwards."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    labels = np.argmax(X @ rng.normal(size=(3, 3)) + 2.0 * rng.gumbel(size=(120, 3)), axis=1)  # noisy: overlap
+    fit = solvers.fit_multinomial_newton(X, labels, l2=0.0, tol=TIGHT)
+    assert fit.converged
+    np.testing.assert_allclose(jnp.sum(fit.coef, axis=1), 0.0, atol=1e-12)
+    Xa, Y = np.c_[X, np.ones(120)], np.eye(3)[labels]
+    grad = jax.grad(ref.multinomial_loss)(jnp.vstack([fit.coef, fit.intercept[None, :]]), Xa, Y)
+    assert float(jnp.max(jnp.abs(grad))) / 120 <= 1e-9
+
+
+def test_the_solution_is_a_stationary_point_of_the_reference_objective():
+    """Independent of scikit-learn: jax.grad of the reference objective vanishes at the fit."""
+    X, y = standardised("breast_cancer")
+    fit = solvers.fit_logistic_newton(X, y, l2=1.0, tol=TIGHT)
+    Xa, w = np.c_[X, np.ones(len(y))], jnp.append(fit.coef, fit.intercept)
+    objective = lambda w: ref.logistic_loss(w, Xa, y.astype(float), 0.0) + 0.5 * jnp.sum(w[:-1] ** 2)  # b unpenalised
+    g = jax.jit(jax.grad(objective))(w)
+    assert float(jnp.max(jnp.abs(g))) / len(y) <= 1e-9
+
+
+def test_float32_input_stays_float32_and_is_close_to_float64():
+    X, y = standardised("breast_cancer")
+    fit32 = solvers.fit_logistic_newton(X.astype(np.float32), y, l2=1.0, tol=1e-5)
+    fit64 = solvers.fit_logistic_newton(X, y, l2=1.0, tol=TIGHT)
+    assert fit32.coef.dtype == jnp.float32
+    assert rel(fit32.coef, fit64.coef) <= 1e-3
+
+
+def test_max_iter_stops_early_and_reports_not_converged():
+    X, y = standardised("breast_cancer")
+    fit = solvers.fit_logistic_newton(X, y, l2=1.0, tol=TIGHT, max_iter=1)
+    assert fit.n_iter == 1 and not fit.converged and fit.grad_norm > TIGHT
+    assert np.all(np.isfinite(fit.coef))
+
+
+# ---------------------------------------------------------------------------------------------
+# Singular Hessians
+
+
+def test_duplicated_column_without_ridge_raises_singular_hessian():
+    X, y = standardised("breast_cancer")
+    X = np.c_[X[:, :4], X[:, :1]]
+    with pytest.raises(solvers.SingularHessianError, match=r"Hessian became singular.*l2 > 0.*duplicated"):
+        solvers.fit_logistic_newton(X, y, l2=0.0)
+    with pytest.raises(ValueError, match=r"singular"):  # a ValueError too
+        solvers.fit_multinomial_newton(X, y, l2=0.0)
+
+
+def test_duplicated_column_with_ridge_splits_the_weight_equally():
+    X, y = standardised("breast_cancer")
+    fit = solvers.fit_logistic_newton(np.c_[X[:, :4], X[:, :1]], y, l2=1.0, tol=TIGHT)
+    assert fit.converged
+    np.testing.assert_allclose(fit.coef[0], fit.coef[4], rtol=1e-9)
+
+
+def test_separable_data_without_ridge_raises_instead_of_diverging():
+    X = np.array([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    with pytest.raises(solvers.SingularHessianError, match=r"linearly separable.*l2 > 0|singular"):
+        solvers.fit_logistic_newton(X, y, l2=0.0)
+    with pytest.raises(solvers.SingularHessianError, match=r"linearly separable.*l2 > 0|singular"):
+        solvers.fit_multinomial_newton(X, y, l2=0.0)
+    fit = solvers.fit_logistic_newton(X, y, l2=0.1)  # with a ridge there is a unique, finite answer
+    assert fit.converged and np.all(np.isfinite(fit.coef))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_bad_input_raises_naming_the_argument():
+    X, y = standardised("iris")
+    X, y = X[:20], np.r_[np.zeros(10, int), np.ones(10, int)]
+    bad_X = X.copy()
+    bad_X[3, 2] = np.nan
+    cases = [
+        (solvers.fit_logistic_newton, (X, np.r_[y[:-1], 2]), {}, r"y must hold labels in \{0, 1\}; got value\(s\) \[2\]"),
+        (solvers.fit_logistic_newton, (bad_X, y), {}, r"X contains 1 NaN or inf.*row 3, column 2"),
+        (solvers.fit_logistic_newton, (X, y[:-1]), {}, r"y has shape \(19,\); expected \(20,\)"),
+        (solvers.fit_logistic_newton, (X[:, 0], y), {}, r"X must be 2-D with shape \(n, d\).*got shape \(20,\)"),
+        (solvers.fit_logistic_newton, (X, np.zeros(20)), {}, r"y contains only the class 0"),
+        (solvers.fit_logistic_newton, (X, y + 0.5), {}, r"y must hold integer labels.*non-integer"),
+        (solvers.fit_logistic_newton, (X, y), {"l2": -1.0}, r"l2 must be a finite number >= 0; got -1.0"),
+        (solvers.fit_logistic_newton, (X, y), {"tol": 0.0}, r"tol must be a finite number > 0"),
+        (solvers.fit_logistic_newton, (X, y), {"max_iter": 0}, r"max_iter must be an int >= 1"),
+        (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {"n_classes": 3}, r"labels must lie in 0\.\.2; got value\(s\) \[3\]"),
+        (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], -1]), {}, r"labels must lie in 0\.\.1; got value\(s\) \[-1\]"),
+        (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {}, r"no sample of class\(es\) \[2\]"),
+        (solvers.fit_multinomial_newton, (bad_X, y), {}, r"X contains 1 NaN or inf"),
+        (solvers.fit_multinomial_newton, (X, y[:5]), {}, r"labels has shape \(5,\); expected \(20,\)"),
+        (solvers.fit_multinomial_newton, (X, np.zeros(20, int)), {}, r"n_classes must be an int >= 2; got 1"),
+    ]
+    for fn, args, kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fn(*args, **kwargs)
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or inf.*value inf"):
+        solvers.fit_logistic_newton(X, y)
+
+
+def test_predict_proba_checks_the_fit_and_the_features():
+    X, y = standardised("iris")
+    fit = solvers.NewtonResult(jnp.zeros(4), jnp.zeros(()), 0, True, 0.0)
+    with pytest.raises(ValueError, match=r"X has shape \(150, 3\); expected \(n, 4\)"):
+        solvers.predict_proba_logistic(fit, X[:, :3])
+    with pytest.raises(ValueError, match=r"fit.coef has shape \(4,\); expected 2-D.*predict_proba_logistic"):
+        solvers.predict_proba_multinomial(fit, X)
+    np.testing.assert_array_equal(solvers.predict_proba_logistic(fit, X), np.full(150, 0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solvers.predict_proba_logistic(fit, X.astype(np.float32))
