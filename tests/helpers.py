@@ -36,23 +36,26 @@ def assert_close(a, b, rtol: float, what: str = "") -> None:
     assert err <= rtol, f"{what}: max relative error {err:.3e} > {rtol:.0e}"
 
 
-def uniform(key, shape, dtype, scale=1.0):
-    """Bounded random values in [−scale, scale)."""
-    return jax.random.uniform(key, shape, jnp.float64, -scale, scale).astype(dtype)
+def rng_of(seed_or_rng) -> np.random.Generator:
+    return seed_or_rng if isinstance(seed_or_rng, np.random.Generator) else np.random.default_rng(seed_or_rng)
 
 
-def init_mlp(key, dims, dtype, weight_scale=1.0):
+def uniform(seed_or_rng, shape, dtype, scale=1.0):
+    """Bounded random values in [−scale, scale), from NumPy: eager jax.random would compile its
+    kernels again for every new shape hypothesis draws."""
+    return jnp.asarray(rng_of(seed_or_rng).uniform(-scale, scale, shape), dtype)
+
+
+def init_mlp(seed_or_rng, dims, dtype, weight_scale=1.0):
     """Random (W_j, b_j) for widths dims[0] -> ... -> dims[-1], weights ~ U(±scale/√fan_in)."""
-    keys = jax.random.split(key, 2 * (len(dims) - 1))
-    params = []
-    for j in range(len(dims) - 1):
-        W = uniform(keys[2 * j], (dims[j], dims[j + 1]), dtype, weight_scale * 2.0 / np.sqrt(dims[j]))
-        b = uniform(keys[2 * j + 1], (dims[j + 1],), dtype, 0.5)
-        params.append((W, b))
-    return params
+    rng = rng_of(seed_or_rng)
+    return [(uniform(rng, (a, b), dtype, weight_scale * 2.0 / np.sqrt(a)), uniform(rng, (b,), dtype, 0.5))
+            for a, b in zip(dims[:-1], dims[1:])]
 
 
-def probability_rows(key, n, k, dtype, one_hot=True):
+def probability_rows(seed_or_rng, n, k, dtype, one_hot=True):
+    rng = rng_of(seed_or_rng)
     if one_hot:
-        return jax.nn.one_hot(jax.random.randint(key, (n,), 0, k), k, dtype=dtype)
-    return jax.nn.softmax(uniform(key, (n, k), jnp.float64, 2.0), axis=-1).astype(dtype)
+        return jnp.asarray(np.eye(k)[rng.integers(0, k, n)], dtype)
+    E = np.exp(rng.uniform(-2, 2, (n, k)))
+    return jnp.asarray(E / E.sum(axis=1, keepdims=True), dtype)

@@ -16,7 +16,7 @@ from mdc_jax.reference import fcnn as ref_act
 from mdc_jax.reference import logistic as ref
 from mdc_jax.rules import jacobians as jac
 
-from .helpers import F32_RTOL, F64_RTOL, assert_close, rel_err
+from .helpers import F32_RTOL, F64_RTOL, assert_close, rel_err, uniform
 
 dtypes = st.sampled_from([jnp.float64, jnp.float32])
 seeds = st.integers(0, 2**31 - 1)
@@ -24,11 +24,6 @@ seeds = st.integers(0, 2**31 - 1)
 # which hypothesis varies freely, cost nothing once compiled.
 lengths = st.sampled_from([1, 2, 5])
 matrix_shapes = st.sampled_from([(1, 1), (1, 4), (3, 2), (4, 5)])
-
-
-def uniform(seed, shape, dtype, scale=1.0):
-    """Bounded values in [−scale, scale) from NumPy (eager jax.random compiles for every shape)."""
-    return jnp.asarray(np.random.default_rng(seed).uniform(-scale, scale, shape), dtype)
 
 
 def _rtol(dtype):

@@ -15,7 +15,7 @@ from jax.test_util import check_grads
 from mdc_jax.reference import logistic as ref
 from mdc_jax.rules import logistic as lg
 
-from .helpers import F32_RTOL, F64_RTOL, assert_close
+from .helpers import F32_RTOL, F64_RTOL, assert_close, uniform
 
 ARGNUMS = (0, 1, 2, 3)  # θ, X, y, λ: every argument has a cotangent
 dtypes = st.sampled_from([jnp.float64, jnp.float32])
@@ -28,12 +28,6 @@ multinomial_shapes = st.sampled_from([(1, 1, 2), (6, 3, 3), (10, 4, 5)])
 
 def _rtol(dtype):
     return F64_RTOL if dtype == jnp.float64 else F32_RTOL
-
-
-# Test data comes from NumPy: eager jax.random would compile its kernels for every new shape.
-def uniform(rng, shape, dtype, scale=1.0):
-    """Bounded values in [−scale, scale), as helpers.uniform, without a compilation per shape."""
-    return jnp.asarray(rng.uniform(-scale, scale, shape), dtype)
 
 
 def binary_case(seed, n, d, dtype, scale=1.5):
