@@ -135,13 +135,17 @@ def _newton(value, grad, hess, w0, n, tol, max_iter):
     return w, it, status
 
 
-@jax.jit
-def _fit_binary(Xa, y, mask, l2, tol, max_iter):
+@functools.partial(jax.jit, static_argnames=("hessian_dtype",))
+def _fit_binary(Xa, y, mask, l2, tol, max_iter, hessian_dtype):
     n = Xa.shape[0]
     zero = jnp.zeros((), Xa.dtype)
     value = lambda w: logistic_loss(w, Xa, y, zero) + l2 * jnp.sum((mask * w) ** 2) / 2
     grad = lambda w: logistic_gradient(w, Xa, y, zero) + l2 * mask * w
-    hess = lambda w: logistic_hessian(w, Xa, y, zero) + l2 * jnp.diag(mask)
+    # The Hessian may be formed in a lower precision (the Gram matrix is the cost); the gradient,
+    # the line search and the convergence test stay in X's precision, so the solution does too.
+    Xh, yh = Xa.astype(hessian_dtype), y.astype(hessian_dtype)
+    hess = lambda w: (logistic_hessian(w.astype(hessian_dtype), Xh, yh, zero.astype(hessian_dtype)).astype(Xa.dtype)
+                      + l2 * jnp.diag(mask))
     w, it, status = _newton(value, grad, hess, jnp.zeros(Xa.shape[1], Xa.dtype), n, tol, max_iter)
     return w, it, status, jnp.max(jnp.abs(grad(w))) / n
 
@@ -245,7 +249,7 @@ def _raise_if_separable(fn, separated: bool, l2):
 
 
 def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: float = 1e-8,
-                        max_iter: int = 50) -> NewtonResult:
+                        max_iter: int = 50, hessian_dtype=None) -> NewtonResult:
     """Binary ridge logistic regression by Newton's method on the closed-form gradient and Hessian.
 
     Minimises
@@ -268,6 +272,10 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
       fit_intercept: fit ``b``; otherwise ``b = 0``.
       tol: tolerance on ``max|g|/n`` and on half the Newton decrement ``gᵀH⁻¹g/(2n)``.
       max_iter: the most Newton steps.
+      hessian_dtype: the precision of the Hessian ``X̃ᵀdiag(π(1−π))X̃`` (default: ``X``'s). With
+        ``"float32"`` for float64 ``X`` the Gram matrix, which is nearly all the cost, runs in
+        float32: an inexact Newton method that may take a step or two more, while the gradient,
+        line search and convergence test stay in float64, so it converges to the same solution.
 
     Returns:
       A :class:`NewtonResult`; ``coef`` is ``(d,)`` and ``intercept`` a scalar.
@@ -294,8 +302,12 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
         raise ValueError(f"{fn}: y contains only the class {labels[0]}; both classes 0 and 1 must be present.")
     Xa = _with_intercept(X, fit_intercept)
     mask = np.r_[np.ones(d), np.zeros(int(fit_intercept))].astype(X.dtype)
+    hessian_dtype = X.dtype if hessian_dtype is None else jnp.dtype(hessian_dtype)
+    if not jnp.issubdtype(hessian_dtype, jnp.floating):
+        raise ValueError(f"{fn}: hessian_dtype must be a floating dtype such as 'float32'; got {hessian_dtype}.")
     w, it, status, gnorm = _fit_binary(Xa, labels.astype(X.dtype), mask, jnp.asarray(l2, X.dtype),
-                                       jnp.asarray(tol, X.dtype), jnp.asarray(max_iter, jnp.int32))
+                                       jnp.asarray(tol, X.dtype), jnp.asarray(max_iter, jnp.int32),
+                                       hessian_dtype=jnp.dtype(hessian_dtype).name)
     status, it = int(status), int(it)
     _raise_on_failure(fn, status, it, l2)
     coef, intercept = w[:d], (w[d] if fit_intercept else jnp.zeros((), w.dtype))

@@ -56,6 +56,17 @@ def test_binary_coefficients_equal_sklearn_on_breast_cancer(l2, fit_intercept):
     np.testing.assert_allclose(solvers.predict_proba_logistic(fit, X), sk.predict_proba(X)[:, 1], rtol=0, atol=1e-6)
 
 
+def test_float32_hessian_reaches_the_same_float64_solution():
+    """Inexact Newton: the Gram matrix in float32, gradient and convergence test in float64."""
+    X, y = standardised("breast_cancer")
+    fit = solvers.fit_logistic_newton(X, y, l2=0.05, tol=TIGHT, hessian_dtype="float32")
+    sk = sklearn_fit(X, y, 0.05)
+    assert fit.converged and fit.coef.dtype == np.float64 and fit.grad_norm <= TIGHT
+    assert rel(fit.coef, sk.coef_[0]) <= 1e-6
+    with pytest.raises(ValueError, match="hessian_dtype must be a floating dtype"):
+        solvers.fit_logistic_newton(X, y, hessian_dtype="int32")
+
+
 @pytest.mark.parametrize("name", ["wine", "iris"])
 def test_multinomial_probabilities_equal_sklearn(name):
     X, y = standardised(name)

@@ -70,16 +70,22 @@ def _fit_case(n, d, rounds):
     X, y = np.asarray(X), np.asarray(y).astype(np.int64)
     sk = LogisticRegression(C=1 / L2, solver="newton-cholesky", tol=TOL, max_iter=100)
     ours = lambda: fit_logistic_newton(X, y, l2=L2, tol=TOL, max_iter=100)
-    fit = ours()  # compiles
+    mixed = lambda: fit_logistic_newton(X, y, l2=L2, tol=TOL, max_iter=100, hessian_dtype="float32")
+    fits = {"ours": ours(), "mixed": mixed()}  # compiles
     sk.fit(X, y)
-    rel = float(np.max(np.abs(np.asarray(fit.coef) - sk.coef_[0])) / np.max(np.abs(sk.coef_)))
-    ms = interleaved_medians({"ours": ours, "sklearn": lambda: sk.fit(X, y)}, rounds=rounds, warmup=1)
-    return CaseResult(f"fit_logistic_newton n={n} d={d} f64 vs sklearn newton-cholesky (autodiff_ms = sklearn)",
-                      ms["ours"], ms["sklearn"],
-                      extra={"baseline": "sklearn LogisticRegression(solver='newton-cholesky'), in autodiff_ms",
-                             "coef_max_rel_diff": rel, "n_iter": fit.n_iter, "sklearn_n_iter": int(sk.n_iter_[0]),
-                             "converged": fit.converged, "tol": TOL, "C": 1 / L2,
-                             "speedup_vs_sklearn": ms["sklearn"] / ms["ours"]})
+    ms = interleaved_medians({"ours": ours, "mixed": mixed, "sklearn": lambda: sk.fit(X, y)}, rounds=rounds, warmup=1)
+    results = []
+    for key, label in [("ours", "f64"), ("mixed", "f64, float32 Hessian")]:
+        fit = fits[key]
+        rel = float(np.max(np.abs(np.asarray(fit.coef) - sk.coef_[0])) / np.max(np.abs(sk.coef_)))
+        results.append(CaseResult(
+            f"fit_logistic_newton n={n} d={d} {label} vs sklearn newton-cholesky (autodiff_ms = sklearn)",
+            ms[key], ms["sklearn"],
+            extra={"baseline": "sklearn LogisticRegression(solver='newton-cholesky'), in autodiff_ms",
+                   "coef_max_rel_diff": rel, "n_iter": fit.n_iter, "sklearn_n_iter": int(sk.n_iter_[0]),
+                   "converged": fit.converged, "tol": TOL, "C": 1 / L2,
+                   "speedup_vs_sklearn": ms["sklearn"] / ms[key]}))
+    return results
 
 
 def run_cases(suite: str = "full", rounds: int | None = None) -> list[CaseResult]:
@@ -87,5 +93,5 @@ def run_cases(suite: str = "full", rounds: int | None = None) -> list[CaseResult
     if suite not in SUITES:
         raise ValueError(f"run_cases: suite must be one of {sorted(SUITES)}; got {suite!r}.")
     rounds = ROUNDS[suite] if rounds is None else rounds
-    cases = {"hessian": _hessian_case, "fit": _fit_case}
-    return [cases[kind](n, d, rounds) for kind, n, d in SUITES[suite]]
+    cases = {"hessian": lambda n, d, r: [_hessian_case(n, d, r)], "fit": _fit_case}
+    return [result for kind, n, d in SUITES[suite] for result in cases[kind](n, d, rounds)]

@@ -11,6 +11,10 @@ import numpy as np
 
 
 def _torch():
+    import os
+
+    # torch's OpenMP threads otherwise spin after each op and slow the XLA run interleaved next
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
