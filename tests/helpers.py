@@ -59,3 +59,13 @@ def probability_rows(seed_or_rng, n, k, dtype, one_hot=True):
         return jnp.asarray(np.eye(k)[rng.integers(0, k, n)], dtype)
     E = np.exp(rng.uniform(-2, 2, (n, k)))
     return jnp.asarray(E / E.sum(axis=1, keepdims=True), dtype)
+
+
+def assert_runs_through_custom_rule(core, loss, args, monkeypatch) -> None:
+    """``loss`` is a custom_vjp call to ``core``, and ``jax.grad`` invokes ``core``'s backward."""
+    jaxpr = str(jax.make_jaxpr(loss)(*args))
+    assert "custom_vjp_call" in jaxpr and f"name={core.fun.__name__}" in jaxpr
+    calls, original = [], core.bwd
+    monkeypatch.setattr(core, "bwd", lambda *a: calls.append(1) or original(*a))
+    jax.make_jaxpr(jax.grad(lambda *a: jnp.sum(loss(*a))))(*args)
+    assert calls, "jax.grad did not call the closed-form backward"

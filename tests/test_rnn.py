@@ -15,7 +15,7 @@ from mdc_jax.reference import rnn as ref
 from mdc_jax.rules import rnn as rnn_module
 from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss, rnn_loss_and_state, rnn_truncated_bptt_grads
 
-from .helpers import F32_RTOL, F64_RTOL, assert_close
+from .helpers import F32_RTOL, F64_RTOL, assert_close, assert_runs_through_custom_rule
 
 ARGNUMS = (0, 1, 2, 3)  # params, Z0, X, Y: every argument has a cotangent
 
@@ -243,20 +243,7 @@ def test_chained_chunks_without_aux_are_full_bptt():
 def test_gradient_runs_through_the_custom_rule(monkeypatch):
     """The loss is a custom_vjp call, and jax.grad invokes its closed-form backward."""
     case = rnn_case(0, 3, 2, 2, 3, 2, jnp.float64)
-    core = rnn_module._rnn
-    jaxpr = str(jax.make_jaxpr(rnn_loss)(*case))
-    assert "custom_vjp_call" in jaxpr and f"name={core.fun.__name__}" in jaxpr
-
-    calls = []
-    original = core.bwd
-
-    def counting_bwd(*args):
-        calls.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(core, "bwd", counting_bwd)
-    jax.make_jaxpr(jax.grad(rnn_loss))(*case)
-    assert calls, "jax.grad did not call the closed-form backward"
+    assert_runs_through_custom_rule(rnn_module._rnn, rnn_loss, case, monkeypatch)
 
 
 def test_bfloat16_runs_and_keeps_its_dtype():
