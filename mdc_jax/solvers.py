@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve
 
+from . import reference
 from .rules.logistic import (
     logistic_gradient,
     logistic_hessian,
@@ -135,8 +136,14 @@ def _newton(value, grad, hess, w0, n, tol, max_iter):
     return w, it, status
 
 
-@functools.partial(jax.jit, static_argnames=("hessian_dtype",))
-def _fit_binary(Xa, y, mask, l2, tol, max_iter, hessian_dtype):
+def _autodiff(value):
+    """The same Newton method on ``jax.grad`` and ``jax.hessian`` of a plain-JAX objective: the
+    ``derivatives="autodiff"`` baseline of the solvers (and of ``train.grad: autodiff``)."""
+    return value, jax.grad(value), jax.hessian(value)
+
+
+@functools.partial(jax.jit, static_argnames=("hessian_dtype", "derivatives"))
+def _fit_binary(Xa, y, mask, l2, tol, max_iter, hessian_dtype, derivatives):
     n = Xa.shape[0]
     zero = jnp.zeros((), Xa.dtype)
     value = lambda w: logistic_loss(w, Xa, y, zero) + l2 * jnp.sum((mask * w) ** 2) / 2
@@ -146,12 +153,14 @@ def _fit_binary(Xa, y, mask, l2, tol, max_iter, hessian_dtype):
     Xh, yh = Xa.astype(hessian_dtype), y.astype(hessian_dtype)
     hess = lambda w: (logistic_hessian(w.astype(hessian_dtype), Xh, yh, zero.astype(hessian_dtype)).astype(Xa.dtype)
                       + l2 * jnp.diag(mask))
+    if derivatives == "autodiff":
+        value, grad, hess = _autodiff(lambda w: reference.logistic_loss(w, Xa, y) + l2 * jnp.sum((mask * w) ** 2) / 2)
     w, it, status = _newton(value, grad, hess, jnp.zeros(Xa.shape[1], Xa.dtype), n, tol, max_iter)
     return w, it, status, jnp.max(jnp.abs(grad(w))) / n
 
 
-@functools.partial(jax.jit, static_argnames=("fit_intercept", "fix_column"))
-def _fit_multinomial(Xa, Y, l2, tol, max_iter, fit_intercept, fix_column):
+@functools.partial(jax.jit, static_argnames=("fit_intercept", "fix_column", "derivatives"))
+def _fit_multinomial(Xa, Y, l2, tol, max_iter, fit_intercept, fix_column, derivatives):
     (n, D), k = Xa.shape, Y.shape[1]
     d = D - int(fit_intercept)
     free = np.ones((D, k), bool)
@@ -179,6 +188,9 @@ def _fit_multinomial(Xa, Y, l2, tol, max_iter, fit_intercept, fix_column):
         H = H + l2 * jnp.diag(P.reshape(-1))
         return H[free_idx][:, free_idx]
 
+    if derivatives == "autodiff":
+        value, grad, hess = _autodiff(lambda w: reference.multinomial_loss(unflatten(w), Xa, Y)
+                                      + l2 * jnp.sum((P * unflatten(w)) ** 2) / 2)
     w, it, status = _newton(value, grad, hess, jnp.zeros(free_idx.size, Xa.dtype), n, tol, max_iter)
     return unflatten(w), it, status, jnp.max(jnp.abs(grad(w))) / n
 
@@ -226,6 +238,11 @@ def _check_labels(fn, name, labels, n, allowed: str):
     return labels.astype(np.int64)
 
 
+def _check_derivatives(fn, derivatives):
+    if derivatives not in ("closed", "autodiff"):
+        raise ValueError(f"{fn}: derivatives must be 'closed' or 'autodiff'; got {derivatives!r}.")
+
+
 def _with_intercept(X, fit_intercept):
     return np.concatenate([X, np.ones((X.shape[0], 1), X.dtype)], axis=1) if fit_intercept else X
 
@@ -249,7 +266,7 @@ def _raise_if_separable(fn, separated: bool, l2):
 
 
 def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: float = 1e-8,
-                        max_iter: int = 50, hessian_dtype=None) -> NewtonResult:
+                        max_iter: int = 50, hessian_dtype=None, derivatives: str = "closed") -> NewtonResult:
     """Binary ridge logistic regression by Newton's method on the closed-form gradient and Hessian.
 
     Minimises
@@ -272,6 +289,9 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
       fit_intercept: fit ``b``; otherwise ``b = 0``.
       tol: tolerance on ``max|g|/n`` and on half the Newton decrement ``gᵀH⁻¹g/(2n)``.
       max_iter: the most Newton steps.
+      derivatives: ``"closed"`` (the closed-form gradient and Hessian) or ``"autodiff"``
+        (``jax.grad`` and ``jax.hessian`` of the plain reference objective): the same method, for
+        comparison.
       hessian_dtype: the precision of the Hessian ``X̃ᵀdiag(π(1−π))X̃`` (default: ``X``'s). With
         ``"float32"`` for float64 ``X`` the Gram matrix, which is nearly all the cost, runs in
         float32: an inexact Newton method that may take a step or two more, while the gradient,
@@ -302,12 +322,13 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
         raise ValueError(f"{fn}: y contains only the class {labels[0]}; both classes 0 and 1 must be present.")
     Xa = _with_intercept(X, fit_intercept)
     mask = np.r_[np.ones(d), np.zeros(int(fit_intercept))].astype(X.dtype)
+    _check_derivatives(fn, derivatives)
     hessian_dtype = X.dtype if hessian_dtype is None else jnp.dtype(hessian_dtype)
     if not jnp.issubdtype(hessian_dtype, jnp.floating):
         raise ValueError(f"{fn}: hessian_dtype must be a floating dtype such as 'float32'; got {hessian_dtype}.")
     w, it, status, gnorm = _fit_binary(Xa, labels.astype(X.dtype), mask, jnp.asarray(l2, X.dtype),
                                        jnp.asarray(tol, X.dtype), jnp.asarray(max_iter, jnp.int32),
-                                       hessian_dtype=jnp.dtype(hessian_dtype).name)
+                                       hessian_dtype=jnp.dtype(hessian_dtype).name, derivatives=derivatives)
     status, it = int(status), int(it)
     _raise_on_failure(fn, status, it, l2)
     coef, intercept = w[:d], (w[d] if fit_intercept else jnp.zeros((), w.dtype))
@@ -318,7 +339,8 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
 
 
 def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = True, tol: float = 1e-8,
-                           max_iter: int = 50, n_classes: int | None = None) -> NewtonResult:
+                           max_iter: int = 50, n_classes: int | None = None,
+                           derivatives: str = "closed") -> NewtonResult:
     """Multinomial ridge logistic regression by Newton's method on the closed-form gradient and Hessian.
 
     Minimises
@@ -339,6 +361,9 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
       fit_intercept: fit the ``k`` intercepts.
       tol: tolerance on ``max|g|/n`` and ``gᵀH⁻¹g/(2n)``, as in :func:`fit_logistic_newton`.
       max_iter: the most Newton steps.
+      derivatives: ``"closed"`` (the closed-form gradient and Hessian) or ``"autodiff"``
+        (``jax.grad`` and ``jax.hessian`` of the plain reference objective): the same method, for
+        comparison.
       n_classes: ``k``; defaults to ``max(labels) + 1``.
 
     Returns:
@@ -356,6 +381,7 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     X = _check_X(fn, X)
     n, d = X.shape
     _check_options(fn, l2, tol, max_iter)
+    _check_derivatives(fn, derivatives)
     labels = _check_labels(fn, "labels", labels, n, "0..k−1")
     if n_classes is None:
         n_classes, source = int(labels.max()) + 1, " (max(labels) + 1)"
@@ -376,7 +402,7 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     Y = np.eye(k, dtype=X.dtype)[labels]
     Phi, it, status, gnorm = _fit_multinomial(Xa, Y, jnp.asarray(l2, X.dtype), jnp.asarray(tol, X.dtype),
                                               jnp.asarray(max_iter, jnp.int32), fit_intercept=bool(fit_intercept),
-                                              fix_column=(l2 == 0))
+                                              fix_column=(l2 == 0), derivatives=derivatives)
     status, it = int(status), int(it)
     _raise_on_failure(fn, status, it, l2)
     coef = Phi[:d]

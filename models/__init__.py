@@ -43,12 +43,7 @@ def build_model(cfg) -> Model:
 
 def fit_newton_model(cfg):
     """Fits a logistic or multinomial model by Newton/IRLS: (params, metrics, info)."""
-    from mdc_jax.experiment.config import ConfigError
-
     from .logistic import fit_from_config
 
     _check_dataset(cfg)
-    if cfg.train.grad != "closed":
-        raise ConfigError(f"train.grad {cfg.train.grad!r} is not available for model.kind {cfg.model.kind!r}: "
-                          "its Newton solver runs on the closed-form gradient and Hessian only")
     return fit_from_config(cfg)

@@ -1,7 +1,8 @@
 """Binary and multinomial logistic regression fitted by Newton/IRLS (seed 004 §3.2–3.3).
 
 The fit is :func:`mdc_jax.solvers.fit_logistic_newton` / ``fit_multinomial_newton``, one compiled
-solve on the closed-form gradient and Hessian, in float64. scikit-learn's ``LogisticRegression``
+solve on the closed-form gradient and Hessian (``train.grad: closed``) or on ``jax.grad`` and
+``jax.hessian`` of the reference (``train.grad: autodiff``), in float64. scikit-learn's ``LogisticRegression``
 with the same penalty (``C = 1/l2``) is reported beside it as the baseline.
 """
 
@@ -31,7 +32,7 @@ def fit_from_config(cfg):
         raise ValueError(f"model.kind 'logistic' needs two classes; {d.dataset} has {data.num_classes}.")
     fit_fn = fit_logistic_newton if binary else fit_multinomial_newton
     fit = fit_fn(data.X_train, data.y_train, l2=cfg.model.l2, fit_intercept=cfg.model.fit_intercept,
-                 tol=cfg.train.tol, max_iter=cfg.train.steps)
+                 tol=cfg.train.tol, max_iter=cfg.train.steps, derivatives=cfg.train.grad)
     if binary:
         pred = np.asarray(predict_proba_logistic(fit, data.X_test)) > 0.5
     else:

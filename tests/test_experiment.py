@@ -211,3 +211,15 @@ def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
     four, one = load_npz(tmp_path / "four" / "final.npz"), load_npz(tmp_path / "one" / "final.npz")
     for k in one:
         np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ["logistic_breast_cancer.yaml", "multinomial_wine.yaml"])
+def test_newton_models_train_with_either_derivatives(tmp_path, config):
+    path = REPO / "configs" / config
+    closed = train(load_config(path), out_dir=tmp_path / "closed").summary
+    auto = train(load_config(path, ["train.grad=autodiff"]), out_dir=tmp_path / "auto").summary
+    assert closed["converged"] and auto["converged"] and closed["grad"] == "closed" and auto["grad"] == "autodiff"
+    assert closed["test_accuracy"] == auto["test_accuracy"] >= 0.95
+    assert abs(closed["test_accuracy"] - closed["sklearn_test_accuracy"]) <= 0.01
+    for k, v in load_npz(tmp_path / "closed" / "final.npz").items():
+        np.testing.assert_allclose(load_npz(tmp_path / "auto" / "final.npz")[k], v, rtol=1e-8, atol=1e-10)

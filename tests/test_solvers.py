@@ -201,3 +201,15 @@ def test_predict_proba_checks_the_fit_and_the_features():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         solvers.predict_proba_logistic(fit, X.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "wine"])
+def test_autodiff_derivatives_reach_the_same_solution(name):
+    """derivatives="autodiff" (jax.grad / jax.hessian of the reference) is the same Newton method."""
+    X, y = standardised(name)
+    fit = solvers.fit_logistic_newton if name == "breast_cancer" else solvers.fit_multinomial_newton
+    closed, auto = fit(X, y, l2=0.5, tol=TIGHT), fit(X, y, l2=0.5, tol=TIGHT, derivatives="autodiff")
+    assert closed.converged and auto.converged and closed.n_iter == auto.n_iter
+    assert rel(auto.coef, closed.coef) <= 1e-9
+    with pytest.raises(ValueError, match="derivatives must be 'closed' or 'autodiff'; got 'fd'"):
+        fit(X, y, derivatives="fd")

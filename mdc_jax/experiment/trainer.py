@@ -210,7 +210,7 @@ def _finish_newton(cfg, run_dir, log, fitted, started) -> RunResult:
     params, metrics, info = fitted
     log.record(step=int(info.get("iterations", 0)), eval=metrics)
     atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
-    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": "closed", **metrics, **info,
+    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, **metrics, **info,
                "primary_metric": "test_accuracy", "wall_time_s": time.perf_counter() - started}
     _write_summary(run_dir, summary)
     log.say(f"done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f"; run directory {run_dir}")
