@@ -61,3 +61,8 @@ def require_square(fn: str, name: str, x, expected: str = "(n, n)") -> int:
     if shape[0] != shape[1]:
         fail(fn, f"{name} must be square with shape {expected}; got shape {shape}.")
     return shape[0]
+
+
+def cast_like(ct, primal):
+    """A cotangent in its primal's dtype: custom_vjp rules return float32 for float32 inputs."""
+    return jnp.asarray(ct).astype(jnp.result_type(primal))

@@ -32,10 +32,6 @@ from jax.scipy.linalg import lu_factor, lu_solve
 from . import _validation as v
 
 
-def _cast_like(ct, primal):
-    return jnp.asarray(ct).astype(jnp.result_type(primal))
-
-
 def _vector(fn, name, x, n=None, why=""):
     v.require_floating(fn, name, x)
     shape = v.require_ndim(fn, name, x, 1, "(n,)" if n is None else f"({n},)")
@@ -64,7 +60,7 @@ def _linear_fwd(a, x):
 
 def _linear_bwd(res, g):
     a, x = res
-    return _cast_like(g * x, a), _cast_like(g * a, x)  # ∇_a = x, ∇_x = a
+    return v.cast_like(g * x, a), v.cast_like(g * a, x)  # ∇_a = x, ∇_x = a
 
 
 _linear.defvjp(_linear_fwd, _linear_bwd)
@@ -111,7 +107,7 @@ def _quadratic_bwd(res, g):
     x, A, Ax = res
     dx = g * (Ax + A.T @ x)  # ∇_x = (A + Aᵀ)x
     dA = g * (x[:, None] * x[None, :])  # ∇_A = xxᵀ
-    return _cast_like(dx, x), _cast_like(dA, A)
+    return v.cast_like(dx, x), v.cast_like(dA, A)
 
 
 _quadratic.defvjp(_quadratic_fwd, _quadratic_bwd)
@@ -160,7 +156,7 @@ def _bilinear_bwd(res, g):
     da = g * Xb  # ∇_a = Xb
     dX = g * (a[:, None] * b[None, :])  # ∇_X = abᵀ
     db = g * (X.T @ a)  # ∇_b = Xᵀa
-    return _cast_like(da, a), _cast_like(dX, X), _cast_like(db, b)
+    return v.cast_like(da, a), v.cast_like(dX, X), v.cast_like(db, b)
 
 
 _bilinear.defvjp(_bilinear_fwd, _bilinear_bwd)
@@ -212,7 +208,7 @@ def _gram_quadratic_bwd(res, g):
     a, X, u = res
     da = 2 * g * (X @ u)  # ∇_a = 2XXᵀa
     dX = 2 * g * (a[:, None] * u[None, :])  # ∇_X = 2aaᵀX = 2a(Xᵀa)ᵀ
-    return _cast_like(da, a), _cast_like(dX, X)
+    return v.cast_like(da, a), v.cast_like(dX, X)
 
 
 _gram_quadratic.defvjp(_gram_quadratic_fwd, _gram_quadratic_bwd)
@@ -272,7 +268,7 @@ def _trace_inverse_product_bwd(res, g):
     dA = g * V.T  # ∇_A = (X⁻¹B)ᵀ
     dX = -g * (U.T @ V.T)  # ∇_X = −UᵀVᵀ, eq. 34
     dB = g * U.T  # ∇_B = (AX⁻¹)ᵀ
-    return _cast_like(dA, A), _cast_like(dX, X), _cast_like(dB, B)
+    return v.cast_like(dA, A), v.cast_like(dX, X), v.cast_like(dB, B)
 
 
 _trace_inverse_product.defvjp(_trace_inverse_product_fwd, _trace_inverse_product_bwd)
@@ -323,7 +319,7 @@ def _trace_fwd(X):
 
 
 def _trace_bwd(X, g):
-    return (_cast_like(g * jnp.eye(X.shape[0], dtype=X.dtype), X),)  # d tr(X) = I·dX
+    return (v.cast_like(g * jnp.eye(X.shape[0], dtype=X.dtype), X),)  # d tr(X) = I·dX
 
 
 _trace.defvjp(_trace_fwd, _trace_bwd)

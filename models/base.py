@@ -30,3 +30,13 @@ class Model(NamedTuple):
     evaluate: Callable[[Any], dict]
     primary: str
     report: Callable[[Any], dict]
+
+
+GRADS = ("closed", "autodiff")
+
+
+def pick_loss(closed: Callable, autodiff: Callable, grad: str) -> Callable:
+    """The closed-form rule or the plain reference (differentiated by autodiff), by ``train.grad``."""
+    if grad not in GRADS:
+        raise ValueError(f"grad must be one of {GRADS}; got {grad!r}.")
+    return closed if grad == "closed" else autodiff

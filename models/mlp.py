@@ -15,10 +15,7 @@ import mdc_jax
 from mdc_jax import reference
 from mdc_jax.activations import get_activation
 
-from .base import Model
-
-GRADS = ("closed", "autodiff")
-
+from .base import Model, pick_loss
 
 def init_mlp(key: jax.Array, dims: Sequence[int], dtype=jnp.float32) -> list[tuple[jax.Array, jax.Array]]:
     """Glorot-normal weights and zero biases for widths ``dims[0] → … → dims[-1]``."""
@@ -37,21 +34,14 @@ def mlp_forward(params, X, activations: Sequence[str]) -> jax.Array:
 
 
 def classification_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed"):
-    """Softmax cross-entropy; ``grad`` picks the closed-form rule or the autodiff reference."""
-    if grad == "closed":
-        return mdc_jax.fcnn_classification_loss(params, X, Y, activations, l2)
-    if grad == "autodiff":
-        return reference.fcnn_classification_loss(params, X, Y, activations, l2)
-    raise ValueError(f"grad must be one of {GRADS}; got {grad!r}.")
+    """Softmax cross-entropy (§6.3); ``grad`` picks the closed-form rule or the autodiff reference."""
+    loss = pick_loss(mdc_jax.fcnn_classification_loss, reference.fcnn_classification_loss, grad)
+    return loss(params, X, Y, activations, l2)
 
 
 def regression_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed"):
     """Mean squared error (§6.2); ``activations`` has one name per layer, the last usually identity."""
-    if grad == "closed":
-        return mdc_jax.fcnn_regression_loss(params, X, Y, activations, l2)
-    if grad == "autodiff":
-        return reference.fcnn_regression_loss(params, X, Y, activations, l2)
-    raise ValueError(f"grad must be one of {GRADS}; got {grad!r}.")
+    return pick_loss(mdc_jax.fcnn_regression_loss, reference.fcnn_regression_loss, grad)(params, X, Y, activations, l2)
 
 
 def accuracy(params, X, labels, activations: Sequence[str]) -> jax.Array:

@@ -14,7 +14,7 @@ import numpy as np
 from mdc_jax import reference
 from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss
 
-from .base import Model
+from .base import Model, pick_loss
 from .data import decode, encode
 
 EVAL_STREAMS = 16
@@ -68,7 +68,7 @@ def build_charlm(cfg, data) -> Model:
     """The char-LM of ``rnn_charlm.yaml`` on a :class:`models.data.TextDataset`."""
     vocab, tau, n = len(data.vocab), cfg.model.seq_len, cfg.train.batch_size
     train = jnp.asarray(data.train)
-    loss_fn = rnn_loss if cfg.train.grad == "closed" else reference.rnn_loss
+    loss_fn = pick_loss(rnn_loss, reference.rnn_loss, cfg.train.grad)
 
     def batch(key):
         starts = jax.random.randint(key, (n,), 0, len(data.train) - tau - 1, dtype=jnp.int32)

@@ -31,8 +31,14 @@ def rel_err(a, b) -> float:
     return worst
 
 
-def assert_close(a, b, rtol: float, what: str = "") -> None:
+def assert_close(a, b, rtol: float, what: str = "", atol: float = 0.0) -> None:
+    """Relative error ≤ rtol, or (where the result is tiny by cancellation) absolute error ≤ atol."""
     err = rel_err(a, b)
+    if err > rtol and atol > 0 and np.isfinite(err):
+        diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(y))
+        if diff <= atol:
+            return
     assert err <= rtol, f"{what}: max relative error {err:.3e} > {rtol:.0e}"
 
 

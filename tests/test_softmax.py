@@ -32,7 +32,10 @@ def test_softmax_value_and_vjp_match_autodiff(shape, seed, data, dtype):
     g, g_ref, s, s_ref = _vjp_pair(lambda a: mdc_jax.softmax(a, axis), lambda a: ref.softmax(a, axis), A, cot)
     rtol = F64_RTOL if dtype == jnp.float64 else F32_RTOL
     assert_close(s, s_ref, rtol, "softmax value")
-    assert_close(g, g_ref, rtol, "softmax VJP")
+    # s ⊙ (g − sᵀg) cancels when s is nearly one-hot, so both sides carry rounding error of the
+    # size of eps·|g| whatever the result's size: judged absolutely there.
+    atol = 8 * float(jnp.finfo(dtype).eps) * float(jnp.max(jnp.abs(cot)))
+    assert_close(g, g_ref, rtol, "softmax VJP", atol=atol)
     assert g[0].dtype == dtype
 
 

@@ -81,13 +81,9 @@ def _penalty(params):
     return sum(jnp.sum(W * W) for W, _ in params) / 2
 
 
-def _cast_like(ct, primal):
-    return jnp.asarray(ct).astype(jnp.result_type(primal))
-
-
 def _cotangents(params, X, Y, l2, grads, dX, dY, dl2):
-    dparams = tuple((_cast_like(dW, W), _cast_like(db, b)) for (dW, db), (W, b) in zip(grads, params))
-    return dparams, _cast_like(dX, X), _cast_like(dY, Y), _cast_like(dl2, l2)
+    dparams = tuple((v.cast_like(dW, W), v.cast_like(db, b)) for (dW, db), (W, b) in zip(grads, params))
+    return dparams, v.cast_like(dX, X), v.cast_like(dY, Y), v.cast_like(dl2, l2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,10 +39,6 @@ from .softmax import log_softmax
 _GRAM_BLOCK = 512
 
 
-def _cast_like(ct, primal):
-    return jnp.asarray(ct).astype(jnp.result_type(primal))
-
-
 def weighted_gram(X: jax.Array, w: jax.Array, block: int = _GRAM_BLOCK) -> jax.Array:
     """``Xᵀ diag(w) X`` computing only the upper block triangle and mirroring it.
 
@@ -95,7 +91,7 @@ def _logistic_loss_bwd(res, g):
     dX = g * (e[:, None] * theta[None, :])  # ∇_X L = (π − y)θᵀ
     dy = -g * z  # ∇_y L = softplus(−z) − softplus(z) = −z
     dl2 = g * jnp.sum(theta * theta) / 2
-    return (_cast_like(dtheta, theta), _cast_like(dX, X), _cast_like(dy, y), _cast_like(dl2, l2))
+    return (v.cast_like(dtheta, theta), v.cast_like(dX, X), v.cast_like(dy, y), v.cast_like(dl2, l2))
 
 
 _logistic_loss.defvjp(_logistic_loss_fwd, _logistic_loss_bwd)
@@ -213,7 +209,7 @@ def _multinomial_loss_bwd(res, g):
     dX = E @ Theta.T  # ∇_X L = (Π − Y)Θᵀ
     dY = -g * logP  # ∇_Y L = −log[Π]
     dl2 = g * jnp.sum(Theta * Theta) / 2
-    return (_cast_like(dTheta, Theta), _cast_like(dX, X), _cast_like(dY, Y), _cast_like(dl2, l2))
+    return (v.cast_like(dTheta, Theta), v.cast_like(dX, X), v.cast_like(dY, Y), v.cast_like(dl2, l2))
 
 
 _multinomial_loss.defvjp(_multinomial_loss_fwd, _multinomial_loss_bwd)

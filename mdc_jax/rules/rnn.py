@@ -145,10 +145,9 @@ def _rnn_bwd(res, cts):
     k = Zs.shape[1]
     init = (Z_tau, gZ.astype(Z_tau.dtype), *(jnp.zeros_like(p) for p in params))
     (_, dZ0, *dparams), (dX, dY) = jax.lax.scan(chunk, init, (Zs, _chunks(X, k), _chunks(Y, k)), reverse=True)
-    cast = lambda ct, primal: ct.astype(jnp.result_type(primal))
-    dparams = RNNParams(*(cast(d, p) for d, p in zip(dparams, params)))
+    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip(dparams, params)))
     # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
-    return dparams, cast(dZ0, Z_tau), cast(dX.reshape(X.shape), X), cast(dY.reshape(Y.shape), Y)
+    return dparams, v.cast_like(dZ0, Z_tau), v.cast_like(dX.reshape(X.shape), X), v.cast_like(dY.reshape(Y.shape), Y)
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
