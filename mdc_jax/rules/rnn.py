@@ -307,14 +307,16 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
     params, Z0, X, Y = _check(fn, params, Z0, X, Y)
-    value_and_grad = jax.value_and_grad(_rnn, has_aux=True)  # (J_k, Z) from the chunk: Z is not differentiated
     tau = X.shape[0]
     full, rest = divmod(tau, chunk)
 
     def one_chunk(carry, xs):
         Z, J, grads = carry
-        (J_k, Z), g = value_and_grad(params, Z, *xs)
-        return (Z, J + J_k, jax.tree.map(jnp.add, grads, g)), None
+        (J_k, Z_next), res = _rnn_fwd(params, Z, *xs)
+        # The closed-form backward, called directly: cotangent 1 for J_k and 0 for the chunk's final
+        # state, which is the truncation (the next chunk's gradient does not flow back into this one).
+        g = _rnn_bwd(res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
+        return (Z_next, J + J_k, jax.tree.map(jnp.add, grads, g)), None
 
     carry = (Z0, jnp.zeros((), X.dtype), jax.tree.map(jnp.zeros_like, params))
     if full:
