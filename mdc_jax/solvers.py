@@ -146,15 +146,17 @@ def _autodiff(value):
 def _fit_binary(Xa, y, mask, l2, tol, max_iter, hessian_dtype, derivatives):
     n = Xa.shape[0]
     zero = jnp.zeros((), Xa.dtype)
-    value = lambda w: logistic_loss(w, Xa, y, zero) + l2 * jnp.sum((mask * w) ** 2) / 2
-    grad = lambda w: logistic_gradient(w, Xa, y, zero) + l2 * mask * w
-    # The Hessian may be formed in a lower precision (the Gram matrix is the cost); the gradient,
-    # the line search and the convergence test stay in X's precision, so the solution does too.
-    Xh, yh = Xa.astype(hessian_dtype), y.astype(hessian_dtype)
-    hess = lambda w: (logistic_hessian(w.astype(hessian_dtype), Xh, yh, zero.astype(hessian_dtype)).astype(Xa.dtype)
-                      + l2 * jnp.diag(mask))
+    penalty = lambda w: l2 * jnp.sum((mask * w) ** 2) / 2  # the intercept (mask 0) is not penalised
     if derivatives == "autodiff":
-        value, grad, hess = _autodiff(lambda w: reference.logistic_loss(w, Xa, y) + l2 * jnp.sum((mask * w) ** 2) / 2)
+        value, grad, hess = _autodiff(lambda w: reference.logistic_loss(w, Xa, y) + penalty(w))
+    else:
+        value = lambda w: logistic_loss(w, Xa, y, zero) + penalty(w)
+        grad = lambda w: logistic_gradient(w, Xa, y, zero) + l2 * mask * w
+        # The Hessian may be formed in a lower precision (the Gram matrix is the cost); the gradient,
+        # the line search and the convergence test stay in X's precision, so the solution does too.
+        Xh, yh = Xa.astype(hessian_dtype), y.astype(hessian_dtype)
+        hess = lambda w: (logistic_hessian(w.astype(hessian_dtype), Xh, yh, zero.astype(hessian_dtype))
+                          .astype(Xa.dtype) + l2 * jnp.diag(mask))
     w, it, status = _newton(value, grad, hess, jnp.zeros(Xa.shape[1], Xa.dtype), n, tol, max_iter)
     return w, it, status, jnp.max(jnp.abs(grad(w))) / n
 
@@ -175,22 +177,25 @@ def _fit_multinomial(Xa, Y, l2, tol, max_iter, fit_intercept, fix_column, deriva
     def unflatten(w):
         return jnp.zeros(D * k, w.dtype).at[free_idx].set(w).reshape(D, k)
 
-    def value(w):
-        Phi = unflatten(w)
-        return multinomial_loss(Phi, Xa, Y, zero) + l2 * jnp.sum((P * Phi) ** 2) / 2
-
-    def grad(w):
-        Phi = unflatten(w)
-        return (multinomial_gradient(Phi, Xa, Y, zero) + l2 * P * Phi).reshape(-1)[free_idx]
-
-    def hess(w):
-        H = multinomial_hessian(unflatten(w), Xa, Y, zero).reshape(D * k, D * k)
-        H = H + l2 * jnp.diag(P.reshape(-1))
-        return H[free_idx][:, free_idx]
+    def penalty(Phi):
+        return l2 * jnp.sum((P * Phi) ** 2) / 2  # intercepts (P = 0) are not penalised
 
     if derivatives == "autodiff":
-        value, grad, hess = _autodiff(lambda w: reference.multinomial_loss(unflatten(w), Xa, Y)
-                                      + l2 * jnp.sum((P * unflatten(w)) ** 2) / 2)
+        value, grad, hess = _autodiff(lambda w: reference.multinomial_loss(unflatten(w), Xa, Y) + penalty(unflatten(w)))
+    else:
+        def value(w):
+            Phi = unflatten(w)
+            return multinomial_loss(Phi, Xa, Y, zero) + penalty(Phi)
+
+        def grad(w):
+            Phi = unflatten(w)
+            return (multinomial_gradient(Phi, Xa, Y, zero) + l2 * P * Phi).reshape(-1)[free_idx]
+
+        def hess(w):
+            H = multinomial_hessian(unflatten(w), Xa, Y, zero).reshape(D * k, D * k)
+            H = H + l2 * jnp.diag(P.reshape(-1))
+            return H[free_idx][:, free_idx]
+
     w, it, status = _newton(value, grad, hess, jnp.zeros(free_idx.size, Xa.dtype), n, tol, max_iter)
     return unflatten(w), it, status, jnp.max(jnp.abs(grad(w))) / n
 

@@ -213,7 +213,7 @@ def _finish_newton(cfg, run_dir, log, fitted, started) -> RunResult:
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, **metrics, **info,
                "primary_metric": "test_accuracy", "wall_time_s": time.perf_counter() - started}
     _write_summary(run_dir, summary)
-    log.say(f"done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f"; run directory {run_dir}")
+    log.say("done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f"; run directory {run_dir}")
     return RunResult(run_dir, summary)
 
 
