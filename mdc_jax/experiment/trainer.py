@@ -168,7 +168,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     else:
         step_fn = jax.jit(step_fn)
 
-    step_times, window_start, losses = [], time.perf_counter(), []
+    step_times, window_start, losses, metrics = [], time.perf_counter(), [], None
     for step in range(start + 1, cfg.train.steps + 1):
         t0 = time.perf_counter()
         new_params, new_opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
@@ -194,7 +194,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         if step % cfg.train.checkpoint_every == 0:
             save_checkpoint(run_dir / "checkpoints", step, params, opt_state, data_key)
 
-    final_metrics = model.evaluate(params)
+    final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluates its last step
     atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
                "resumed_from_step": start if resume else None, **final_metrics, **model.report(params),
