@@ -3,29 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed-train: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[train]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(VENV)/.installed $@
+	touch $(VENV)/.installed-train $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-train
 	$(BIN)/mdc-jax demo
 
-test: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/mdc-jax gradcheck --dtype float64
 	$(BIN)/python -m pytest -q
 
-bench: $(VENV)/.installed
-	$(BIN)/python scripts/bench.py
+bench: $(VENV)/.installed-train
+	-$(BIN)/python -m pip install --quiet -e ".[bench]"  # torch column where torch installs; optional
+	$(BIN)/mdc-jax bench --suite full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -6,12 +6,13 @@ check them.
 """
 
 from . import identities as identities
-from . import reference as reference
+from . import reference as reference  # also registers mdc-jax's rules (see mdc_jax.registry)
 from .activations import Activation as Activation
 from .activations import get_activation as get_activation
 from .activations import list_activations as list_activations
 from .activations import register_activation as register_activation
 from .rules.fcnn import fcnn_classification_loss as fcnn_classification_loss
+from .rules.fcnn import fcnn_forward as fcnn_forward
 from .rules.fcnn import fcnn_regression_loss as fcnn_regression_loss
 from .rules.jacobians import cross_entropy as cross_entropy
 from .rules.jacobians import sigmoid_jacobian as sigmoid_jacobian
@@ -45,6 +46,7 @@ __all__ = [
     "SingularHessianError",
     "cross_entropy",
     "fcnn_classification_loss",
+    "fcnn_forward",
     "fcnn_regression_loss",
     "fit_logistic_newton",
     "fit_multinomial_newton",

@@ -7,8 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-
-NEWTON_KINDS = ("logistic", "multinomial")
+TRAIN_EXTRA_MODULES = ("optax", "yaml", "matplotlib", "sklearn")
 
 
 def _enable_x64() -> None:
@@ -17,12 +16,34 @@ def _enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    _enable_x64()  # for the float64 gradient check; training is float32
-    from models.digits_demo import run_digits_demo
+def _with_train_extra(command: str, run) -> int:
+    """Runs ``run()``; a missing optional dependency becomes one line naming the extra to install."""
+    try:
+        return run()
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"mdc-jax {command}: needs the 'train' extra (missing module {err.name!r}); install it with "
+              f"pip install 'mdc-jax[train]'", file=sys.stderr)
+        return 2
 
-    result = run_digits_demo(steps=args.steps, seed=args.seed)
-    return 0 if result["grad_check_max_rel_err"] <= 1e-10 else 1
+
+def _demo(args: argparse.Namespace) -> int:
+    def run():
+        _enable_x64()  # for the float64 gradient check; the models train in float32
+        from .demo import run_demo
+        from .experiment.config import ConfigError
+
+        overrides = [*(args.set or []), *([f"train.steps={args.steps}"] if args.steps is not None else []),
+                     *([f"train.seed={args.seed}"] if args.seed is not None else [])]
+        try:
+            result = run_demo(args.config, overrides, out_dir=args.out)
+        except ConfigError as err:
+            print(f"mdc-jax demo: {err}", file=sys.stderr)
+            return 2
+        return 0 if result["grad_check_passed"] else 1
+
+    return _with_train_extra("demo", run)
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -51,37 +72,62 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in rows) else 1
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .experiment.config import ConfigError, load_config
-    from .experiment.trainer import EXIT_NON_FINITE, NonFiniteLoss, train
+def _models(args: argparse.Namespace) -> int:
+    from .experiment.models import list_models
 
-    try:
-        cfg = load_config(args.config, args.set or [])
-        if cfg.model.kind in NEWTON_KINDS:
-            _enable_x64()  # Newton fits run in float64
-        train(cfg, out_dir=args.out, resume=args.resume)
-    except ConfigError as err:
-        print(f"mdc-jax train: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as err:
-        print(f"mdc-jax train: {err}", file=sys.stderr)
-        return EXIT_NON_FINITE
+    specs = list_models()
+    width = max([len(s.kind) for s in specs] or [4])
+    print(f"{'kind':{width}}  {'trained by':10}  datasets / description")
+    for s in specs:
+        print(f"{s.kind:{width}}  {'gradient' if s.build else 'solver':10}  {', '.join(s.datasets)}: {s.description}")
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from .experiment.config import ConfigError, load_config
-    from .experiment.sweep import run_sweep
+def _train(args: argparse.Namespace) -> int:
+    def run():
+        from .experiment.config import ConfigError, load_config
+        from .experiment.models import find_config, get_model
+        from .experiment.trainer import EXIT_NON_FINITE, NonFiniteLoss, load_run_config, train
 
-    try:
-        if any(load_config(c, args.set or []).model.kind in NEWTON_KINDS for c in args.configs):
-            _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
-        rows = run_sweep(args.configs, args.set or [], args.grid or [], args.out)
-    except ConfigError as err:
-        print(f"mdc-jax sweep: {err}", file=sys.stderr)
-        return 2
-    print((Path(args.out) / "sweep.md").read_text(), end="")
-    return 0 if rows else 1
+        try:
+            if args.config is None:
+                if not args.resume:
+                    raise ConfigError("give a config (a path, or the name of a shipped one), or --resume RUN_DIR")
+                cfg = load_run_config(args.resume, args.set or [])
+            else:
+                cfg = load_config(find_config(args.config), args.set or [])
+            if get_model(cfg.model.kind).float64:
+                _enable_x64()
+            train(cfg, out_dir=args.out, resume=args.resume)
+        except ConfigError as err:
+            print(f"mdc-jax train: {err}", file=sys.stderr)
+            return 2
+        except NonFiniteLoss as err:
+            print(f"mdc-jax train: {err}", file=sys.stderr)
+            return EXIT_NON_FINITE
+        return 0
+
+    return _with_train_extra("train", run)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    def run():
+        from .experiment.config import ConfigError, load_config
+        from .experiment.models import find_config, get_model
+        from .experiment.sweep import run_sweep
+
+        try:
+            configs = [find_config(c) for c in args.configs]
+            if any(get_model(load_config(c, args.set or []).model.kind).float64 for c in configs):
+                _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
+            rows = run_sweep(configs, args.set or [], args.grid or [], args.out)
+        except ConfigError as err:
+            print(f"mdc-jax sweep: {err}", file=sys.stderr)
+            return 2
+        print((Path(args.out) / "sweep.md").read_text(), end="")
+        return 0 if rows else 1
+
+    return _with_train_extra("sweep", run)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -97,13 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdc-jax", description="Closed-form backpropagation rules for JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train an FCNN on the bundled digits data with the closed-form gradient")
-    demo.add_argument("--steps", type=int, default=1500, help="training steps (default: 1500)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo = sub.add_parser("demo", help="check, train and time a model on bundled data (default: the digits MLP)")
+    demo.add_argument("config", nargs="?", default="fcnn_classification_digits",
+                      help="a gradient-trained config, path or shipped name (default: fcnn_classification_digits)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    demo.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    demo.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
     demo.set_defaults(func=_demo)
 
     rules = sub.add_parser("rules", help="list the registered rules and their seed references")
     rules.set_defaults(func=_rules)
+
+    models = sub.add_parser("models", help="list the model kinds configs can name (model.kind)")
+    models.set_defaults(func=_models)
 
     check = sub.add_parser("gradcheck", help="check rules against jax.grad and finite differences")
     check.add_argument("--rule", action="append", metavar="NAME", help="a rule to check (repeatable; default: all)")
@@ -113,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_gradcheck)
 
     train = sub.add_parser("train", help="train the model a YAML config describes")
-    train.add_argument("config", help="path to a YAML config (see configs/)")
+    train.add_argument("config", nargs="?", help="a YAML config: a path, or the name of a shipped one (see configs/); "
+                       "optional with --resume, which reads the run's own config.yaml")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
     train.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint "
+                       "(train.steps may be raised with --set)")
     train.set_defaults(func=_train)
 
     sweep = sub.add_parser("sweep", help="run several experiments and tabulate them")

@@ -1,7 +1,16 @@
 """The rule registry: every closed-form rule with its seed reference, reference, sampler, tolerances.
 
 `mdc-jax rules` lists it; `mdc-jax gradcheck` checks every entry with :func:`mdc_jax.testing.check_vjp`.
-Users can :func:`register_rule` their own entries and run the same CLI on them.
+mdc-jax's own entries live beside their references (``mdc_jax/reference/<family>.py``) and are
+registered when ``mdc_jax`` is imported. Yours join them in one of two ways:
+
+* call :func:`register_rule` before running the checks (e.g. in a ``conftest.py``);
+* or, so that the ``mdc-jax gradcheck`` command sees them, name them in your package's entry-point
+  group ``mdc_jax.rules``: the entry point's object is a :class:`RuleSpec`, a list of them, or a
+  module that calls :func:`register_rule` when imported::
+
+      [project.entry-points."mdc_jax.rules"]
+      my_rules = "my_package.rules:SPECS"
 """
 
 from __future__ import annotations
@@ -10,6 +19,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import jax
+
+from ._plugins import Registry
+
+RULES_GROUP = "mdc_jax.rules"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +38,7 @@ class RuleSpec:
       argnums: the arguments whose cotangents are checked (``None``: every floating argument).
       rtol: per-dtype tolerance overrides, e.g. ``{"float32": 1e-3}``.
       fd_rtol: finite-difference tolerance override.
+      reference_name: how reports name the reference (default: its module and name).
     """
 
     name: str
@@ -35,37 +49,36 @@ class RuleSpec:
     argnums: tuple[int, ...] | None = None
     rtol: dict = dataclasses.field(default_factory=dict)
     fd_rtol: float | None = None
+    reference_name: str | None = None
 
-    @property
-    def reference_name(self) -> str:
-        return f"{getattr(self.reference, '__module__', '?')}.{getattr(self.reference, '__name__', '?')}"
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"RuleSpec: name must be a non-empty string; got {self.name!r}.")
+        for field in ("rule", "reference", "sample"):
+            if not callable(getattr(self, field)):
+                raise ValueError(f"RuleSpec {self.name!r}: {field} must be callable; got {getattr(self, field)!r}.")
+        if self.reference_name is None:
+            name = f"{getattr(self.reference, '__module__', '?')}.{getattr(self.reference, '__qualname__', '?')}"
+            object.__setattr__(self, "reference_name", name)
 
 
-_RULES: dict[str, RuleSpec] = {}
+_REGISTRY = Registry(RuleSpec, lambda spec: spec.name, RULES_GROUP, "rule", "rules", "register_rule")
 
 
 def register_rule(spec: RuleSpec, *, overwrite: bool = False) -> RuleSpec:
-    if spec.name in _RULES and not overwrite:
-        raise ValueError(f"register_rule: {spec.name!r} is already registered; pass overwrite=True to replace it.")
-    _RULES[spec.name] = spec
-    return spec
+    """Adds ``spec`` to the registry; refuses a name already taken unless ``overwrite``."""
+    return _REGISTRY.register(spec, overwrite=overwrite)
 
 
 def unregister_rule(name: str) -> None:
-    _RULES.pop(name, None)
+    _REGISTRY.unregister(name)
 
 
 def get_rule(name: str) -> RuleSpec:
-    _load_catalog()
-    if name not in _RULES:
-        raise ValueError(f"unknown rule {name!r}; registered rules: {', '.join(sorted(_RULES))}.")
-    return _RULES[name]
+    """The entry called ``name``; a ``ValueError`` listing the registered names otherwise."""
+    return _REGISTRY.get(name)
 
 
 def list_rules() -> list[RuleSpec]:
-    _load_catalog()
-    return [_RULES[k] for k in sorted(_RULES)]
-
-
-def _load_catalog() -> None:
-    from . import catalog  # noqa: F401  (registers mdc-jax's own rules on first import)
+    """Every registered rule (with those of the ``mdc_jax.rules`` entry points), sorted by name."""
+    return _REGISTRY.list()

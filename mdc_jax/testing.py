@@ -88,6 +88,26 @@ def rel_err(a, b) -> float:
     return worst
 
 
+def max_abs_diff(a, b) -> float:
+    """``max over leaves of ‖a − b‖_∞``."""
+    return max([float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True) if np.size(y)] or [0.0])
+
+
+def assert_close(actual, expected, rtol: float, what: str = "", atol: float = 0.0) -> None:
+    """``rel_err(actual, expected) ≤ rtol``, or, for results small by cancellation, absolute error ≤ ``atol``.
+
+    The trees must have the same structure and shapes; a NaN or inf anywhere fails.
+    """
+    if jax.tree.structure(actual) != jax.tree.structure(expected):
+        raise AssertionError(f"{what}: structures differ: {jax.tree.structure(actual)} vs {jax.tree.structure(expected)}")
+    err = rel_err(actual, expected)
+    if err > rtol and atol > 0 and np.isfinite(err) and max_abs_diff(actual, expected) <= atol:
+        return
+    if not err <= rtol:
+        raise AssertionError(f"{what}: max relative error {err:.3e} > {rtol:.0e}")
+
+
 def _floating_dtype(args) -> str:
     dtypes = {jnp.result_type(x) for x in jax.tree.leaves(args) if jnp.issubdtype(jnp.result_type(x), jnp.floating)}
     if not dtypes:
@@ -170,11 +190,8 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
     def err(a, b):
         # relative, but a leaf whose reference is ~0 is judged against atol instead
         e = rel_err(a, b)
-        if e > rtol and np.isfinite(e):
-            absolute = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-                           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(y))
-            if absolute <= atol:
-                return min(e, rtol)
+        if e > rtol and np.isfinite(e) and max_abs_diff(a, b) <= atol:
+            return min(e, rtol)
         return e
 
     value_err = rel_err(out, out_ref)
@@ -183,7 +200,8 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
     fd_err = None
     if finite_differences and jax.config.jax_enable_x64:
         fd_err = {}
-        up = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, t)
+        up = lambda t: jax.tree.map(
+            lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, t)
         args64, diff64, u64 = up(args), up(diff), up(u)
         f64 = jax.jit(lambda d, a: _vdot(u64, split(fn)(d, *a)))
         dir_keys = jax.random.split(k_dir, len(argnums))

@@ -19,6 +19,12 @@ class Dataset(NamedTuple):
 
 _LOADERS = {"digits": "load_digits", "wine": "load_wine", "iris": "load_iris", "breast_cancer": "load_breast_cancer"}
 
+# The dataset names, each written once; the models' specs list the ones they accept.
+CLASSIFICATION = tuple(_LOADERS)
+BINARY = ("breast_cancer",)  # the classification sets with two classes
+REGRESSION = ("diabetes",)
+TEXT = ("python_source",)
+
 
 def load_classification(name: str = "digits", test_size: float = 0.2, seed: int = 0) -> Dataset:
     """Loads a bundled scikit-learn classification set with a stratified held-out split.
@@ -57,8 +63,8 @@ def load_regression(name: str = "diabetes", test_size: float = 0.2, seed: int = 
     from sklearn import datasets
     from sklearn.model_selection import train_test_split
 
-    if name != "diabetes":
-        raise ValueError(f"load_regression: unknown dataset {name!r}; expected 'diabetes'.")
+    if name not in REGRESSION:
+        raise ValueError(f"load_regression: unknown dataset {name!r}; expected one of {REGRESSION}.")
     X, y = datasets.load_diabetes(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed)
     mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)

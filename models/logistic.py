@@ -8,18 +8,30 @@ with the same penalty (``C = 1/l2``) is reported beside it as the baseline.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdc_jax.solvers import (fit_logistic_newton, fit_multinomial_newton, predict_proba_logistic,
-                             predict_proba_multinomial)
+from mdc_jax.experiment.models import Fit, ModelOptions, ModelSpec
+from mdc_jax.solvers import fit_logistic_newton, fit_multinomial_newton, predict_proba_logistic, predict_proba_multinomial
 
-from .data import load_classification
+from . import CONFIGS
+from .data import BINARY, CLASSIFICATION, load_classification
 
 
-def fit_from_config(cfg):
-    """(params, metrics, info) for a ``logistic`` or ``multinomial`` config."""
+@dataclasses.dataclass
+class NewtonOptions(ModelOptions):
+    l2: float = 1.0  # the ridge λ = 1/C
+    fit_intercept: bool = True
+
+    def validate(self) -> list[str]:
+        return [] if self.l2 >= 0 else [f"model.l2 must be >= 0, got {self.l2}"]
+
+
+def fit_from_config(cfg) -> Fit:
+    """The Newton fit of a ``logistic`` or ``multinomial`` config, with scikit-learn's as the baseline."""
     if not jax.config.jax_enable_x64:
         raise RuntimeError("Newton fits run in float64: enable jax_enable_x64 at process start "
                            "(`mdc-jax train` does this for logistic and multinomial configs).")
@@ -44,4 +56,10 @@ def fit_from_config(cfg):
                "sklearn_test_accuracy": float(sk.score(data.X_test, data.y_test))}
     info = {"iterations": int(fit.n_iter), "converged": bool(fit.converged), "grad_norm": float(fit.grad_norm)}
     params = {"coef": jnp.asarray(fit.coef), "intercept": jnp.asarray(fit.intercept)}
-    return params, metrics, info
+    return Fit(params, metrics, info, primary="test_accuracy")
+
+
+LOGISTIC = ModelSpec("logistic", NewtonOptions, BINARY, fit=fit_from_config, float64=True, configs=CONFIGS,
+                     description="binary logistic regression, Newton/IRLS (seed 004 §3.2)")
+MULTINOMIAL = ModelSpec("multinomial", NewtonOptions, CLASSIFICATION, fit=fit_from_config, float64=True,
+                        configs=CONFIGS, description="multinomial logistic regression, Newton (seed 004 §3.3)")

@@ -1,11 +1,12 @@
-"""A multi-layer perceptron over the FCNN rules (seed 000 §6.2–6.3).
+"""A multi-layer perceptron over the FCNN rules (seed 000 §6.2–6.3): classifier and regressor.
 
-``grad="closed"`` differentiates through the closed-form rules; ``grad="autodiff"`` through the
-plain reference, so the same model trains either way.
+``train.grad: closed`` differentiates through the closed-form rules; ``autodiff`` through the
+plain reference, so the same model trains either way. Evaluation uses :func:`mdc_jax.fcnn_forward`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -13,24 +14,35 @@ import jax.numpy as jnp
 
 import mdc_jax
 from mdc_jax import reference
-from mdc_jax.activations import get_activation
+from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
-from .base import Model, pick_loss
+from . import CONFIGS
+from .data import CLASSIFICATION, REGRESSION, load_classification, load_regression
+
+
+@dataclasses.dataclass
+class MLPOptions(ModelOptions):
+    hidden: list[int] = dataclasses.field(default_factory=list)  # hidden widths d_1 .. d_{L−1}
+    activation: str = "tanh"  # every hidden layer's activation (see mdc_jax.list_activations())
+    l2: float = 0.0  # λ of the penalty λ/2 Σ W_j·W_j
+
+    def validate(self) -> list[str]:
+        problems = []
+        if any(h <= 0 for h in self.hidden):
+            problems.append(f"model.hidden widths must be > 0, got {self.hidden}")
+        if self.activation not in mdc_jax.list_activations():
+            problems.append(f"model.activation is {self.activation!r}; expected one of "
+                            f"{', '.join(mdc_jax.list_activations())}")
+        if not self.l2 >= 0:
+            problems.append(f"model.l2 must be >= 0, got {self.l2}")
+        return problems
+
 
 def init_mlp(key: jax.Array, dims: Sequence[int], dtype=jnp.float32) -> list[tuple[jax.Array, jax.Array]]:
     """Glorot-normal weights and zero biases for widths ``dims[0] → … → dims[-1]``."""
     keys = jax.random.split(key, len(dims) - 1)
     return [(jax.random.normal(k, (m, n), dtype) * jnp.sqrt(2.0 / (m + n)).astype(dtype), jnp.zeros((n,), dtype))
-            for k, m, n in zip(keys, dims[:-1], dims[1:])]
-
-
-def mlp_forward(params, X, activations: Sequence[str]) -> jax.Array:
-    """The logits ``A_L``: hidden layers use ``activations``, the last layer is linear."""
-    Z = X
-    for (W, b), name in zip(params[:-1], activations):
-        Z = get_activation(name).fn(Z @ W + b[None, :])
-    W, b = params[-1]
-    return Z @ W + b[None, :]
+            for k, m, n in zip(keys, dims[:-1], dims[1:], strict=True)]
 
 
 def classification_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed"):
@@ -45,7 +57,9 @@ def regression_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, g
 
 
 def accuracy(params, X, labels, activations: Sequence[str]) -> jax.Array:
-    return jnp.mean(jnp.argmax(mlp_forward(params, X, activations), axis=-1) == labels)
+    """Held-out accuracy of a classifier whose hidden layers use ``activations``."""
+    logits = mdc_jax.fcnn_forward(params, X, [*activations, "identity"])
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def _batch_sampler(arrays, batch_size):
@@ -58,10 +72,12 @@ def _batch_sampler(arrays, batch_size):
     return batch
 
 
-def build_classifier(cfg, data) -> Model:
-    """An MLP classifier on a :class:`models.data.Dataset` (seed 000 §6.3)."""
-    acts = [cfg.model.activation] * len(cfg.model.hidden)
-    dims = [data.X_train.shape[1], *cfg.model.hidden, data.num_classes]
+def build_classifier(cfg) -> Model:
+    """An MLP classifier (seed 000 §6.3) on a bundled classification set."""
+    d, m = cfg.data, cfg.model
+    data = load_classification(d.dataset, d.test_size, d.split_seed)
+    acts = [m.activation] * len(m.hidden)
+    dims = [data.X_train.shape[1], *m.hidden, data.num_classes]
     X, Y = jnp.asarray(data.X_train, jnp.float32), jax.nn.one_hot(data.y_train, data.num_classes, dtype=jnp.float32)
     X_test, y_test = jnp.asarray(data.X_test, jnp.float32), jnp.asarray(data.y_test)
 
@@ -70,28 +86,23 @@ def build_classifier(cfg, data) -> Model:
                 "train_accuracy": float(accuracy(params, X, jnp.asarray(data.y_train), acts))}
 
     return Model(init=lambda key: init_mlp(key, dims),
-                 loss=lambda p, b: classification_loss(p, *b, acts, cfg.model.l2, cfg.train.grad),
+                 loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
                  evaluate=evaluate, primary="test_accuracy", report=lambda p: {})
 
 
-def build_regressor(cfg, data) -> Model:
-    """An MLP regressor on a :class:`models.data.RegressionDataset` (seed 000 §6.2), with R² and RMSE
-    on the held-out split and scikit-learn's default ``Ridge()`` as the baseline."""
-    acts = [cfg.model.activation] * len(cfg.model.hidden) + ["identity"]
-    dims = [data.X_train.shape[1], *cfg.model.hidden, 1]
+def build_regressor(cfg) -> Model:
+    """An MLP regressor (seed 000 §6.2) with R² and RMSE on the held-out split and scikit-learn's
+    default ``Ridge()`` as the baseline."""
+    d, m = cfg.data, cfg.model
+    data = load_regression(d.dataset, d.test_size, d.split_seed)
+    acts = [m.activation] * len(m.hidden) + ["identity"]
+    dims = [data.X_train.shape[1], *m.hidden, 1]
     X, Y = jnp.asarray(data.X_train, jnp.float32), jnp.asarray(data.y_train, jnp.float32)[:, None]
     X_test = jnp.asarray(data.X_test, jnp.float32)
 
-    def predict(params, X):
-        Z = X
-        for (W, b), name in zip(params, acts):
-            Z = get_activation(name).fn(Z @ W + b[None, :])
-        return Z[:, 0]
-
     def evaluate(params):
-        pred = predict(params, X_test)
-        resid = jnp.asarray(data.y_test) - pred
+        resid = jnp.asarray(data.y_test) - mdc_jax.fcnn_forward(params, X_test, acts)[:, 0]
         r2 = 1 - float(jnp.sum(resid**2)) / float(jnp.sum((data.y_test - data.y_test.mean()) ** 2))
         return {"test_r2": r2, "test_rmse": float(jnp.sqrt(jnp.mean(resid**2))) * data.y_std}
 
@@ -102,6 +113,12 @@ def build_regressor(cfg, data) -> Model:
         return {"sklearn_ridge_test_r2": float(ridge.score(data.X_test, data.y_test))}
 
     return Model(init=lambda key: init_mlp(key, dims),
-                 loss=lambda p, b: regression_loss(p, *b, acts, cfg.model.l2, cfg.train.grad),
+                 loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
                  evaluate=evaluate, primary="test_r2", report=report)
+
+
+CLASSIFIER = ModelSpec("mlp_classifier", MLPOptions, CLASSIFICATION, build=build_classifier, configs=CONFIGS,
+                       description="MLP, softmax cross-entropy (seed 000 §6.3)")
+REGRESSOR = ModelSpec("mlp_regressor", MLPOptions, REGRESSION, build=build_regressor, configs=CONFIGS,
+                      description="MLP, mean squared error + L2 (seed 000 §6.2)")

@@ -1,23 +1,35 @@
 """A character-level language model: one-hot characters into the §6.4 RNN rule.
 
-Inputs and targets are one-hot rows over a fixed vocabulary (``models.data.VOCAB``), so ``D = K``.
+Inputs and targets are one-hot rows over a fixed vocabulary (``mdc_jax_models.data.VOCAB``), so ``D = K``.
 Training windows of ``seq_len`` characters start from a zero state; evaluation runs the held-out
 text as a few long contiguous streams, carrying the state, and reports bits per character.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdc_jax import reference
-from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss
+from mdc_jax import RNNParams, reference, rnn_forward, rnn_loss
+from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
-from .base import Model, pick_loss
-from .data import decode, encode
+from . import CONFIGS
+from .data import TEXT, decode, encode, load_text
 
 EVAL_STREAMS = 16
+
+
+@dataclasses.dataclass
+class CharLMOptions(ModelOptions):
+    hidden_size: int = 128  # H
+    seq_len: int = 64  # τ of each training window
+
+    def validate(self) -> list[str]:
+        return [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len")
+                if not getattr(self, k) > 0]
 
 
 def init_rnn(key, vocab: int, hidden: int, dtype=jnp.float32) -> RNNParams:
@@ -64,8 +76,9 @@ def sample_text(params, prompt: str, length: int, key, temperature: float = 0.7)
     return prompt + decode(np.asarray(out))
 
 
-def build_charlm(cfg, data) -> Model:
-    """The char-LM of ``rnn_charlm.yaml`` on a :class:`models.data.TextDataset`."""
+def build_charlm(cfg) -> Model:
+    """The char-LM of ``rnn_charlm.yaml`` on the standard library's source text."""
+    data = load_text(cfg.data.max_chars, cfg.data.test_size)
     vocab, tau, n = len(data.vocab), cfg.model.seq_len, cfg.train.batch_size
     train = jnp.asarray(data.train)
     loss_fn = pick_loss(rnn_loss, reference.rnn_loss, cfg.train.grad)
@@ -86,3 +99,7 @@ def build_charlm(cfg, data) -> Model:
     return Model(init=lambda key: init_rnn(key, vocab, cfg.model.hidden_size), loss=loss, batch=batch,
                  batch_axes=(1, 1), evaluate=lambda p: {"test_bits_per_char": bits_per_char(p, data.test, vocab)},
                  primary="test_bits_per_char", report=report)
+
+
+CHARLM = ModelSpec("rnn_charlm", CharLMOptions, TEXT, build=build_charlm, configs=CONFIGS,
+                   description="character-level tanh RNN, closed-form BPTT (seed 000 §6.4)")

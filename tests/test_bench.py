@@ -2,7 +2,7 @@
 
 import json
 
-from mdc_jax.bench import _timing, fcnn, main, rnn
+from mdc_jax.bench import fcnn, main, rnn, timing
 
 FIELDS = {"name", "closed_ms", "autodiff_ms", "ratio", "closed_temp_bytes", "autodiff_temp_bytes"}
 
@@ -13,13 +13,13 @@ def test_small_cases_report_every_field():
         d = r.as_dict()
         assert FIELDS <= set(d) and d["closed_ms"] > 0 and d["autodiff_ms"] > 0
         assert d["closed_temp_bytes"] is not None and d["autodiff_temp_bytes"] is not None
-    table = _timing.format_table(results, matmul=100.0).splitlines()
+    table = timing.format_table(results, matmul=100.0).splitlines()
     assert table[0].startswith("| case |") and len(table) == 2 + len(results)
 
 
 def test_interleaved_medians_runs_every_callable_each_round():
     calls = {"a": 0, "b": 0}
-    ms = _timing.interleaved_medians({k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls},
+    ms = timing.interleaved_medians({k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls},
                                      rounds=5, warmup=1)
     assert calls == {"a": 6, "b": 6} and set(ms) == {"a", "b"}
 

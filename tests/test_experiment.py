@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -18,9 +19,11 @@ import yaml
 from mdc_jax import cli
 from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
-from mdc_jax.experiment.trainer import NonFiniteLoss, train
+from mdc_jax.experiment.models import get_model
+from mdc_jax.experiment.trainer import NonFiniteLoss, make_optimizer, train
 
 REPO = Path(__file__).resolve().parents[1]
+DTYPE_PROMOTION = "standard"  # optax mixes Python floats with int32 step counts (see conftest.py)
 
 SMALL = {
     "data": {"dataset": "digits"},
@@ -64,6 +67,13 @@ def test_shipped_configs_validate():
     ({"model": {**SMALL["model"], "hidden": 16}}, r"model\.hidden: expected a list"),
     ({"optimizer": {"name": "adamax"}}, r"optimizer\.name is 'adamax'; expected one of sgd, momentum, adam, adamw"),
     ({"data": {"dataset": "digits", "test_size": 1.5}}, r"data\.test_size must be in \(0, 1\)"),
+    ({"model": {**SMALL["model"], "kind": "mlp"}}, r"model\.kind: unknown model kind 'mlp'; registered kinds: .*mlp_classifier"),
+    ({"model": {**SMALL["model"], "seq_len": 8}},
+     r"unknown key 'model\.seq_len'; allowed keys in model: activation, hidden, kind, l2"),
+    ({"model": {**SMALL["model"], "hidden": [0]}}, r"model\.hidden widths must be > 0"),
+    ({"model": {**SMALL["model"], "activation": "swishy"}}, r"model\.activation is 'swishy'; expected one of"),
+    ({"data": {"dataset": "diabetes"}}, r"data\.dataset 'diabetes' does not fit model\.kind 'mlp_classifier'"),
+    ({"model": {"hidden": [4]}}, r"missing required key 'model\.kind'"),
 ])
 def test_config_errors_name_the_file_and_the_dotted_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -144,7 +154,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     # Leave debris like a kill during a write would: a half-written temporary file.
     (killed / "checkpoints" / f"ckpt-{done[-1][0] + 5:08d}.npz.tmp").write_bytes(b"PK\x03\x04 partial")
 
-    subprocess.run(mdc_jax_cli("train", path, "--resume", killed), check=True, capture_output=True, cwd=REPO)
+    # Resumed from the run directory alone: its own config.yaml, no config path or --set repeated.
+    subprocess.run(mdc_jax_cli("train", "--resume", killed), check=True, capture_output=True, cwd=REPO)
     assert_bit_identical(load_npz(reference / "final.npz"), load_npz(killed / "final.npz"))
     records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["step"], "eval" in r) for r in records]
@@ -155,12 +166,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 def test_unreadable_newest_checkpoint_is_skipped(tmp_path):
     run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
     (run / "checkpoints" / "ckpt-00000050.npz").write_bytes(b"not a zip")
-    from models import build_model
-    from mdc_jax.experiment.trainer import make_optimizer
-    import jax
-
     cfg = load_config(run / "config.yaml")
-    params = build_model(cfg).init(jax.random.PRNGKey(0))
+    params = get_model(cfg.model.kind).build(cfg).init(jax.random.PRNGKey(0))
     restored = latest_checkpoint(run / "checkpoints", params, make_optimizer(cfg).init(params))
     assert restored is not None and restored[2] == 40
 
@@ -170,6 +177,41 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     run = train(load_config(path), out_dir=tmp_path / "run").run_dir
     with pytest.raises(ConfigError, match=r"differs from the run's saved config\.yaml at optimizer\.learning_rate"):
         train(load_config(path, ["optimizer.learning_rate=0.5"]), resume=run)
+    for change, key in [("model.hidden=[8]", "model.hidden"), ("data.dataset=wine", "data.dataset"),
+                        ("data.split_seed=3", "data.split_seed")]:
+        assert cli.main(["train", str(path), "--set", change, "--resume", str(run)]) == 2
+        with pytest.raises(ConfigError, match=rf"saved config\.yaml at {key}\b"):
+            train(load_config(path, [change]), resume=run)
+    with pytest.raises(ConfigError, match=r"saved config\.yaml at model\.hidden"):
+        train(load_config(REPO / "configs" / "fcnn_classification_digits.yaml"), resume=run)
+
+
+def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
+    """`mdc-jax train --resume RUN_DIR --set train.steps=N` continues from the run's own config.yaml."""
+    path = write_config(tmp_path)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(path), "--out", str(run)]) == 0
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=60"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 60 and summary["resumed_from_step"] == 40
+    assert load_config(run / "config.yaml").train.steps == 60
+    longer = train(load_config(path, ["train.steps=60"]), out_dir=tmp_path / "straight").run_dir
+    assert_bit_identical(load_npz(longer / "final.npz"), load_npz(run / "final.npz"))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+    assert cli.main(["train"]) == 2
+    assert "give a config" in capsys.readouterr().err
+
+
+def test_a_run_directory_written_before_models_had_their_own_options_still_resumes(tmp_path):
+    """Older config.yaml files list every model key of every kind, at their defaults."""
+    path = write_config(tmp_path)
+    run = train(load_config(path), out_dir=tmp_path / "run").run_dir
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    raw["model"].update(hidden_size=128, seq_len=64, fit_intercept=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=50"]) == 0
 
 
 def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_path, capsys):

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from mdc_jax import identities as idn
 from mdc_jax.reference import identities as ref
+from mdc_jax.rules import identities as idn
 
 from .helpers import F32_RTOL, F64_RTOL, assert_close
 

@@ -21,21 +21,7 @@ ARGNUMS = (0, 1, 2, 3)  # params, Z0, X, Y: every argument has a cotangent
 
 
 def rnn_case(seed, tau, n, d, h, k, dtype, one_hot=True, weight_scale=1.0):
-    """Random (params, Z0, X, Y); weights ~ U(±scale·2/√fan_in), so the states are not saturated.
-
-    Drawn with NumPy: eager jax.random would compile anew for every shape hypothesis tries.
-    """
-    rng = np.random.default_rng(seed)
-    u = lambda shape, scale=1.0: jnp.asarray(rng.uniform(-scale, scale, shape), dtype)
-    w = lambda shape: u(shape, weight_scale * 2.0 / np.sqrt(shape[0]))
-    params = RNNParams(w((h, h)), w((d, h)), u((h,), 0.5), w((h, k)), u((k,), 0.5))
-    Z0, X = u((n, h), 0.9), u((tau, n, d))
-    if one_hot:
-        Y = np.eye(k)[rng.integers(0, k, (tau, n))]
-    else:
-        E = np.exp(rng.uniform(-2, 2, (tau, n, k)))
-        Y = E / E.sum(axis=-1, keepdims=True)
-    return params, Z0, X, jnp.asarray(Y, dtype)
+    return ref.rnn_case(seed, tau, n, d, h, k, dtype, one_hot=one_hot, weight_scale=weight_scale)
 
 
 def assert_matches_autodiff(case, rtol, rule=rnn_loss, reference=ref.rnn_loss):
@@ -246,13 +232,19 @@ def test_gradient_runs_through_the_custom_rule(monkeypatch):
     assert_runs_through_custom_rule(rnn_module._rnn, rnn_loss, case, monkeypatch)
 
 
-def test_bfloat16_runs_and_keeps_its_dtype():
-    """float32 and float64 dtypes are checked with every example above."""
+def test_bfloat16_keeps_its_dtype_and_matches_float32():
+    """float32 and float64 dtypes are checked with every example above; bfloat16 against float32
+    autodiff on the same (bfloat16-rounded) inputs, to bfloat16's precision."""
     case = rnn_case(1, 5, 3, 2, 4, 3, jnp.bfloat16)
-    grads = jax.jit(jax.grad(rnn_loss, argnums=ARGNUMS))(*case)
+    value, grads = jax.jit(jax.value_and_grad(rnn_loss, argnums=ARGNUMS))(*case)
     for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
         assert g.dtype == x.dtype and g.shape == x.shape
-        assert bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
+    case32 = jax.tree.map(lambda a: a.astype(jnp.float32), case)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(ref.rnn_loss, argnums=ARGNUMS))(*case32)
+    assert_close(value.astype(jnp.float32), ref_value, 2e-2, "bfloat16 loss")
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(ref_grads))
+    assert_close(jax.tree.map(lambda g: g.astype(jnp.float32), grads), ref_grads, 5e-2, "bfloat16 gradients",
+                 atol=2e-2 * scale)
 
 
 def test_plain_tuple_params_are_accepted():
@@ -275,7 +267,7 @@ def _bad(fn, args, match):
 
 def test_bad_input_raises_naming_argument_and_shapes():
     params, Z0, X, Y = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)  # τ = 3, N = 4, D = 2, H = 5, K = 3
-    W, U, b, V, c = params
+    W, _U, b, V, c = params
     _bad(rnn_loss, (params, Z0, X[0], Y), r"X must be 3-D with shape \(τ, N, D\), time-major; got shape \(4, 2\)")
     _bad(rnn_loss, (params, Z0, X[..., :1], Y), r"U has shape \(2, 5\); expected \(1, 5\).*X's feature size D = 1")
     _bad(rnn_loss, (params, Z0, X, Y[:2]), r"Y has shape \(2, 4, 3\); expected \(3, 4, 3\).*X's 3 steps and 4 sequences")

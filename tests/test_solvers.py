@@ -175,7 +175,8 @@ def test_bad_input_raises_naming_the_argument():
         (solvers.fit_logistic_newton, (X, y), {"l2": -1.0}, r"l2 must be a finite number >= 0; got -1.0"),
         (solvers.fit_logistic_newton, (X, y), {"tol": 0.0}, r"tol must be a finite number > 0"),
         (solvers.fit_logistic_newton, (X, y), {"max_iter": 0}, r"max_iter must be an int >= 1"),
-        (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {"n_classes": 3}, r"labels must lie in 0\.\.2; got value\(s\) \[3\]"),
+        (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {"n_classes": 3},
+         r"labels must lie in 0\.\.2; got value\(s\) \[3\]"),
         (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], -1]), {}, r"labels must lie in 0\.\.1; got value\(s\) \[-1\]"),
         (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {}, r"no sample of class\(es\) \[2\]"),
         (solvers.fit_multinomial_newton, (bad_X, y), {}, r"X contains 1 NaN or inf"),
@@ -191,7 +192,7 @@ def test_bad_input_raises_naming_the_argument():
 
 
 def test_predict_proba_checks_the_fit_and_the_features():
-    X, y = standardised("iris")
+    X, _y = standardised("iris")
     fit = solvers.NewtonResult(jnp.zeros(4), jnp.zeros(()), 0, True, 0.0)
     with pytest.raises(ValueError, match=r"X has shape \(150, 3\); expected \(n, 4\)"):
         solvers.predict_proba_logistic(fit, X[:, :3])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from mdc_jax import cli, reference
@@ -13,7 +12,7 @@ from mdc_jax.registry import RuleSpec, register_rule, unregister_rule
 from mdc_jax.rules.softmax import log_softmax
 from mdc_jax.testing import assert_vjp_matches, check_vjp
 
-from .helpers import uniform
+from .helpers import numpy_rng, uniform
 
 
 def _one_layer_classifier(mistake: str | None):
@@ -49,7 +48,7 @@ def _reference(W, b, X, Y):
 
 
 def _sample(key, dtype):
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key))
+    rng = numpy_rng(key)
     d = 4  # square W, so that a transposed weight gradient still has the right shape
     return (uniform(rng, (d, d), dtype), uniform(rng, (d,), dtype), uniform(rng, (6, d), dtype),
             jax.nn.softmax(uniform(rng, (6, d), dtype, 3.0), axis=-1))
@@ -114,5 +113,5 @@ def test_gradcheck_cli_reports_registered_rules(mistake, capsys):
 
 
 def test_gradcheck_cli_unknown_rule_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown rule 'nope'; registered rules: .*fcnn_regression"):
+    with pytest.raises(ValueError, match=r"unknown rule 'nope'; registered rules: .*fcnn_regression"):
         cli.main(["gradcheck", "--rule", "nope"])

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)  # float64 cases; float32 cases create float32 arrays
-    from ._timing import format_table, matmul_gflops
+    from .timing import format_table, matmul_gflops
     from .torch_cases import configure_threads
 
     configure_threads()

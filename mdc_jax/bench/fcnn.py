@@ -5,11 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-import mdc_jax
-from mdc_jax import reference
-
+from ..reference import fcnn as reference
+from ..rules import fcnn
 from . import torch_cases
-from ._timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, compiled, interleaved_medians
 
 # (name, N, widths, activation); the two sizes, and a seconds-long pair for --suite small.
 SUITES = {
@@ -30,14 +29,9 @@ def training_flops(n: int, dims: list[int]) -> float:
 def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
     results = []
     for name, n, dims, act in SUITES[suite]:
-        key = jax.random.PRNGKey(0)
-        keys = jax.random.split(key, len(dims) + 1)
-        params = [(jax.random.normal(k, (a, b), jnp.float32) / jnp.sqrt(jnp.float32(a)), jnp.zeros((b,), jnp.float32))
-                  for k, a, b in zip(keys, dims[:-1], dims[1:])]
-        X = jax.random.normal(keys[-2], (n, dims[0]), jnp.float32)
-        Y = jax.nn.one_hot(jax.random.randint(keys[-1], (n,), 0, dims[-1]), dims[-1], dtype=jnp.float32)
+        params, X, Y = reference.mlp_case(0, n, dims, jnp.float32)
         acts = [act] * (len(dims) - 2)
-        closed = jax.value_and_grad(lambda p, X, Y: mdc_jax.fcnn_classification_loss(p, X, Y, acts, 1e-4))
+        closed = jax.value_and_grad(lambda p, X, Y: fcnn.fcnn_classification_loss(p, X, Y, acts, 1e-4))
         auto = jax.value_and_grad(lambda p, X, Y: reference.fcnn_classification_loss(p, X, Y, acts, 1e-4))
         run_closed, temp_closed = compiled(closed, params, X, Y)
         run_auto, temp_auto = compiled(auto, params, X, Y)

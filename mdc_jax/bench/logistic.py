@@ -22,7 +22,7 @@ import numpy as np
 from ..reference import logistic as reference
 from ..rules.logistic import _GRAM_BLOCK, logistic_hessian
 from ..solvers import fit_logistic_newton
-from ._timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, compiled, interleaved_medians
 
 # (kind, n, d); the sizes, and a seconds-long pair for suite="small".
 SUITES = {

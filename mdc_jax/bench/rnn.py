@@ -11,11 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-import mdc_jax.rules.rnn as rnn
-from mdc_jax.reference import rnn as reference
-
+from ..reference import rnn as reference
+from ..rules import rnn
 from . import torch_cases
-from ._timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, compiled, interleaved_medians
 
 # (name, τ, N, D, H, K): the issue's size, and a seconds-long one for --suite small.
 SUITES = {
@@ -31,22 +30,10 @@ def training_flops(tau: int, n: int, d: int, h: int, k: int) -> float:
     return 2 * tau * n * (3 * h * h + 2 * d * h + 4 * h * k)
 
 
-def make_case(tau: int, n: int, d: int, h: int, k: int, dtype=jnp.float32, seed: int = 0):
-    """Random parameters (weights ~ N(0, 1/fan_in)), inputs and one-hot targets."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
-    normal = lambda key, shape, fan_in: jax.random.normal(key, shape, dtype) / jnp.sqrt(jnp.asarray(fan_in, dtype))
-    params = rnn.RNNParams(normal(keys[0], (h, h), h), normal(keys[1], (d, h), d), jnp.zeros((h,), dtype),
-                           normal(keys[2], (h, k), h), jnp.zeros((k,), dtype))
-    Z0 = jnp.zeros((n, h), dtype)
-    X = jax.random.normal(keys[3], (tau, n, d), dtype)
-    Y = jax.nn.one_hot(jax.random.randint(keys[4], (tau, n), 0, k), k, dtype=dtype)
-    return params, Z0, X, Y
-
-
 def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
     results = []
     for name, tau, n, d, h, k in SUITES[suite]:
-        case = make_case(tau, n, d, h, k)
+        case = reference.rnn_case(0, tau, n, d, h, k, jnp.float32)
         run_closed, temp_closed = compiled(jax.value_and_grad(rnn.rnn_loss), *case)
         run_auto, temp_auto = compiled(jax.value_and_grad(reference.rnn_loss), *case)
         _, temp_closed_all = compiled(jax.value_and_grad(rnn.rnn_loss, argnums=(0, 1, 2, 3)), *case)
@@ -56,7 +43,8 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
         if torch_run is not None:
             runners["torch"] = torch_run
         ms = interleaved_medians(runners, rounds=rounds)
-        extra = {**({"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}),"closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
+        extra = {**({"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}),
+                 "closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
                  "hidden_states_bytes": tau * n * h * jnp.dtype(jnp.float32).itemsize,
                  "chunk": rnn._chunk_size(tau)}
         results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,

@@ -92,7 +92,7 @@ def restore_checkpoint(path: Path, params_like, opt_state_like):
 
 def latest_checkpoint(folder: Path, params_like, opt_state_like):
     """The newest checkpoint that loads, or ``None``; an unreadable one is skipped with a warning."""
-    for step, path in reversed(list_checkpoints(folder)):
+    for _step, path in reversed(list_checkpoints(folder)):
         try:
             return restore_checkpoint(path, params_like, opt_state_like)
         except (OSError, ValueError, KeyError) as err:  # e.g. a file truncated by a disk failure

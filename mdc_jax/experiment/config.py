@@ -1,7 +1,9 @@
 """Experiment configuration: YAML files validated into typed dataclasses.
 
 A config has four sections, ``data``, ``model``, ``optimizer`` and ``train``, plus an optional
-``name``. Every key is checked: an unknown key, a wrong type or a missing required field is a
+``name``. The ``model`` section's keys are those of the model that ``model.kind`` names (each
+registered model declares its own, see :mod:`mdc_jax.experiment.models`). Every key is checked:
+an unknown key, a wrong type or a missing required field is a
 :class:`ConfigError` naming the file and the dotted key. ``--set train.steps=100`` overrides go
 through the same checks. Loading uses ``yaml.safe_load``; YAML 1.1 reads ``1e-3`` as a *string*
 (it wants ``1.0e-3``), so numeric strings are accepted where a float is expected.
@@ -17,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from .models import GRADS, ModelOptions, get_model
+
 
 class ConfigError(ValueError):
     """A configuration problem, naming the file and the dotted key."""
@@ -24,21 +28,10 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class DataConfig:
-    dataset: str  # digits | diabetes | breast_cancer | wine | iris | python_source
+    dataset: str  # one of the model's datasets (see `mdc-jax models`)
     test_size: float = 0.2
     split_seed: int = 0
-    max_chars: int = 400_000  # python_source only: characters of text to read
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    kind: str  # mlp_classifier | mlp_regressor | rnn_charlm | logistic | multinomial
-    hidden: list[int] = dataclasses.field(default_factory=list)  # MLP hidden widths
-    activation: str = "tanh"
-    l2: float = 0.0
-    hidden_size: int = 128  # RNN H
-    seq_len: int = 64  # RNN τ per training window
-    fit_intercept: bool = True  # logistic / multinomial
+    max_chars: int = 400_000  # text datasets: characters of text to read
 
 
 @dataclasses.dataclass
@@ -69,21 +62,19 @@ class TrainConfig:
 @dataclasses.dataclass
 class ExperimentConfig:
     data: DataConfig
-    model: ModelConfig
+    model: ModelOptions  # the registered model's own options class, chosen by model.kind
     train: TrainConfig
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     name: str = ""
 
 
 CHOICES = {
-    "data.dataset": ("digits", "diabetes", "breast_cancer", "wine", "iris", "python_source"),
-    "model.kind": ("mlp_classifier", "mlp_regressor", "rnn_charlm", "logistic", "multinomial"),
     "optimizer.name": ("sgd", "momentum", "adam", "adamw"),
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "exponential"),
-    "train.grad": ("closed", "autodiff"),
+    "train.grad": GRADS,
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
-            "model.hidden_size", "model.seq_len", "optimizer.learning_rate", "data.max_chars")
+            "optimizer.learning_rate", "data.max_chars")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -138,7 +129,9 @@ def _build(cls, raw: Any, where: str, source: str):
                 raise ConfigError(f"{source}: missing required key {dotted!r}")
             continue
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if tp is ModelOptions:
+            kwargs[name] = _build_model_options(raw[name], dotted, source)
+        elif dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, raw[name], dotted, source)
         else:
             try:
@@ -148,7 +141,29 @@ def _build(cls, raw: Any, where: str, source: str):
     return cls(**kwargs)
 
 
+def _build_model_options(raw: Any, where: str, source: str) -> ModelOptions:
+    """The model section, checked against the options class of the model that ``kind`` names."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+    if "kind" not in raw:
+        raise ConfigError(f"{source}: missing required key '{where}.kind'")
+    kind = raw["kind"]
+    if not isinstance(kind, str):
+        raise ConfigError(f"{source}: {where}.kind: expected a string, got {type(kind).__name__} {kind!r}")
+    try:
+        spec = get_model(kind)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {where}.kind: {err}") from None
+    return _build(spec.options, raw, where, source)
+
+
 def _check_values(cfg: ExperimentConfig, source: str) -> None:
+    spec = get_model(cfg.model.kind)
+    if cfg.data.dataset not in spec.datasets:
+        raise ConfigError(f"{source}: data.dataset {cfg.data.dataset!r} does not fit model.kind {spec.kind!r}; "
+                          f"expected one of {', '.join(spec.datasets)}")
+    for problem in cfg.model.validate():
+        raise ConfigError(f"{source}: {problem}")
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -161,12 +176,8 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {dotted} must be > 0, got {value!r}")
     if not 0 < cfg.data.test_size < 1:
         raise ConfigError(f"{source}: data.test_size must be in (0, 1), got {cfg.data.test_size}")
-    if cfg.model.l2 < 0:
-        raise ConfigError(f"{source}: model.l2 must be >= 0, got {cfg.model.l2}")
     if cfg.train.devices < 0:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
-    if any(h <= 0 for h in cfg.model.hidden):
-        raise ConfigError(f"{source}: model.hidden widths must be > 0, got {cfg.model.hidden}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

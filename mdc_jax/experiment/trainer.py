@@ -23,7 +23,8 @@ import optax
 import yaml
 
 from .checkpoint import atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
-from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, parse_override
+from .models import get_model
 
 EXIT_NON_FINITE = 3
 
@@ -36,6 +37,7 @@ class NonFiniteLoss(RuntimeError):
 class RunResult:
     run_dir: Path
     summary: dict
+    params: object = None  # the final parameters (also in run_dir/final.npz)
 
 
 def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
@@ -106,13 +108,36 @@ def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
     return Path(root) / f"{cfg.name}-{stamp}"
 
 
-def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
+# Keys of the single model section before models declared their own options, at their defaults:
+# a run directory written then holds them all; they are dropped where the model does not use them.
+_LEGACY_MODEL_DEFAULTS = {"hidden": [], "activation": "tanh", "l2": 0.0, "hidden_size": 128, "seq_len": 64,
+                          "fit_intercept": True}
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """The resolved ``config.yaml`` a run directory holds, with ``KEY=VALUE`` overrides applied."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    saved = config_from_dict(yaml.safe_load(saved_path.read_text()), str(saved_path))
+    raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        try:
+            fields = {f.name for f in dataclasses.fields(get_model(raw["model"].get("kind")).options)}
+        except ValueError:
+            fields = None  # the loader reports the unknown kind
+        if fields is not None:
+            raw["model"] = {k: v for k, v in raw["model"].items()
+                            if k in fields or _LEGACY_MODEL_DEFAULTS.get(k, object()) != v}
+    return config_from_dict(raw, str(path), [parse_override(o) for o in overrides])
+
+
+def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
+    """The run's saved config, with ``train.steps`` taken from ``cfg``; any other difference is refused."""
+    saved = load_run_config(run_dir)
     a, b = config_to_dict(saved), config_to_dict(cfg)
-    diff = [f"{s}.{k}" for s in a if isinstance(a[s], dict) for k in a[s] if a[s][k] != b[s][k] and f"{s}.{k}" != "train.steps"]
+    diff = [f"{s}.{k}" for s in sorted(set(a) | set(b)) if isinstance(a.get(s), dict) or isinstance(b.get(s), dict)
+            for k in sorted(set(a.get(s) or {}) | set(b.get(s) or {}))
+            if (a.get(s) or {}).get(k, "<unset>") != (b.get(s) or {}).get(k, "<unset>") and f"{s}.{k}" != "train.steps"]
     if diff:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
                           f"{', '.join(diff)}; resume with the same config (train.steps may grow)")
@@ -122,9 +147,15 @@ def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConf
 
 def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
           tty: bool | None = None) -> RunResult:
-    """Trains the model a config describes; see the module docstring and the README."""
-    from models import build_model, fit_newton_model
+    """Trains the model a config describes; see the module docstring and the README.
 
+    With ``resume``, ``cfg`` may be ``None``: the run continues from its own ``config.yaml``.
+    """
+    if cfg is None:
+        if not resume:
+            raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
+        cfg = load_run_config(resume)
+    spec = get_model(cfg.model.kind)
     run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
     if resume:
         cfg = _check_resume_config(cfg, run_dir)
@@ -133,10 +164,10 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
     started = time.perf_counter()
 
-    if cfg.model.kind in ("logistic", "multinomial"):
-        return _finish_newton(cfg, run_dir, log, fit_newton_model(cfg), started)
+    if spec.fit is not None:
+        return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
-    model = build_model(cfg)
+    model = spec.build(cfg)
     opt = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.train.seed)
     init_key, data_key = jax.random.split(key)
@@ -203,18 +234,17 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     _write_summary(run_dir, summary)
     _plot(run_dir, model.primary)
     log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
-    return RunResult(run_dir, summary)
+    return RunResult(run_dir, summary, params)
 
 
-def _finish_newton(cfg, run_dir, log, fitted, started) -> RunResult:
-    params, metrics, info = fitted
-    log.record(step=int(info.get("iterations", 0)), eval=metrics)
-    atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
-    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, **metrics, **info,
-               "primary_metric": "test_accuracy", "wall_time_s": time.perf_counter() - started}
+def _finish_fit(cfg, run_dir, log, fit, started) -> RunResult:
+    log.record(step=int(fit.info.get("iterations", 0)), eval=fit.metrics)
+    atomic_savez(run_dir / "final.npz", flatten_named(fit.params, ""))
+    summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, **fit.metrics, **fit.info,
+               "primary_metric": fit.primary, "wall_time_s": time.perf_counter() - started}
     _write_summary(run_dir, summary)
-    log.say("done: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + f"; run directory {run_dir}")
-    return RunResult(run_dir, summary)
+    log.say("done: " + ", ".join(f"{k} {v:.4f}" for k, v in fit.metrics.items()) + f"; run directory {run_dir}")
+    return RunResult(run_dir, summary, fit.params)
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

@@ -1,10 +1,16 @@
-"""References for the FCNN rules (seed 000, §6.1–6.3) and softmax/sigmoid."""
+"""Reference for the FCNN rules (seed 000 §6.1–6.3): the forward pass alone, for ``jax.grad``."""
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
 from ..activations import get_activation
+from ..registry import RuleSpec, register_rule
+from ..rules import fcnn
+from ._sampling import fan_in_weights, integers, numpy_rng, probability_rows, uniform
+
+SEED = "000_3fed0c34b422d74e.txt"
 
 
 def _act(name):
@@ -13,7 +19,7 @@ def _act(name):
 
 def _mlp(params, X, activations):
     Z = X
-    for (W, b), name in zip(params, activations):
+    for (W, b), name in zip(params, activations, strict=False):
         Z = _act(name)(Z @ W + b[None, :])
     return Z
 
@@ -36,9 +42,55 @@ def fcnn_classification_loss(params, X, Y, activations, l2=0.0):
     return -jnp.sum(Y * logp) / X.shape[0] + l2 * _l2_penalty(params)
 
 
-def softmax(A, axis=-1):
-    return jax.nn.softmax(A, axis=axis)
+# --------------------------------------------------------------------------------------------
+# Random cases
 
 
-def sigmoid(x):
-    return jax.nn.sigmoid(x)
+def mlp_case(seed, n: int, dims, dtype, *, task: str = "classification", one_hot: bool = True,
+             weight_scale: float = 1.0):
+    """Random ``(params, X, Y)`` for widths ``dims[0] → … → dims[-1]`` and ``n`` samples.
+
+    Weights ``U(±scale·2/√fan_in)``, biases ``U(±0.5)``, ``X`` in ``[−1, 1)``. ``Y``: for
+    ``task="classification"`` one-hot (or soft, ``one_hot=False``) rows; for ``"regression"``
+    targets in ``[−1, 1)``. ``seed``: an int, a NumPy generator or a JAX key.
+    """
+    rng = numpy_rng(seed)
+    params = [(fan_in_weights(rng, (a, b), dtype, weight_scale), uniform(rng, (b,), dtype, 0.5))
+              for a, b in zip(dims[:-1], dims[1:], strict=True)]
+    X = uniform(rng, (n, dims[0]), dtype)
+    if task == "classification":
+        return params, X, probability_rows(rng, (n, dims[-1]), dtype, one_hot)
+    return params, X, uniform(rng, (n, dims[-1]), dtype)
+
+
+def _sampler(task: str, layers: int):
+    def sample(key, dtype):
+        rng = numpy_rng(key)
+        n, *dims = integers(rng, layers + 2, 1, 12)
+        if task == "classification":
+            dims[-1] = max(dims[-1], 2)
+        params, X, Y = mlp_case(rng, n, dims, dtype, task=task, one_hot=False)
+        return params, X, Y, jnp.asarray(0.05, dtype)
+
+    return sample
+
+
+# Registry entries: every activation appears in one of them.
+_REG_ACTS = ("tanh", "softplus", "identity")
+_CLS_ACTS = ("relu", "sigmoid")
+
+register_rule(RuleSpec(
+    "fcnn_regression", f"{SEED} §6.2 final equations",
+    lambda p, X, Y, l2: fcnn.fcnn_regression_loss(p, X, Y, _REG_ACTS, l2),
+    lambda p, X, Y, l2: fcnn_regression_loss(p, X, Y, _REG_ACTS, l2),
+    _sampler("regression", 3), reference_name=f"{__name__}.fcnn_regression_loss"))
+register_rule(RuleSpec(
+    "fcnn_classification", f"{SEED} §6.3.1 eq. 43-44",
+    lambda p, X, Y, l2: fcnn.fcnn_classification_loss(p, X, Y, _CLS_ACTS, l2),
+    lambda p, X, Y, l2: fcnn_classification_loss(p, X, Y, _CLS_ACTS, l2),
+    _sampler("classification", 3), reference_name=f"{__name__}.fcnn_classification_loss"))
+register_rule(RuleSpec(
+    "fcnn_classification_general", f"{SEED} §6.3 eq. 38-40",
+    lambda p, X, Y, l2: fcnn.fcnn_classification_loss(p, X, Y, _CLS_ACTS, l2, backward="general"),
+    lambda p, X, Y, l2: fcnn_classification_loss(p, X, Y, _CLS_ACTS, l2),
+    _sampler("classification", 3), reference_name=f"{__name__}.fcnn_classification_loss"))

@@ -1,11 +1,18 @@
-"""References for the RNN rule (seed 000, §6.4): the forward pass as a plain ``lax.scan``.
+"""Reference for the RNN rule (seed 000 §6.4): the forward pass as a plain ``lax.scan``.
 
 ``params`` is ``(W, U, b, V, c)`` (an ``RNNParams`` works); ``X`` is ``(τ, N, D)`` time-major.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from ..registry import RuleSpec, register_rule
+from ..rules import rnn
+from ._sampling import fan_in_weights, integers, numpy_rng, probability_rows, uniform
+
+SEED = "000_3fed0c34b422d74e.txt"
 
 
 def _step(params, Z, X_t):
@@ -33,3 +40,23 @@ def rnn_loss(params, Z0, X, Y):
 def rnn_forward(params, Z0, X):
     """(Z_τ, O) with the logits O stacked as ``(τ, N, K)``."""
     return jax.lax.scan(lambda Z, X_t: _step(params, Z, X_t), Z0, X)
+
+
+def rnn_case(seed, tau: int, n: int, d: int, h: int, k: int, dtype, *, one_hot: bool = True,
+             weight_scale: float = 1.0):
+    """Random ``(params, Z0, X, Y)``: weights ``U(±scale·2/√fan_in)`` (the states are not saturated),
+    biases ``U(±0.5)``, ``Z0`` in ``[−0.9, 0.9)``, ``X`` in ``[−1, 1)``, one-hot (or soft) targets."""
+    rng = numpy_rng(seed)
+    w = lambda shape: fan_in_weights(rng, shape, dtype, weight_scale)
+    params = rnn.RNNParams(w((h, h)), w((d, h)), uniform(rng, (h,), dtype, 0.5), w((h, k)), uniform(rng, (k,), dtype, 0.5))
+    Z0, X = uniform(rng, (n, h), dtype, 0.9), uniform(rng, (tau, n, d), dtype)
+    return params, Z0, X, probability_rows(rng, (tau, n, k), dtype, one_hot)
+
+
+def sample_rnn(key, dtype):
+    rng = numpy_rng(key)
+    tau, n, d, h, k = integers(rng, 5, 1, 7)
+    return rnn_case(rng, tau, n, d, h, max(k, 2), dtype, one_hot=False)
+
+
+register_rule(RuleSpec("rnn", f"{SEED} §6.4 final equations", rnn.rnn_loss, rnn_loss, sample_rnn))

@@ -190,24 +190,26 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
         v.require_shape(fn, name_b, b, (cols,), f"one bias per column of W_{j + 1}")
         pairs.append((W, b))
         width = cols
-    if jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
-        v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
-                   f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
-                   f"jax.nn.one_hot(labels, {width}).")
-    v.require_floating(fn, "Y", Y)
-    v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
+    if Y is not None:
+        if jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
+            v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
+                       f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
+                       f"jax.nn.one_hot(labels, {width}).")
+        v.require_floating(fn, "Y", Y)
+        v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
     if isinstance(activations, str) or not isinstance(activations, (list, tuple)):
         v.fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
     if len(activations) != n_activations:
-        v.fail(fn, f"activations has {len(activations)} entries; expected {n_activations} for "
-                   f"{len(params)} layers ({'one per layer' if n_activations == len(params) else 'one per hidden layer; the last layer is the softmax'}).")
+        per = "one per layer" if n_activations == len(params) else "one per hidden layer; the last layer is the softmax"
+        v.fail(fn, f"activations has {len(activations)} entries; expected {n_activations} for {len(params)} layers ({per}).")
     acts = []
     for i, name in enumerate(activations):
         try:
             acts.append(name if isinstance(name, Activation) else get_activation(name))
         except ValueError as err:
             v.fail(fn, f"activations[{i}]: {err}")
-    v.require_penalty(fn, "l2", l2)
+    if l2 is not None:
+        v.require_penalty(fn, "l2", l2)
     return tuple(pairs), tuple(acts)
 
 
@@ -240,7 +242,8 @@ def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations
       ``000_3fed0c34b422d74e.txt`` §6.1, §6.2 (final equations).
     """
     fn = "fcnn_regression_loss"
-    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=len(params) if isinstance(params, (list, tuple)) else None)
+    n_layers = len(params) if isinstance(params, (list, tuple)) else None
+    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_layers)
     return _regression(acts, pairs, X, Y, l2)
 
 
@@ -282,3 +285,31 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
     pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden)
     return _classification(backward, acts, pairs, X, Y, l2)
+
+
+def fcnn_forward(params: Params, X: jax.Array, activations: Sequence[str]) -> jax.Array:
+    """The forward pass of §6.2 alone, ``Z_L``: for evaluation and prediction.
+
+    .. math::
+
+       Z_0 = X,\\qquad A_j = Z_{j-1}W_j + \\mathbf 1b_j^T,\\qquad Z_j = f_j(A_j),\\quad j = 1..L.
+
+    The same computation as the losses' forward, in plain JAX (differentiable by autodiff; train
+    through :func:`fcnn_regression_loss` or :func:`fcnn_classification_loss`). For a classifier's
+    logits ``A_L`` pass the hidden activations followed by ``"identity"``.
+
+    Args:
+      params: ``[(W_1, b_1), ..., (W_L, b_L)]`` as in :func:`fcnn_regression_loss`.
+      X: inputs, ``(N, d_0)``.
+      activations: one registered activation name per layer (length L).
+
+    Returns:
+      ``Z_L``, ``(N, d_L)``.
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §6.2.
+    """
+    fn = "fcnn_forward"
+    n_layers = len(params) if isinstance(params, (list, tuple)) else None
+    pairs, acts = _check(fn, params, X, None, activations, None, n_activations=n_layers)
+    return _hidden_forward(pairs, X, acts)[0][-1]

@@ -116,7 +116,7 @@ def _rnn_fwd(params, Z0, X, Y):
 def _rnn_bwd(res, cts):
     params, Zs, Z_tau, X, Y = res
     gJ, gZ = cts  # cotangents of J and of the final state Z_τ
-    W, U, b, V, c = params
+    W, U, _b, V, c = params
     scale = gJ / X.shape[1]  # g/N
 
     def chunk(carry, xs):

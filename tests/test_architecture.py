@@ -1,0 +1,162 @@
+"""The house rules: a light core, models found through a registry users extend from their own
+package, the old import paths kept, and `models/` never installed as a bare `models`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mdc_jax
+from mdc_jax.experiment import models as model_registry
+
+REPO = Path(__file__).resolve().parents[1]
+OPTIONAL = ("optax", "yaml", "matplotlib", "sklearn", "hypothesis", "pytest", "torch")
+
+# Makes the optional dependencies unimportable, as on a machine with the core install only.
+_BLOCK = textwrap.dedent(f"""
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {OPTIONAL!r}:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+    sys.meta_path.insert(0, _Block())
+    for m in list(sys.modules):
+        if m.split(".")[0] in {OPTIONAL!r}:
+            del sys.modules[m]
+""")
+
+
+def run_python(code: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_the_rules_the_checker_and_the_solvers_work_with_the_core_install_alone(tmp_path):
+    code = _BLOCK + textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        jax.config.update("jax_enable_x64", True)
+        import mdc_jax
+        import importlib, pkgutil
+        from mdc_jax import bench, gradcheck, reference, registry, rules, solvers, testing
+        for package in (rules, reference, bench):  # every rule family, reference and benchmark case imports
+            for info in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+        specs = registry.list_rules()
+        assert len(specs) >= 19
+        rows = gradcheck.run_gradcheck(["softmax", "logistic_loss", "identity_logdet"], "float64", seeds=1)
+        assert rows and all(r.passed for r in rows), rows
+        fit = mdc_jax.fit_logistic_newton(jnp.array([[0.0], [1.0], [2.0], [3.0]]), jnp.array([0, 1, 0, 1]))
+        assert fit.converged
+        loaded = {m.split(".")[0] for m in sys.modules}
+        assert not loaded & set(OPTIONAL), loaded & set(OPTIONAL)
+        print("ok", len(specs))
+    """).replace("OPTIONAL", repr(OPTIONAL))
+    proc = run_python(code, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-3000:]
+
+
+def test_train_without_the_extra_names_the_extra_to_install(tmp_path):
+    code = _BLOCK + textwrap.dedent(f"""
+        from mdc_jax import cli
+        sys.exit(cli.main(["train", r"{REPO / 'configs' / 'fcnn_classification_digits.yaml'}"]))
+    """)
+    proc = run_python(code, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "needs the 'train' extra" in proc.stderr and "pip install 'mdc-jax[train]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_models_are_installed_as_mdc_jax_models_not_as_a_bare_models(tmp_path):
+    proc = run_python("import mdc_jax_models, sys; print(mdc_jax_models.CONFIGS)\n"
+                      "try:\n import models\nexcept ModuleNotFoundError:\n print('no bare models')", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    configs, bare = proc.stdout.splitlines()
+    assert bare == "no bare models" and Path(configs, "fcnn_classification_digits.yaml").is_file()
+
+
+def test_the_shipped_models_register_through_the_entry_point_group():
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group=model_registry.MODELS_GROUP)}
+    assert set(names) >= {"mlp_classifier", "mlp_regressor", "rnn_charlm", "logistic", "multinomial"}
+    for kind, value in names.items():
+        if value.startswith("mdc_jax_models."):
+            assert model_registry.get_model(kind).options.__module__.startswith("mdc_jax_models")
+
+
+def test_a_model_from_another_package_trains_without_editing_mdc_jax(tmp_path):
+    """A user's package declares a model in the `mdc_jax.models` entry-point group; `mdc-jax train`
+    finds it by its kind. The package is put on the path as an installed distribution would be."""
+    site = tmp_path / "site"
+    (site / "my_models-0.1.dist-info").mkdir(parents=True)
+    (site / "my_models-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: my-models\nVersion: 0.1\n")
+    (site / "my_models-0.1.dist-info" / "entry_points.txt").write_text(
+        "[mdc_jax.models]\nlinear_softmax = my_models:LINEAR_SOFTMAX\n")
+    (site / "my_models.py").write_text(textwrap.dedent("""
+        import dataclasses
+        import jax, jax.numpy as jnp, numpy as np
+        import mdc_jax
+        from mdc_jax import reference
+        from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
+
+        @dataclasses.dataclass
+        class Options(ModelOptions):
+            scale: float = 1.0
+
+        def build(cfg):
+            rng = np.random.default_rng(cfg.data.split_seed)
+            X = jnp.asarray(rng.normal(size=(64, 3)), jnp.float32)
+            Y = jax.nn.one_hot(jnp.argmax(X, axis=1), 3, dtype=jnp.float32)
+            loss = pick_loss(mdc_jax.fcnn_classification_loss, reference.fcnn_classification_loss, cfg.train.grad)
+            def batch(key):
+                idx = jax.random.randint(key, (cfg.train.batch_size,), 0, 64)
+                return X[idx], Y[idx]
+            def evaluate(p):
+                return {"accuracy": float(jnp.mean(jnp.argmax(X @ p[0][0] + p[0][1], 1) == jnp.argmax(Y, 1)))}
+            return Model(init=lambda key: [(cfg.model.scale * jnp.zeros((3, 3)), jnp.zeros(3))],
+                         loss=lambda p, b: loss(p, *b, []), batch=batch, batch_axes=(0, 0),
+                         evaluate=evaluate, primary="accuracy", report=lambda p: {})
+
+        LINEAR_SOFTMAX = ModelSpec("linear_softmax", Options, ("argmax3",), build=build)
+    """))
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "argmax3"}, "model": {"kind": "linear_softmax", "scale": 2},
+                                      "optimizer": {"name": "sgd", "learning_rate": 1.0},
+                                      "train": {"steps": 30, "batch_size": 16, "eval_every": 30}}))
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    listed = subprocess.run([sys.executable, "-m", "mdc_jax.cli", "models"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and "linear_softmax" in listed.stdout, listed.stderr
+    run = subprocess.run([sys.executable, "-m", "mdc_jax.cli", "train", str(config), "--out", str(tmp_path / "run")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "run" / "final.npz").is_file()
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"] == {"kind": "linear_softmax",
+                                                                                       "scale": 2.0}
+
+
+def test_register_model_refuses_a_taken_kind_and_bad_specs():
+    spec = model_registry.get_model("mlp_classifier")
+    with pytest.raises(ValueError, match="'mlp_classifier' is already registered"):
+        model_registry.register_model(model_registry.ModelSpec("mlp_classifier", spec.options, ("digits",),
+                                                               build=spec.build))
+    with pytest.raises(ValueError, match="exactly one of build"):
+        model_registry.ModelSpec("x", spec.options, ("digits",))
+    with pytest.raises(ValueError, match="options must be a dataclass subclassing ModelOptions"):
+        model_registry.ModelSpec("x", dict, ("digits",), build=spec.build)
+
+
+def test_names_users_read_today_still_import():
+    from mdc_jax import identities
+    from mdc_jax.identities import det, outer_self  # noqa: F401
+    from mdc_jax.reference import cross_entropy, rnn_loss, sigmoid, softmax  # noqa: F401
+    from mdc_jax.registry import RuleSpec, get_rule, list_rules, register_rule  # noqa: F401
+    from mdc_jax.testing import assert_vjp_matches, check_vjp, rel_err  # noqa: F401
+
+    assert identities.linear is mdc_jax.rules.identities.linear
+    for name in mdc_jax.__all__:
+        assert getattr(mdc_jax, name) is not None
