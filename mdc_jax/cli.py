@@ -61,8 +61,22 @@ def _gradcheck(args: argparse.Namespace) -> int:
     if args.dtype == "float64":
         _enable_x64()
     from .gradcheck import format_rows, print_progress, run_gradcheck
+    from .registry import get_rule
 
+    if args.seeds < 1:
+        print(f"mdc-jax gradcheck: --seeds must be >= 1 (random inputs per rule); got {args.seeds}. "
+              f"A check of nothing would pass vacuously.", file=sys.stderr)
+        return 2
+    try:
+        for name in args.rule or []:
+            get_rule(name)
+    except ValueError as err:
+        print(f"mdc-jax gradcheck: --rule: {err}", file=sys.stderr)
+        return 2
     rows = run_gradcheck(args.rule or None, args.dtype, args.seeds, progress=print_progress)
+    if not rows:
+        print("mdc-jax gradcheck: no rule is registered, so nothing was checked.", file=sys.stderr)
+        return 2
     print(format_rows(rows))
     if args.json:
         import dataclasses
@@ -98,7 +112,9 @@ def _train(args: argparse.Namespace) -> int:
                 cfg = load_config(find_config(args.config), args.set or [])
             if get_model(cfg.model.kind).float64:
                 _enable_x64()
-            train(cfg, out_dir=args.out, resume=args.resume)
+            if args.start_over and not args.resume:
+                raise ConfigError("--start-over applies to --resume RUN_DIR only")
+            train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over)
         except ConfigError as err:
             print(f"mdc-jax train: {err}", file=sys.stderr)
             return 2
@@ -171,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
     train.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint "
-                       "(train.steps may be raised with --set)")
+                       "(train.steps and optimizer settings may be changed with --set)")
+    train.add_argument("--start-over", action="store_true",
+                       help="with --resume: train from step 0 when no checkpoint of the run can be read")
     train.set_defaults(func=_train)
 
     sweep = sub.add_parser("sweep", help="run several experiments and tabulate them")
@@ -191,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as err:  # bad input reaching a library function: one line, no traceback
+        print(f"mdc-jax {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ def run_gradcheck(names: list[str] | None = None, dtype: str = "float64", seeds:
     """
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise RuntimeError("gradcheck in float64 needs jax_enable_x64; the `mdc-jax gradcheck` command enables it.")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"run_gradcheck: seeds must be an int >= 1 (random inputs per rule); got {seeds!r}.")
     specs = list_rules() if not names else [get_rule(n) for n in names]
     rows = []
     for i, spec in enumerate(specs, 1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,20 +164,36 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert keys == [(r["step"], "eval" in r) for r in map(json.loads, (reference / "metrics.jsonl").read_text().splitlines())]
 
 
-def test_unreadable_newest_checkpoint_is_skipped(tmp_path):
+def test_damaged_newest_checkpoints_fall_back_to_the_newest_readable_one(tmp_path, capsys):
     run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
-    (run / "checkpoints" / "ckpt-00000050.npz").write_bytes(b"not a zip")
+    good = (run / "checkpoints" / "ckpt-00000040.npz").read_bytes()
+    damaged = {"ckpt-00000050.npz": b"not a zip", "ckpt-00000060.npz": b"", "ckpt-00000070.npz": good[: len(good) // 2]}
+    for name, content in damaged.items():
+        (run / "checkpoints" / name).write_bytes(content)
     cfg = load_config(run / "config.yaml")
     params = get_model(cfg.model.kind).build(cfg).init(jax.random.PRNGKey(0))
     restored = latest_checkpoint(run / "checkpoints", params, make_optimizer(cfg).init(params))
     assert restored is not None and restored[2] == 40
+    warnings = capsys.readouterr().out
+    assert all(f"skipping damaged checkpoint {run / 'checkpoints' / name}" in warnings for name in damaged)
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=45"]) == 0
+    assert all((run / "checkpoints" / name).exists() for name in damaged)  # nothing is deleted
+
+
+def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted_quietly(tmp_path, capsys):
+    run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
+    for _, path in list_checkpoints(run / "checkpoints"):
+        path.write_bytes(b"")
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "none of its 4 checkpoint(s) can be read" in err and "--start-over" in err
+    assert cli.main(["train", "--resume", str(run), "--start-over"]) == 0
+    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 0
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path):
     path = write_config(tmp_path)
     run = train(load_config(path), out_dir=tmp_path / "run").run_dir
-    with pytest.raises(ConfigError, match=r"differs from the run's saved config\.yaml at optimizer\.learning_rate"):
-        train(load_config(path, ["optimizer.learning_rate=0.5"]), resume=run)
     for change, key in [("model.hidden=[8]", "model.hidden"), ("data.dataset=wine", "data.dataset"),
                         ("data.split_seed=3", "data.split_seed")]:
         assert cli.main(["train", str(path), "--set", change, "--resume", str(run)]) == 2
@@ -184,6 +201,36 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
             train(load_config(path, [change]), resume=run)
     with pytest.raises(ConfigError, match=r"saved config\.yaml at model\.hidden"):
         train(load_config(REPO / "configs" / "fcnn_classification_digits.yaml"), resume=run)
+    # The optimizer's settings may change, but not into another optimizer state.
+    with pytest.raises(ConfigError, match=r"optimizer state has \d+ arrays; the config's optimizer has \d+"):
+        train(load_config(path, ["optimizer.name=sgd"]), resume=run)
+
+
+@pytest.mark.parametrize("setup, argv, message", [
+    (lambda d: (d / "c.yaml").write_text("- a\n- b\n"), ["train", "{d}/c.yaml"], r"c\.yaml: the file must be a mapping"),
+    (lambda d: (d / "c.yaml").write_text("just a string\n"), ["train", "{d}/c.yaml"], r"got a YAML str"),
+    (lambda d: (d / "c").mkdir(), ["train", "{d}/c"], r"c: is a directory; expected a YAML config file"),
+    (lambda d: (d / "c.yaml").write_text("data:\n  dataset: [digits\nmodel: {}\n"), ["train", "{d}/c.yaml"],
+     r"c\.yaml: not valid YAML: line \d+, column \d+: "),
+    (lambda d: (d / "c.yaml").write_text("data: !!python/object/apply:os.system ['echo hi']\n"), ["train", "{d}/c.yaml"],
+     r"not valid YAML: line 1, column 7: .*python/\.\.\. tags are refused"),
+    (lambda d: None, ["train", "{small}", "--out", "{small}"], r"exists and is not a directory"),
+    (lambda d: None, ["sweep", "{small}", "--grid", "train.steps=1,[", "--out", "{d}/s"], r"--grid 'train\.steps=\['"),
+    (lambda d: None, ["sweep", "{small}", "--grid", "train.stepz=1,2", "--out", "{d}/s"],
+     r"unknown key 'train\.stepz'.*\(with --grid train\.stepz=1\)"),
+    (lambda d: None, ["demo", "{small}", "--steps", "-1"], r"train\.steps must be > 0, got -1"),
+    (lambda d: None, ["gradcheck", "--seeds", "0"], r"--seeds must be >= 1"),
+    (lambda d: None, ["gradcheck", "--rule", "nope"], r"--rule: unknown rule 'nope'; registered rules: "),
+    (lambda d: None, ["train", "{small}", "--start-over"], r"--start-over applies to --resume RUN_DIR only"),
+])
+def test_bad_cli_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, setup, argv, message):
+    setup(tmp_path)
+    small = write_config(tmp_path)
+    code = cli.main([a.format(d=tmp_path, small=small) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
 
 
 def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
@@ -225,9 +272,16 @@ def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_pa
     step = int(err.split("at step ")[1].split(";")[0])
     assert "non-finite loss" in err
     kept = list_checkpoints(tmp_path / "run" / "checkpoints")
-    assert kept and kept[-1][0] == step - 1  # every step checkpoints here: the last good one is kept
+    # Every step checkpoints here. The parameters after step − 1 gave the non-finite loss at `step`,
+    # so the newest checkpoint is that of step − 2, whose parameters gave a finite loss at step − 1.
+    assert kept and kept[-1][0] == step - 2
+    assert str(kept[-1][1]) in err
     with pytest.raises(NonFiniteLoss):
         train(load_config(path), out_dir=tmp_path / "again")
+    # The run continues from that checkpoint with a lower learning rate (the model and data are unchanged).
+    assert cli.main(["train", "--resume", str(tmp_path / "run"), "--set", "optimizer.learning_rate=1.0e-3"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == step - 2 and np.isfinite(summary["test_r2"])
 
 
 def test_sweep_writes_a_table(tmp_path):

@@ -3,11 +3,14 @@ deliberately wrong rules must be reported as failing by the API and by the CLI."
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from mdc_jax import cli, reference
+from mdc_jax.gradcheck import run_gradcheck
 from mdc_jax.registry import RuleSpec, register_rule, unregister_rule
 from mdc_jax.rules.softmax import log_softmax
 from mdc_jax.testing import assert_vjp_matches, check_vjp
@@ -112,6 +115,13 @@ def test_gradcheck_cli_reports_registered_rules(mistake, capsys):
     assert name in out
 
 
-def test_gradcheck_cli_unknown_rule_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"unknown rule 'nope'; registered rules: .*fcnn_regression"):
-        cli.main(["gradcheck", "--rule", "nope"])
+def test_gradcheck_cli_unknown_rule_is_a_clear_error(capsys):
+    assert cli.main(["gradcheck", "--rule", "nope"]) == 2
+    assert re.search(r"unknown rule 'nope'; registered rules: .*fcnn_regression", capsys.readouterr().err)
+
+
+def test_gradcheck_refuses_to_check_nothing(capsys):
+    assert cli.main(["gradcheck", "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"seeds must be an int >= 1"):
+        run_gradcheck(["softmax"], "float64", seeds=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import jax
@@ -72,29 +73,47 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class CheckpointMismatch(ValueError):
+    """A readable checkpoint that does not fit the model or optimizer the config builds."""
+
+
 def restore_checkpoint(path: Path, params_like, opt_state_like):
-    """Loads a checkpoint into the structures of ``params_like`` and ``opt_state_like``."""
+    """Loads a checkpoint into the structures of ``params_like`` and ``opt_state_like``.
+
+    Raises :class:`CheckpointMismatch` when the file is readable but holds other shapes or another
+    optimizer state (e.g. ``optimizer.name`` changed); other errors mean the file is damaged.
+    """
     with np.load(path, allow_pickle=False) as data:
         names = flatten_named(params_like, "params")
         missing = [k for k in names if k not in data]
         if missing:
-            raise ValueError(f"{path}: checkpoint lacks parameters {missing[:3]}; was it written by another config?")
+            raise CheckpointMismatch(f"{path}: checkpoint lacks parameters {missing[:3]}; was it written by another config?")
         p_leaves = [data[k] for k in names]
         o_like = jax.tree.leaves(opt_state_like)
+        stored = sum(1 for k in data.files if k.startswith("opt_state/"))
+        if stored != len(o_like):
+            raise CheckpointMismatch(f"{path}: the optimizer state has {stored} arrays; the config's optimizer has "
+                                     f"{len(o_like)} (optimizer.name or optimizer.schedule changed?)")
         o_leaves = [data[f"opt_state/{i}"] for i in range(len(o_like))]
-        for (k, a), b in zip(names.items(), p_leaves):
+        for k, a, b in [*zip(names, names.values(), p_leaves),
+                        *((f"opt_state/{i}", np.asarray(x), y) for i, (x, y) in enumerate(zip(o_like, o_leaves)))]:
             if a.shape != b.shape or a.dtype != b.dtype:
-                raise ValueError(f"{path}: {k} has shape {b.shape} {b.dtype}; the config expects {a.shape} {a.dtype}.")
+                raise CheckpointMismatch(f"{path}: {k} has shape {b.shape} {b.dtype}; the config expects "
+                                         f"{a.shape} {a.dtype}.")
         params = jax.tree.unflatten(jax.tree.structure(params_like), [jax.numpy.asarray(x) for x in p_leaves])
         opt_state = jax.tree.unflatten(jax.tree.structure(opt_state_like), [jax.numpy.asarray(x) for x in o_leaves])
         return params, opt_state, int(data["step"]), jax.numpy.asarray(data["key"])
 
 
 def latest_checkpoint(folder: Path, params_like, opt_state_like):
-    """The newest checkpoint that loads, or ``None``; an unreadable one is skipped with a warning."""
+    """The newest checkpoint that loads, or ``None``; a damaged one (truncated, empty, not a zip) is
+    skipped with a warning naming it, and left in place. A readable checkpoint that does not fit the
+    config raises :class:`CheckpointMismatch`."""
     for _step, path in reversed(list_checkpoints(folder)):
         try:
             return restore_checkpoint(path, params_like, opt_state_like)
-        except (OSError, ValueError, KeyError) as err:  # e.g. a file truncated by a disk failure
-            print(f"warning: skipping unreadable checkpoint {path}: {err}", flush=True)
+        except CheckpointMismatch:
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as err:  # e.g. truncated by a disk failure
+            print(f"warning: skipping damaged checkpoint {path}: {type(err).__name__}: {err}", flush=True)
     return None

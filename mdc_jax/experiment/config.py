@@ -180,12 +180,27 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def yaml_error_line(err: Exception) -> str:
+    """PyYAML's multi-line report as one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err).splitlines()[0]
+    if isinstance(err, yaml.constructor.ConstructorError) and "tag" in str(problem):
+        problem = f"{problem} (only plain YAML is read: python/... tags are refused)"
+    return f"not valid YAML: {where}{problem}"
+
+
+def parse_override(text: str, flag: str = "--set") -> tuple[str, Any]:
     """``"train.steps=100"`` → ``("train.steps", 100)``; the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+        raise ConfigError(f"{flag} {text!r}: expected KEY=VALUE, e.g. train.steps=100")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    if not key.strip():
+        raise ConfigError(f"{flag} {text!r}: the key before '=' is empty")
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{flag} {text!r}: the value is {yaml_error_line(err)}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[tuple[str, Any]], source: str) -> dict:
@@ -202,7 +217,11 @@ def apply_overrides(raw: dict, overrides: list[tuple[str, Any]], source: str) ->
 
 
 def config_from_dict(raw: dict, source: str = "<config>", overrides: list[tuple[str, Any]] = ()) -> ExperimentConfig:
-    cfg = _build(ExperimentConfig, apply_overrides(raw or {}, list(overrides), source), "", source)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the file must be a mapping with sections data, model, optimizer, train; "
+                          f"got a YAML {type(raw).__name__}")
+    cfg = _build(ExperimentConfig, apply_overrides(raw, list(overrides), source), "", source)
     _check_values(cfg, source)
     return cfg
 
@@ -210,16 +229,25 @@ def config_from_dict(raw: dict, source: str = "<config>", overrides: list[tuple[
 def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
     """Loads and validates a YAML config; ``overrides`` are ``KEY=VALUE`` strings."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    cfg = config_from_dict(raw, str(path), [parse_override(o) for o in overrides])
+    cfg = config_from_dict(read_yaml(path), str(path), [parse_override(o) for o in overrides])
     if not cfg.name:
         cfg.name = path.stem
     return cfg
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content by ``safe_load``; every failure a one-line :class:`ConfigError` naming the file."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: {yaml_error_line(err)}") from None
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:

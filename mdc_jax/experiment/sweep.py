@@ -20,10 +20,12 @@ def parse_grid(items: list[str]) -> list[list[str]]:
     """``["train.grad=closed,autodiff"]`` → ``[["train.grad=closed", "train.grad=autodiff"]]``."""
     axes = []
     for item in items:
-        key, _ = parse_override(item)
+        key, _ = parse_override(item, "--grid")
         values = item.split("=", 1)[1].split(",")
         if not all(v.strip() for v in values):
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... with non-empty values")
+        for v in values:
+            parse_override(f"{key}={v.strip()}", "--grid")  # each value is valid YAML
         axes.append([f"{key}={v.strip()}" for v in values])
     return axes
 
@@ -33,7 +35,13 @@ def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: st
     out.mkdir(parents=True, exist_ok=True)
     points = list(itertools.product(*parse_grid(grid))) or [()]
     # Validate every run's config before starting any of them.
-    plan = [(path, list(point), load_config(path, list(overrides) + list(point))) for path in configs for point in points]
+    plan = []
+    for path in configs:
+        for point in points:
+            try:
+                plan.append((path, list(point), load_config(path, list(overrides) + list(point))))
+            except ConfigError as err:
+                raise ConfigError(f"{err} (with --grid {' '.join(point)})" if point else str(err)) from None
     rows = []
     for i, (path, point, cfg) in enumerate(plan, 1):
         print(f"[{i}/{len(plan)}] {cfg.name} {' '.join(point)}", flush=True)

@@ -22,8 +22,8 @@ import numpy as np
 import optax
 import yaml
 
-from .checkpoint import atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
-from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, parse_override
+from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
+from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, parse_override, read_yaml
 from .models import get_model
 
 EXIT_NON_FINITE = 3
@@ -119,7 +119,7 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> Experimen
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    raw = yaml.safe_load(path.read_text())
+    raw = read_yaml(path)
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         try:
             fields = {f.name for f in dataclasses.fields(get_model(raw["model"].get("kind")).options)}
@@ -131,25 +131,36 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> Experimen
     return config_from_dict(raw, str(path), [parse_override(o) for o in overrides])
 
 
+# What a resume may change: how long and how often, and the optimizer's settings (a lower learning
+# rate after a divergence, another schedule or clipping). The model, the data, the seed and the
+# gradient stay those of the run.
+RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.devices",
+             "optimizer.")
+
+
 def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
-    """The run's saved config, with ``train.steps`` taken from ``cfg``; any other difference is refused."""
+    """``cfg`` if it differs from the run's saved config only where a resume may change it."""
     saved = load_run_config(run_dir)
     a, b = config_to_dict(saved), config_to_dict(cfg)
     diff = [f"{s}.{k}" for s in sorted(set(a) | set(b)) if isinstance(a.get(s), dict) or isinstance(b.get(s), dict)
             for k in sorted(set(a.get(s) or {}) | set(b.get(s) or {}))
-            if (a.get(s) or {}).get(k, "<unset>") != (b.get(s) or {}).get(k, "<unset>") and f"{s}.{k}" != "train.steps"]
-    if diff:
+            if (a.get(s) or {}).get(k, "<unset>") != (b.get(s) or {}).get(k, "<unset>")]
+    refused = [key for key in diff if not key.startswith(RESUMABLE)]
+    if refused:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
-                          f"{', '.join(diff)}; resume with the same config (train.steps may grow)")
-    saved.train.steps = cfg.train.steps
-    return saved
+                          f"{', '.join(refused)}; a resume may change only train.steps, the logging, evaluation "
+                          f"and checkpoint intervals, and optimizer settings")
+    cfg.name = saved.name
+    return cfg
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
-          tty: bool | None = None) -> RunResult:
+          tty: bool | None = None, start_over: bool = False) -> RunResult:
     """Trains the model a config describes; see the module docstring and the README.
 
-    With ``resume``, ``cfg`` may be ``None``: the run continues from its own ``config.yaml``.
+    With ``resume``, ``cfg`` may be ``None``: the run continues from its own ``config.yaml``. When
+    the run has checkpoints and none of them can be read, the resume is refused unless
+    ``start_over`` (the damaged files are left where they are).
     """
     if cfg is None:
         if not resume:
@@ -159,6 +170,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
     if resume:
         cfg = _check_resume_config(cfg, run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: exists and is not a directory; the run directory must be a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
@@ -175,10 +188,21 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     opt_state = opt.init(params)
     start = 0
     if resume:
-        restored = latest_checkpoint(run_dir / "checkpoints", params, opt_state)
+        found = list_checkpoints(run_dir / "checkpoints")
+        try:
+            restored = latest_checkpoint(run_dir / "checkpoints", params, opt_state)
+        except CheckpointMismatch as err:
+            raise ConfigError(f"--resume {run_dir}: {err}") from None
         if restored is not None:
             params, opt_state, start, data_key = restored
             log.say(f"resumed {run_dir} from step {start}")
+        elif found and not start_over:
+            raise ConfigError(f"--resume {run_dir}: none of its {len(found)} checkpoint(s) can be read (see the "
+                              f"warnings above); nothing was changed. To train this run again from step 0, "
+                              f"pass --start-over")
+        else:
+            log.say(f"resuming {run_dir} from step 0: " + ("no checkpoint can be read (--start-over)" if found
+                                                           else "no checkpoint was written yet"))
         log.truncate_after(start)
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()
@@ -199,7 +223,10 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     else:
         step_fn = jax.jit(step_fn)
 
-    step_times, window_start, losses, metrics = [], time.perf_counter(), [], None
+    # A checkpoint is written only once its parameters are known to give a finite loss: those of
+    # step s are saved after step s + 1 has computed their loss (the last step's once its parameters
+    # are checked finite), so the newest checkpoint is never the one that went non-finite.
+    step_times, window_start, losses, metrics, pending = [], time.perf_counter(), [], None, None
     for step in range(start + 1, cfg.train.steps + 1):
         t0 = time.perf_counter()
         new_params, new_opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
@@ -211,6 +238,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             where = f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
             log.say(f"error: the loss is {loss} at step {step}; stopping. {where}.")
             raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}; {where}")
+        if pending is not None:
+            save_checkpoint(run_dir / "checkpoints", *pending, data_key)
+            pending = None
         params, opt_state = new_params, new_opt_state
         losses.append(loss)
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
@@ -223,7 +253,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             log.record(step=step, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % cfg.train.checkpoint_every == 0:
-            save_checkpoint(run_dir / "checkpoints", step, params, opt_state, data_key)
+            pending = (step, params, opt_state)
+    if pending is not None and all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(pending[1])):
+        save_checkpoint(run_dir / "checkpoints", *pending, data_key)
 
     final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluates its last step
     atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
