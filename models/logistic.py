@@ -26,7 +26,7 @@ class NewtonOptions(ModelOptions):
     l2: float = 1.0  # the ridge λ = 1/C
     fit_intercept: bool = True
 
-    def validate(self) -> list[str]:
+    def validate(self, cfg) -> list[str]:
         return [] if self.l2 >= 0 else [f"model.l2 must be >= 0, got {self.l2}"]
 
 

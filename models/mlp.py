@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 import mdc_jax
 from mdc_jax import reference
+from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
 from . import CONFIGS
@@ -26,7 +27,7 @@ class MLPOptions(ModelOptions):
     activation: str = "tanh"  # every hidden layer's activation (see mdc_jax.list_activations())
     l2: float = 0.0  # λ of the penalty λ/2 Σ W_j·W_j
 
-    def validate(self) -> list[str]:
+    def validate(self, cfg) -> list[str]:
         problems = []
         if any(h <= 0 for h in self.hidden):
             problems.append(f"model.hidden widths must be > 0, got {self.hidden}")
@@ -64,6 +65,9 @@ def accuracy(params, X, labels, activations: Sequence[str]) -> jax.Array:
 
 def _batch_sampler(arrays, batch_size):
     n = arrays[0].shape[0]
+    if batch_size > n:
+        raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} samples); "
+                          f"batches are drawn with replacement, so at most {n} is meaningful")
 
     def batch(key):
         idx = jax.random.randint(key, (batch_size,), 0, n, dtype=jnp.int32)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdc_jax import RNNParams, reference, rnn_forward, rnn_loss
+from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
 from . import CONFIGS
@@ -27,9 +28,18 @@ class CharLMOptions(ModelOptions):
     hidden_size: int = 128  # H
     seq_len: int = 64  # τ of each training window
 
-    def validate(self) -> list[str]:
-        return [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len")
-                if not getattr(self, k) > 0]
+    def validate(self, cfg) -> list[str]:
+        problems = [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len")
+                    if not getattr(self, k) > 0]
+        train_chars = int(cfg.data.max_chars * (1 - cfg.data.test_size))
+        test_chars = cfg.data.max_chars - train_chars
+        if not problems and train_chars < self.seq_len + 2:
+            problems.append(f"model.seq_len {self.seq_len} needs more text: data.max_chars {cfg.data.max_chars} "
+                            f"leaves {train_chars} training characters, fewer than seq_len + 2")
+        if not problems and test_chars < EVAL_STREAMS + 1:
+            problems.append(f"data.max_chars {cfg.data.max_chars} with data.test_size {cfg.data.test_size} leaves "
+                            f"{test_chars} held-out characters; evaluation needs at least {EVAL_STREAMS + 1}")
+        return problems
 
 
 def init_rnn(key, vocab: int, hidden: int, dtype=jnp.float32) -> RNNParams:
@@ -79,6 +89,10 @@ def sample_text(params, prompt: str, length: int, key, temperature: float = 0.7)
 def build_charlm(cfg) -> Model:
     """The char-LM of ``rnn_charlm.yaml`` on the standard library's source text."""
     data = load_text(cfg.data.max_chars, cfg.data.test_size)
+    if len(data.train) < cfg.model.seq_len + 2 or len(data.test) < EVAL_STREAMS + 1:
+        raise ConfigError(f"the standard library's source gave {len(data.train)} training and {len(data.test)} "
+                          f"held-out characters; model.seq_len {cfg.model.seq_len} needs {cfg.model.seq_len + 2} "
+                          f"and evaluation {EVAL_STREAMS + 1}")
     vocab, tau, n = len(data.vocab), cfg.model.seq_len, cfg.train.batch_size
     train = jnp.asarray(data.train)
     loss_fn = pick_loss(rnn_loss, reference.rnn_loss, cfg.train.grad)

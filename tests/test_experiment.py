@@ -75,6 +75,12 @@ def test_shipped_configs_validate():
     ({"model": {**SMALL["model"], "activation": "swishy"}}, r"model\.activation is 'swishy'; expected one of"),
     ({"data": {"dataset": "diabetes"}}, r"data\.dataset 'diabetes' does not fit model\.kind 'mlp_classifier'"),
     ({"model": {"hidden": [4]}}, r"missing required key 'model\.kind'"),
+    ({"optimizer": {"schedule": "warmup_cosine", "warmup_steps": 40}},
+     r"optimizer\.warmup_steps \(40\) must be < train\.steps \(40\) for the warmup_cosine schedule"),
+    ({"data": {"dataset": "python_source", "max_chars": 100}, "model": {"kind": "rnn_charlm", "seq_len": 200}},
+     r"model\.seq_len 200 needs more text: data\.max_chars 100 leaves 80 training characters"),
+    ({"data": {"dataset": "python_source", "max_chars": 100, "test_size": 0.1}, "model": {"kind": "rnn_charlm", "seq_len": 8}},
+     r"leaves 10 held-out characters; evaluation needs at least 17"),
 ])
 def test_config_errors_name_the_file_and_the_dotted_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
@@ -204,6 +210,13 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     # The optimizer's settings may change, but not into another optimizer state.
     with pytest.raises(ConfigError, match=r"optimizer state has \d+ arrays; the config's optimizer has \d+"):
         train(load_config(path, ["optimizer.name=sgd"]), resume=run)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_training(tmp_path, capsys):
+    path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "batch_size": 5000}})
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert "train.batch_size 5000 is larger than the training set (1437 samples)" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("setup, argv, message", [

@@ -162,7 +162,7 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
     if cfg.data.dataset not in spec.datasets:
         raise ConfigError(f"{source}: data.dataset {cfg.data.dataset!r} does not fit model.kind {spec.kind!r}; "
                           f"expected one of {', '.join(spec.datasets)}")
-    for problem in cfg.model.validate():
+    for problem in cfg.model.validate(cfg):
         raise ConfigError(f"{source}: {problem}")
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
@@ -176,6 +176,17 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {dotted} must be > 0, got {value!r}")
     if not 0 < cfg.data.test_size < 1:
         raise ConfigError(f"{source}: data.test_size must be in (0, 1), got {cfg.data.test_size}")
+    o = cfg.optimizer
+    if o.warmup_steps < 0:
+        raise ConfigError(f"{source}: optimizer.warmup_steps must be >= 0, got {o.warmup_steps}")
+    if o.schedule == "warmup_cosine" and not o.warmup_steps < cfg.train.steps:
+        raise ConfigError(f"{source}: optimizer.warmup_steps ({o.warmup_steps}) must be < train.steps "
+                          f"({cfg.train.steps}) for the warmup_cosine schedule: the cosine decay needs steps after it")
+    if not 0 < o.decay_rate:
+        raise ConfigError(f"{source}: optimizer.decay_rate must be > 0, got {o.decay_rate}")
+    for key in ("clip_norm", "weight_decay", "momentum"):
+        if not getattr(o, key) >= 0:
+            raise ConfigError(f"{source}: optimizer.{key} must be >= 0, got {getattr(o, key)}")
     if cfg.train.devices < 0:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
 

@@ -74,8 +74,12 @@ class ModelOptions:
 
     kind: str
 
-    def validate(self) -> list[str]:
-        """Problems with the values, as ``"model.<key> ..."`` messages (empty when valid)."""
+    def validate(self, cfg) -> list[str]:
+        """Problems with the values, as ``"model.<key> ..."`` messages (empty when valid).
+
+        ``cfg`` is the whole config, for checks across sections (a sequence length against the
+        text the data section reads, say); they run when the config is loaded, before training.
+        """
         return []
 
 
