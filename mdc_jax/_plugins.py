@@ -2,12 +2,15 @@
 
 Used twice: the rule registry (``mdc_jax.registry``, group ``mdc_jax.rules``) and the model
 registry of `mdc-jax train` (``mdc_jax.experiment.models``, group ``mdc_jax.models``). An entry
-point's object is one item, or a list or tuple of items; a single item's key must equal the entry
-point's name. Entry points are loaded once, on the first lookup.
+point's object is one item, a list or tuple of items, or a module that registers its items when
+imported; a single item's key must equal the entry point's name. Entry points are loaded once, on
+the first lookup; a broken one is skipped with a warning.
 """
 
 from __future__ import annotations
 
+import types
+import warnings
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -57,18 +60,36 @@ class Registry(Generic[T]):
         return [self._items[k] for k in sorted(self._items)]
 
     def _load_plugins(self) -> None:
+        """Loads every entry point of the group once. A broken one (an import error, a wrong type, a
+        name taken by another package) is skipped with a warning naming it and its distribution, so
+        one bad plugin does not stop the others or mdc-jax's own."""
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True
+        origin: dict[str, tuple[str, str]] = {}  # key -> (where, ep.value)
         for ep in entry_points(group=self.group):
-            obj = ep.load()
+            where = f"entry point {ep.name!r} = {ep.value!r} in group {self.group!r}" + (
+                f" (distribution {ep.dist.name})" if getattr(ep, "dist", None) is not None else "")
+            try:
+                obj = ep.load()
+            except Exception as err:  # a plugin's import error must not break every command
+                warnings.warn(f"{where}: skipped, it failed to load: {type(err).__name__}: {err}", stacklevel=2)
+                continue
+            if isinstance(obj, types.ModuleType):
+                continue  # a module that registered its items when imported
             items = list(obj) if isinstance(obj, list | tuple) else [obj]
+            problem = next((f"holds a {type(i).__name__}, not a {self.cls.__name__}" for i in items
+                            if not isinstance(i, self.cls)), None)
+            if problem is None and not isinstance(obj, list | tuple) and self.key(obj) != ep.name:
+                problem = f"names a {self.cls.__name__} called {self.key(obj)!r}; the two must agree"
+            # A key another entry point declared is refused; the same object seen twice (one
+            # distribution found on two paths) is not a conflict.
+            taken = [self.key(i) for i in items if self.key(i) in origin and origin[self.key(i)][1] != ep.value]
+            if problem is None and taken:
+                problem = f"declares {taken[0]!r}, which {origin[taken[0]][0]} declares too"
+            if problem:
+                warnings.warn(f"{where}: skipped, it {problem}", stacklevel=2)
+                continue
             for item in items:
-                if not isinstance(item, self.cls):
-                    raise ValueError(f"entry point {ep.name!r} in group {self.group!r} ({ep.value}) holds a "
-                                     f"{type(item).__name__}, not a {self.cls.__name__}")
-            if len(items) == 1 and items[0] is obj and self.key(obj) != ep.name:
-                raise ValueError(f"entry point {ep.name!r} ({ep.value}) names a {self.cls.__name__} called "
-                                 f"{self.key(obj)!r}; the two must agree")
-            for item in items:
+                origin[self.key(item)] = (where, ep.value)
                 self._items.setdefault(self.key(item), item)  # what the program registered itself wins
+        self._plugins_loaded = True

@@ -6,9 +6,13 @@ the function, the argument, what was received and what was expected: nothing is 
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def fail(fn: str, message: str) -> None:
@@ -34,7 +38,31 @@ def require_shape(fn: str, name: str, x, expected: Sequence[int], why: str = "")
         fail(fn, f"{name} has shape {shape}; expected {tuple(expected)}{reason}.")
 
 
+def concrete(x) -> np.ndarray | None:
+    """``x`` as a NumPy array when its value is known at trace time; ``None`` for a tracer.
+
+    Checks of values (signs, label ranges) run on concrete inputs only, so the rules stay
+    traceable under ``jit``; inside ``jit`` only shapes and dtypes are checked.
+    """
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def require_array(fn: str, name: str, x) -> None:
+    """An array (JAX, NumPy, or a NumPy scalar); a Python list or tuple is refused by name."""
+    if isinstance(x, list | tuple | dict | str | type(None)):
+        fail(fn, f"{name} must be an array (jax.Array or numpy.ndarray); got a {type(x).__name__}. "
+                 f"Convert it first, e.g. jnp.asarray({name}).")
+
+
+def is_int(x) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
+
+
 def require_floating(fn: str, name: str, x, hint: str = "") -> None:
+    require_array(fn, name, x)
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         extra = f" {hint}" if hint else ""
@@ -42,17 +70,21 @@ def require_floating(fn: str, name: str, x, hint: str = "") -> None:
 
 
 def require_penalty(fn: str, name: str, x) -> None:
-    """A penalty weight: a non-negative Python number, or a floating scalar array (may be traced)."""
-    if isinstance(x, bool):
+    """A penalty weight: a non-negative, finite number: a Python or NumPy scalar, or a floating 0-d
+    array (its value is checked when concrete; a traced one is checked for shape and dtype only)."""
+    if isinstance(x, bool | np.bool_):
         fail(fn, f"{name} must be a number; got {x!r}.")
-    if isinstance(x, int | float):
-        if not x >= 0:  # also rejects NaN
-            fail(fn, f"{name} must be >= 0; got {x}.")
+    if isinstance(x, numbers.Real):
+        if not (math.isfinite(x) and x >= 0):
+            fail(fn, f"{name} must be a finite number >= 0; got {x}.")
         return
     shape = shape_of(x)
     if shape != ():
         fail(fn, f"{name} must be a scalar; got shape {shape}.")
     require_floating(fn, name, x)
+    value = concrete(x)
+    if value is not None and not (np.isfinite(value) and value >= 0):
+        fail(fn, f"{name} must be a finite number >= 0; got {value}.")
 
 
 def require_square(fn: str, name: str, x, expected: str = "(n, n)") -> int:

@@ -147,12 +147,15 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    def run():
+        from .bench import main as bench_main
 
-    argv = ["--suite", args.suite] + (["--json", args.json] if args.json else [])
-    if args.only:
-        argv += ["--only", *args.only]
-    return bench_main(argv)
+        argv = ["--suite", args.suite] + (["--json", args.json] if args.json else [])
+        if args.only:
+            argv += ["--only", *args.only]
+        return bench_main(argv)
+
+    return _with_train_extra("bench", run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ with the same penalty (``C = 1/l2``) is reported beside it as the baseline.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ class NewtonOptions(ModelOptions):
         return [] if self.l2 >= 0 else [f"model.l2 must be >= 0, got {self.l2}"]
 
 
-def fit_from_config(cfg) -> Fit:
+def fit_from_config(cfg, binary: bool) -> Fit:
     """The Newton fit of a ``logistic`` or ``multinomial`` config, with scikit-learn's as the baseline."""
     if not jax.config.jax_enable_x64:
         raise RuntimeError("Newton fits run in float64: enable jax_enable_x64 at process start "
@@ -39,7 +40,6 @@ def fit_from_config(cfg) -> Fit:
 
     d = cfg.data
     data = load_classification(d.dataset, d.test_size, d.split_seed)
-    binary = cfg.model.kind == "logistic"
     if binary and data.num_classes != 2:
         raise ValueError(f"model.kind 'logistic' needs two classes; {d.dataset} has {data.num_classes}.")
     fit_fn = fit_logistic_newton if binary else fit_multinomial_newton
@@ -49,7 +49,8 @@ def fit_from_config(cfg) -> Fit:
         pred = np.asarray(predict_proba_logistic(fit, data.X_test)) > 0.5
     else:
         pred = np.argmax(np.asarray(predict_proba_multinomial(fit, data.X_test)), axis=1)
-    sk = LogisticRegression(C=1.0 / cfg.model.l2, fit_intercept=cfg.model.fit_intercept, tol=cfg.train.tol,
+    penalty = {"C": 1.0 / cfg.model.l2} if cfg.model.l2 > 0 else {"penalty": None}
+    sk = LogisticRegression(**penalty, fit_intercept=cfg.model.fit_intercept, tol=cfg.train.tol,
                             max_iter=1000, solver="newton-cholesky" if binary else "lbfgs")
     sk.fit(data.X_train, data.y_train)
     metrics = {"test_accuracy": float(np.mean(pred == data.y_test)),
@@ -59,7 +60,9 @@ def fit_from_config(cfg) -> Fit:
     return Fit(params, metrics, info, primary="test_accuracy")
 
 
-LOGISTIC = ModelSpec("logistic", NewtonOptions, BINARY, fit=fit_from_config, float64=True, configs=CONFIGS,
+LOGISTIC = ModelSpec("logistic", NewtonOptions, BINARY, fit=functools.partial(fit_from_config, binary=True),
+                     float64=True, configs=CONFIGS,
                      description="binary logistic regression, Newton/IRLS (seed 004 §3.2)")
-MULTINOMIAL = ModelSpec("multinomial", NewtonOptions, CLASSIFICATION, fit=fit_from_config, float64=True,
+MULTINOMIAL = ModelSpec("multinomial", NewtonOptions, CLASSIFICATION, fit=functools.partial(fit_from_config, binary=False),
+                        float64=True,
                         configs=CONFIGS, description="multinomial logistic regression, Newton (seed 004 §3.3)")

@@ -139,6 +139,44 @@ def test_a_model_from_another_package_trains_without_editing_mdc_jax(tmp_path):
                                                                                        "scale": 2.0}
 
 
+def _fake_distribution(site: Path, name: str, entry_points: str, modules: dict[str, str]) -> None:
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    for module, code in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(code))
+
+
+def test_a_broken_plugin_is_skipped_with_a_warning_and_a_module_may_register_rules(tmp_path):
+    site = tmp_path / "site"
+    _fake_distribution(site, "broken_plugin", "[mdc_jax.models]\nbroken = broken_models:SPEC\n"
+                       "not_a_spec = broken_models:NOT\n\n[mdc_jax.rules]\nmine = my_rules\n",
+                       {"broken_models": "raise ImportError('no module named torch_geometric')\n",
+                        "my_rules": """
+                            from mdc_jax.reference.softmax import sample_matrix, softmax
+                            from mdc_jax.registry import RuleSpec, register_rule
+                            from mdc_jax.rules import softmax as rules
+                            register_rule(RuleSpec("my_softmax", "mine", rules.softmax, softmax, sample_matrix))
+                        """})
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    cli = [sys.executable, "-m", "mdc_jax.cli"]
+    models = subprocess.run([*cli, "models"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert models.returncode == 0 and "mlp_classifier" in models.stdout, models.stderr
+    assert "entry point 'broken' = 'broken_models:SPEC'" in models.stderr and "failed to load" in models.stderr
+    rules = subprocess.run([*cli, "gradcheck", "--rule", "my_softmax", "--seeds", "1"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert rules.returncode == 0 and "my_softmax" in rules.stdout and "1 passed" in rules.stdout, rules.stderr
+
+
+def test_every_package_of_the_engine_is_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "mdc_jax").rglob("__init__.py")}
+    assert on_disk <= listed, on_disk - listed
+
+
 def test_register_model_refuses_a_taken_kind_and_bad_specs():
     spec = model_registry.get_model("mlp_classifier")
     with pytest.raises(ValueError, match="'mlp_classifier' is already registered"):

@@ -20,7 +20,7 @@ import yaml
 from mdc_jax import cli
 from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
-from mdc_jax.experiment.models import get_model
+from mdc_jax.experiment.models import find_config, get_model
 from mdc_jax.experiment.trainer import NonFiniteLoss, make_optimizer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,10 +55,15 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 # Configs
 
 
-def test_shipped_configs_validate():
+def test_shipped_configs_validate_and_are_found_by_name_but_never_instead_of_a_path(tmp_path):
     for path in sorted((REPO / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert cfg.name == path.stem
+        assert find_config(path.stem).samefile(path) and find_config(path.name).samefile(path)
+    missing = tmp_path / "nosuchdir" / "logistic_breast_cancer.yaml"
+    assert find_config(missing) == missing
+    with pytest.raises(ConfigError, match=r"nosuchdir/logistic_breast_cancer\.yaml: no such config file"):
+        load_config(find_config(missing))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -258,6 +263,8 @@ def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
     longer = train(load_config(path, ["train.steps=60"]), out_dir=tmp_path / "straight").run_dir
     assert_bit_identical(load_npz(longer / "final.npz"), load_npz(run / "final.npz"))
     capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=30"]) == 2
+    assert "train.steps is 30, but the run's newest checkpoint is at step 60" in capsys.readouterr().err
     assert cli.main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
     assert cli.main(["train"]) == 2

@@ -293,9 +293,24 @@ def test_bad_input_raises_naming_argument_and_shapes():
     _bad("regression", [params[0], (params[1][0], params[1][1][:1])], X, Y, acts, r"b_2.*\(1,\); expected \(2,\)")
     _bad("regression", [params[0], (params[1][0][:4], params[1][1])], X, Y, acts,
          r"W_2.*\(4, 2\); expected \(5, d_2\).*layer 1")
-    _bad("regression", params, X, Y, acts, r"l2 must be >= 0", l2=-1.0)
+    _bad("regression", params, X, Y, acts, r"l2 must be a finite number >= 0", l2=-1.0)
     _bad("regression", [], X, Y, acts, r"params must be a non-empty sequence")
     _bad("regression", params, X[:0], Y[:0], acts, r"X has no rows")
+
+
+def test_values_are_checked_when_concrete_and_numpy_scalars_are_accepted():
+    params, X, Y = regression_case(0, 4, [3, 5, 2], jnp.float64)
+    acts = ["tanh", "identity"]
+    for l2 in (jnp.asarray(-1.0), np.float64(-0.5), np.float32(np.nan), float("inf")):
+        with pytest.raises(ValueError, match=r"fcnn_regression_loss: l2 must be a finite number >= 0"):
+            mdc_jax.fcnn_regression_loss(params, X, Y, acts, l2)
+    with pytest.raises(ValueError, match=r"X must be an array \(jax\.Array or numpy\.ndarray\); got a list"):
+        mdc_jax.fcnn_regression_loss(params, X.tolist(), Y, acts)
+    expected = mdc_jax.fcnn_regression_loss(params, X, Y, acts, 0.25)
+    for l2 in (np.float64(0.25), np.asarray(0.25), jnp.asarray(0.25)):
+        assert_close(mdc_jax.fcnn_regression_loss(params, X, Y, acts, l2), expected, F64_RTOL, f"l2 as {type(l2)}")
+    with jax.numpy_dtype_promotion("standard"):  # a float32 scalar with float64 parameters mixes dtypes
+        assert_close(mdc_jax.fcnn_regression_loss(params, X, Y, acts, np.float32(0.25)), expected, F64_RTOL, "float32 l2")
 
 
 def test_integer_labels_are_rejected_with_a_one_hot_hint():

@@ -243,7 +243,20 @@ def test_bad_input_raises_naming_argument_and_shapes():
             fn(*args)
         with pytest.raises(ValueError, match=match):  # at trace time, under jit too
             jax.jit(fn)(*args)
-    with pytest.raises(ValueError, match=r"l2 must be >= 0; got -1"):
+    with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0; got -1(\.0)?"):
         lg.logistic_loss(theta, X, y, -1.0)
     with pytest.raises(ValueError, match=r"l2 must be a scalar; got shape \(3,\)"):
         lg.multinomial_loss(Theta, X, Y, jnp.ones(3))
+    with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0; got -0\.5"):
+        lg.logistic_loss(theta, X, y, jnp.asarray(-0.5))  # a concrete 0-d array is checked like a number
+    # Concrete labels are checked (the solvers refuse the same); under jit only shapes can be.
+    with pytest.raises(ValueError, match=r"logistic_loss: y must hold labels \(or probabilities\) in \[0, 1\]; "
+                                         r"got value\(s\) \[2\.0\]"):
+        lg.logistic_loss(theta, X, y.at[0].set(2.0))
+    with pytest.raises(ValueError, match=r"y must hold labels .*\[nan\]"):
+        lg.logistic_hessian(theta, X, y.at[1].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"Y must hold non-negative label rows .*\[-1\.0\]"):
+        lg.multinomial_loss(Theta, X, Y.at[0, 0].set(-1.0))
+    for fn, args in [(lg.logistic_loss, (theta, X[:0], y[:0])), (lg.multinomial_gradient, (Theta, X[:0], Y[:0]))]:
+        with pytest.raises(ValueError, match=r"X has no rows \(shape \(0, 3\)\)"):
+            fn(*args)

@@ -258,6 +258,15 @@ def test_plain_tuple_params_are_accepted():
 # Bad input
 
 
+def test_truncated_bptt_accepts_numpy_integers_for_chunk():
+    case = rnn_case(3, 5, 2, 2, 3, 3, jnp.float64)
+    J, grads, Z = rnn_truncated_bptt_grads(*case, chunk=2)
+    J64, grads64, Z64 = rnn_truncated_bptt_grads(*case, chunk=np.int64(2))
+    assert_close((J64, grads64, Z64), (J, grads, Z), 0.0, "chunk=np.int64(2)")
+    with pytest.raises(ValueError, match=r"chunk must be a positive int"):
+        rnn_truncated_bptt_grads(*case, chunk=np.float64(2.0))
+
+
 def _bad(fn, args, match):
     with pytest.raises(ValueError, match=match):
         fn(*args)

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mdc_jax import solvers
 from mdc_jax.reference import logistic as ref
+from mdc_jax.testing import rel_err
 
 TIGHT = 1e-10  # our tol; scikit-learn gets 1e-12 below
 
@@ -36,11 +37,6 @@ def sklearn_fit(X, y, l2, fit_intercept=True, solver="newton-cholesky"):
                               fit_intercept=fit_intercept).fit(X, y)
 
 
-def rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
-
-
 # ---------------------------------------------------------------------------------------------
 # Agreement with scikit-learn
 
@@ -51,7 +47,7 @@ def test_binary_coefficients_equal_sklearn_on_breast_cancer(l2, fit_intercept):
     fit = solvers.fit_logistic_newton(X, y, l2=l2, fit_intercept=fit_intercept, tol=TIGHT)
     sk = sklearn_fit(X, y, l2, fit_intercept)
     assert fit.converged and 0 < fit.n_iter < 50 and fit.grad_norm <= TIGHT
-    assert rel(fit.coef, sk.coef_[0]) <= 1e-6
+    assert rel_err(fit.coef, sk.coef_[0]) <= 1e-6
     np.testing.assert_allclose(fit.intercept, sk.intercept_[0], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(solvers.predict_proba_logistic(fit, X), sk.predict_proba(X)[:, 1], rtol=0, atol=1e-6)
 
@@ -62,7 +58,7 @@ def test_float32_hessian_reaches_the_same_float64_solution():
     fit = solvers.fit_logistic_newton(X, y, l2=0.05, tol=TIGHT, hessian_dtype="float32")
     sk = sklearn_fit(X, y, 0.05)
     assert fit.converged and fit.coef.dtype == np.float64 and fit.grad_norm <= TIGHT
-    assert rel(fit.coef, sk.coef_[0]) <= 1e-6
+    assert rel_err(fit.coef, sk.coef_[0]) <= 1e-6
     with pytest.raises(ValueError, match="hessian_dtype must be a floating dtype"):
         solvers.fit_logistic_newton(X, y, hessian_dtype="int32")
 
@@ -74,7 +70,7 @@ def test_multinomial_probabilities_equal_sklearn(name):
     sk = sklearn_fit(X, y, 1.0)
     assert fit.converged and fit.grad_norm <= TIGHT
     np.testing.assert_allclose(solvers.predict_proba_multinomial(fit, X), sk.predict_proba(X), rtol=0, atol=1e-6)
-    assert rel(fit.coef, sk.coef_.T) <= 1e-6  # scikit-learn's coef_ is (k, d)
+    assert rel_err(fit.coef, sk.coef_.T) <= 1e-6  # scikit-learn's coef_ is (k, d)
     np.testing.assert_allclose(fit.intercept, sk.intercept_, rtol=0, atol=1e-6)
     np.testing.assert_allclose(jnp.sum(fit.intercept), 0.0, atol=1e-12)  # centred, as sklearn's
 
@@ -115,7 +111,7 @@ def test_float32_input_stays_float32_and_is_close_to_float64():
     fit32 = solvers.fit_logistic_newton(X.astype(np.float32), y, l2=1.0, tol=1e-5)
     fit64 = solvers.fit_logistic_newton(X, y, l2=1.0, tol=TIGHT)
     assert fit32.coef.dtype == jnp.float32
-    assert rel(fit32.coef, fit64.coef) <= 1e-3
+    assert rel_err(fit32.coef, fit64.coef) <= 1e-3
 
 
 def test_max_iter_stops_early_and_reports_not_converged():
@@ -211,6 +207,6 @@ def test_autodiff_derivatives_reach_the_same_solution(name):
     fit = solvers.fit_logistic_newton if name == "breast_cancer" else solvers.fit_multinomial_newton
     closed, auto = fit(X, y, l2=0.5, tol=TIGHT), fit(X, y, l2=0.5, tol=TIGHT, derivatives="autodiff")
     assert closed.converged and auto.converged and closed.n_iter == auto.n_iter
-    assert rel(auto.coef, closed.coef) <= 1e-9
+    assert rel_err(auto.coef, closed.coef) <= 1e-9
     with pytest.raises(ValueError, match="derivatives must be 'closed' or 'autodiff'; got 'fd'"):
         fit(X, y, derivatives="fd")

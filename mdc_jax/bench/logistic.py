@@ -22,6 +22,7 @@ import numpy as np
 from ..reference import logistic as reference
 from ..rules.logistic import _GRAM_BLOCK, logistic_hessian
 from ..solvers import fit_logistic_newton
+from ..testing import rel_err
 from .timing import CaseResult, compiled, interleaved_medians
 
 # (kind, n, d); the sizes, and a seconds-long pair for suite="small".
@@ -54,7 +55,7 @@ def _hessian_case(n, d, rounds):
     run_closed, temp_closed = compiled(logistic_hessian, theta, X, y, l2)
     run_auto, temp_auto = compiled(jax.hessian(reference.logistic_loss), theta, X, y, l2)
     H, H_ref = np.asarray(run_closed(), np.float64), np.asarray(run_auto(), np.float64)
-    rel = float(np.max(np.abs(H - H_ref)) / np.max(np.abs(H_ref)))
+    rel = rel_err(H, H_ref)
     ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds, warmup=1)
     return CaseResult(f"logistic_hessian n={n} d={d} f32 vs jax.hessian", ms["closed"], ms["autodiff"],
                       temp_closed, temp_auto, flops=hessian_flops(n, d),
@@ -77,7 +78,7 @@ def _fit_case(n, d, rounds):
     results = []
     for key, label in [("ours", "f64"), ("mixed", "f64, float32 Hessian")]:
         fit = fits[key]
-        rel = float(np.max(np.abs(np.asarray(fit.coef) - sk.coef_[0])) / np.max(np.abs(sk.coef_)))
+        rel = rel_err(fit.coef, sk.coef_[0])
         results.append(CaseResult(
             f"fit_logistic_newton n={n} d={d} {label} vs sklearn newton-cholesky (autodiff_ms = sklearn)",
             ms[key], ms["sklearn"],

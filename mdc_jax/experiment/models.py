@@ -151,8 +151,8 @@ def find_config(name: str | Path) -> Path:
     whether mdc-jax runs from its repository or from an installed wheel.
     """
     path = Path(name)
-    if path.exists():
-        return path
+    if path.exists() or path.parent != Path("."):
+        return path  # a path with a folder is the user's file, never replaced by a shipped one
     stem = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
     for spec in list_models():
         if spec.configs is not None and (Path(spec.configs) / stem).is_file():

@@ -195,6 +195,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             raise ConfigError(f"--resume {run_dir}: {err}") from None
         if restored is not None:
             params, opt_state, start, data_key = restored
+            if cfg.train.steps < start:
+                raise ConfigError(f"--resume {run_dir}: train.steps is {cfg.train.steps}, but the run's newest "
+                                  f"checkpoint is at step {start}; train.steps may only grow")
             log.say(f"resumed {run_dir} from step {start}")
         elif found and not start_over:
             raise ConfigError(f"--resume {run_dir}: none of its {len(found)} checkpoint(s) can be read (see the "

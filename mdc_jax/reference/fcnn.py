@@ -9,6 +9,7 @@ from ..activations import get_activation
 from ..registry import RuleSpec, register_rule
 from ..rules import fcnn
 from ._sampling import fan_in_weights, integers, numpy_rng, probability_rows, uniform
+from .softmax import sigmoid, softmax  # noqa: F401  (their home before reference/softmax.py existed)
 
 SEED = "000_3fed0c34b422d74e.txt"
 

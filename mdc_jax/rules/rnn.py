@@ -304,8 +304,9 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
       ``(J, grads, Z_τ)``, ``grads`` an :class:`RNNParams`.
     """
     fn = "rnn_truncated_bptt_grads"
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    if not v.is_int(chunk) or chunk < 1:
         v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
+    chunk = int(chunk)
     params, Z0, X, Y = _check(fn, params, Z0, X, Y)
     tau = X.shape[0]
     full, rest = divmod(tau, chunk)
