@@ -389,6 +389,10 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     _check_derivatives(fn, derivatives)
     labels = _check_labels(fn, "labels", labels, n, "0..k−1")
     if n_classes is None:
+        present = np.unique(labels)
+        if present.size == 1:
+            raise ValueError(f"{fn}: only one class is present in labels (every label is {present[0]}); a "
+                             f"multinomial fit needs at least two classes.")
         n_classes, source = int(labels.max()) + 1, " (max(labels) + 1)"
     else:
         source = ""

@@ -171,6 +171,7 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
 
     diff = tuple(args[i] for i in argnums)
     k_cot, k_dir = jax.random.split(jax.random.PRNGKey(seed))
+    _check_same_outputs(fn, reference, args)
 
     @jax.jit
     def both(diff, args):
@@ -180,9 +181,6 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
         return out, out_ref, vjp(u)[0], vjp_ref(u)[0], u
 
     out, out_ref, ct, ct_ref, u = both(diff, args)
-    if jax.tree.structure(out) != jax.tree.structure(out_ref):
-        raise ValueError(f"check_vjp: fn and reference return different structures: "
-                         f"{jax.tree.structure(out)} vs {jax.tree.structure(out_ref)}.")
 
     scale = max([float(np.max(np.abs(np.asarray(x, np.float64)))) for x in jax.tree.leaves(ct_ref) if np.size(x)] or [1.0])
     atol = DEFAULT_ATOL_FACTOR * rtol * scale if atol is None else atol
@@ -221,6 +219,19 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
     passed = (value_err <= rtol and all(e <= rtol for e in arg_err.values())
               and (fd_err is None or all(e <= fd_rtol for e in fd_err.values())))
     return VJPReport(bool(passed), max_err, value_err, arg_err, fd_err, rtol, fd_rtol, dtype)
+
+
+def _check_same_outputs(fn, reference, args) -> None:
+    """``fn`` and ``reference`` return the same structure, shapes and dtypes, or a report naming both."""
+    name = lambda f: getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)
+    out, out_ref = jax.eval_shape(fn, *args), jax.eval_shape(reference, *args)
+    if jax.tree.structure(out) != jax.tree.structure(out_ref):
+        raise ValueError(f"check_vjp: fn ({name(fn)}) returns {jax.tree.structure(out)} but reference "
+                         f"({name(reference)}) returns {jax.tree.structure(out_ref)}; they must return the same structure.")
+    for i, (a, b) in enumerate(zip(jax.tree.leaves(out), jax.tree.leaves(out_ref))):
+        if a.shape != b.shape:
+            raise ValueError(f"check_vjp: output leaf {i} of fn ({name(fn)}) has shape {a.shape} but the reference's "
+                             f"({name(reference)}) has shape {b.shape}.")
 
 
 def assert_vjp_matches(fn: Callable, reference: Callable, args: Sequence, **kwargs) -> VJPReport:

@@ -175,6 +175,8 @@ def test_bad_input_raises_naming_the_argument():
          r"labels must lie in 0\.\.2; got value\(s\) \[3\]"),
         (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], -1]), {}, r"labels must lie in 0\.\.1; got value\(s\) \[-1\]"),
         (solvers.fit_multinomial_newton, (X, np.r_[y[:-1], 3]), {}, r"no sample of class\(es\) \[2\]"),
+        (solvers.fit_multinomial_newton, (X, np.ones_like(y)), {},
+         r"only one class is present in labels \(every label is 1\); a multinomial fit needs at least two"),
         (solvers.fit_multinomial_newton, (bad_X, y), {}, r"X contains 1 NaN or inf"),
         (solvers.fit_multinomial_newton, (X, y[:5]), {}, r"labels has shape \(5,\); expected \(20,\)"),
         (solvers.fit_multinomial_newton, (X, np.zeros(20, int)), {}, r"n_classes must be an int >= 2; got 1"),

@@ -120,6 +120,19 @@ def test_gradcheck_cli_unknown_rule_is_a_clear_error(capsys):
     assert re.search(r"unknown rule 'nope'; registered rules: .*fcnn_regression", capsys.readouterr().err)
 
 
+def test_check_vjp_names_fn_and_reference_when_their_outputs_differ():
+    x = jnp.ones((3, 2))
+
+    def pair(x):
+        return jnp.sum(x), x
+
+    with pytest.raises(ValueError, match=r"check_vjp: fn \(.*pair\) returns .* but reference \(.*sum.*\) returns"):
+        check_vjp(pair, jnp.sum, (x,))
+    with pytest.raises(ValueError, match=r"output leaf 0 of fn \(.*<lambda>\) has shape \(2,\) but the reference's "
+                                         r"\(.*<lambda>\) has shape \(3,\)"):
+        check_vjp(lambda x: jnp.sum(x, axis=0), lambda x: jnp.sum(x, axis=1), (x,))
+
+
 def test_gradcheck_refuses_to_check_nothing(capsys):
     assert cli.main(["gradcheck", "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
