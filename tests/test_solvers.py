@@ -179,7 +179,8 @@ def test_bad_input_raises_naming_the_argument():
          r"only one class is present in labels \(every label is 1\); a multinomial fit needs at least two"),
         (solvers.fit_multinomial_newton, (bad_X, y), {}, r"X contains 1 NaN or inf"),
         (solvers.fit_multinomial_newton, (X, y[:5]), {}, r"labels has shape \(5,\); expected \(20,\)"),
-        (solvers.fit_multinomial_newton, (X, np.zeros(20, int)), {}, r"n_classes must be an int >= 2; got 1"),
+        (solvers.fit_multinomial_newton, (X, np.zeros(20, int)), {}, r"only one class is present in labels"),
+        (solvers.fit_multinomial_newton, (X, y), {"n_classes": 1}, r"n_classes must be an int >= 2; got 1"),
     ]
     for fn, args, kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
