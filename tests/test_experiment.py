@@ -265,6 +265,7 @@ def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["train", "--resume", str(run), "--set", "train.steps=30"]) == 2
     assert "train.steps is 30, but the run's newest checkpoint is at step 60" in capsys.readouterr().err
+    assert load_config(run / "config.yaml").train.steps == 60  # a refused resume changes nothing
     assert cli.main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
     assert cli.main(["train"]) == 2

@@ -173,11 +173,11 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: exists and is not a directory; the run directory must be a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
     started = time.perf_counter()
 
     if spec.fit is not None:
+        _save_config(cfg, run_dir)
         return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
     model = spec.build(cfg)
@@ -209,6 +209,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         log.truncate_after(start)
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()
+    _save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
 
     shardings = _mesh_shardings(cfg, model.batch_axes)
 
@@ -280,6 +281,12 @@ def _finish_fit(cfg, run_dir, log, fit, started) -> RunResult:
     _write_summary(run_dir, summary)
     log.say("done: " + ", ".join(f"{k} {v:.4f}" for k, v in fit.metrics.items()) + f"; run directory {run_dir}")
     return RunResult(run_dir, summary, fit.params)
+
+
+def _save_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(run_dir / "config.yaml")
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:
