@@ -32,15 +32,10 @@ def _demo(args: argparse.Namespace) -> int:
     def run():
         _enable_x64()  # for the float64 gradient check; the models train in float32
         from .demo import run_demo
-        from .experiment.config import ConfigError
 
         overrides = [*(args.set or []), *([f"train.steps={args.steps}"] if args.steps is not None else []),
                      *([f"train.seed={args.seed}"] if args.seed is not None else [])]
-        try:
-            result = run_demo(args.config, overrides, out_dir=args.out)
-        except ConfigError as err:
-            print(f"mdc-jax demo: {err}", file=sys.stderr)
-            return 2
+        result = run_demo(args.config, overrides, out_dir=args.out)
         return 0 if result["grad_check_passed"] else 1
 
     return _with_train_extra("demo", run)
@@ -103,21 +98,18 @@ def _train(args: argparse.Namespace) -> int:
         from .experiment.models import find_config, get_model
         from .experiment.trainer import EXIT_NON_FINITE, NonFiniteLoss, load_run_config, train
 
+        if args.config is None:
+            if not args.resume:
+                raise ConfigError("give a config (a path, or the name of a shipped one), or --resume RUN_DIR")
+            cfg = load_run_config(args.resume, args.set or [])
+        else:
+            cfg = load_config(find_config(args.config), args.set or [])
+        if get_model(cfg.model.kind).float64:
+            _enable_x64()
+        if args.start_over and not args.resume:
+            raise ConfigError("--start-over applies to --resume RUN_DIR only")
         try:
-            if args.config is None:
-                if not args.resume:
-                    raise ConfigError("give a config (a path, or the name of a shipped one), or --resume RUN_DIR")
-                cfg = load_run_config(args.resume, args.set or [])
-            else:
-                cfg = load_config(find_config(args.config), args.set or [])
-            if get_model(cfg.model.kind).float64:
-                _enable_x64()
-            if args.start_over and not args.resume:
-                raise ConfigError("--start-over applies to --resume RUN_DIR only")
             train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over)
-        except ConfigError as err:
-            print(f"mdc-jax train: {err}", file=sys.stderr)
-            return 2
         except NonFiniteLoss as err:
             print(f"mdc-jax train: {err}", file=sys.stderr)
             return EXIT_NON_FINITE
@@ -128,18 +120,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     def run():
-        from .experiment.config import ConfigError, load_config
+        from .experiment.config import load_config
         from .experiment.models import find_config, get_model
         from .experiment.sweep import run_sweep
 
-        try:
-            configs = [find_config(c) for c in args.configs]
-            if any(get_model(load_config(c, args.set or []).model.kind).float64 for c in configs):
-                _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
-            rows = run_sweep(configs, args.set or [], args.grid or [], args.out)
-        except ConfigError as err:
-            print(f"mdc-jax sweep: {err}", file=sys.stderr)
-            return 2
+        configs = [find_config(c) for c in args.configs]
+        if any(get_model(load_config(c, args.set or []).model.kind).float64 for c in configs):
+            _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
+        rows = run_sweep(configs, args.set or [], args.grid or [], args.out)
         print((Path(args.out) / "sweep.md").read_text(), end="")
         return 0 if rows else 1
 
@@ -214,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as err:  # bad input reaching a library function: one line, no traceback
+    except (ValueError, OSError) as err:  # a ConfigError, or bad input reaching a library function: one line
         print(f"mdc-jax {args.command}: {err}", file=sys.stderr)
         return 2
 
