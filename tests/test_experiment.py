@@ -217,6 +217,16 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
         train(load_config(path, ["optimizer.name=sgd"]), resume=run)
 
 
+def test_the_demo_checks_trains_and_times_a_config_through_the_trainer(tmp_path, capsys):
+    assert cli.main(["demo", str(write_config(tmp_path)), "--steps", "20", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"max relative error closed vs jax\.grad = \S+ \[ok\]", out)
+    assert "test_accuracy: " in out and re.search(r"closed [\d.]+ µs, autodiff [\d.]+ µs, ratio [\d.]+", out)
+    assert (tmp_path / "run" / "final.npz").is_file() and (tmp_path / "run" / "summary.json").is_file()
+    assert cli.main(["demo", str(REPO / "configs" / "logistic_breast_cancer.yaml")]) == 2
+    assert "is fitted by a solver; the demo trains by gradient steps" in capsys.readouterr().err
+
+
 def test_a_batch_larger_than_the_training_set_is_refused_before_training(tmp_path, capsys):
     path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "batch_size": 5000}})
     assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
