@@ -162,8 +162,9 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
     if cfg.data.dataset not in spec.datasets:
         raise ConfigError(f"{source}: data.dataset {cfg.data.dataset!r} does not fit model.kind {spec.kind!r}; "
                           f"expected one of {', '.join(spec.datasets)}")
-    for problem in cfg.model.validate(cfg):
-        raise ConfigError(f"{source}: {problem}")
+    problems = cfg.model.validate(cfg)
+    if problems:
+        raise ConfigError(f"{source}: {'; '.join(problems)}")
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
