@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,9 +118,20 @@ def test_unsafe_yaml_is_refused(tmp_path):
 # Runs
 
 
-def test_run_directory_holds_everything(tmp_path):
-    result = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run")
-    run = result.run_dir
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One finished run of SMALL (40 steps, checkpoints at 10..40), trained once per test process."""
+    folder = tmp_path_factory.mktemp("small_run")
+    return train(load_config(write_config(folder)), out_dir=folder / "run").run_dir
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    """A private copy of a run directory, for a test that damages or resumes it."""
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_run_directory_holds_everything(small_run):
+    run = small_run
     for name in ["config.yaml", "metrics.jsonl", "summary.json", "final.npz", "train_loss.png", "eval.png"]:
         assert (run / name).is_file(), name
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [10, 20, 30, 40]
@@ -132,9 +144,9 @@ def test_run_directory_holds_everything(tmp_path):
     assert load_config(run / "config.yaml").train.steps == 40  # the resolved config is itself a valid config
 
 
-def test_same_config_gives_bit_identical_parameters_and_grad_switch_agrees(tmp_path):
+def test_same_config_gives_bit_identical_parameters_and_grad_switch_agrees(small_run, tmp_path):
     path = write_config(tmp_path)
-    a = train(load_config(path), out_dir=tmp_path / "a").run_dir
+    a = small_run  # the module fixture's run of the same config
     b = train(load_config(path), out_dir=tmp_path / "b").run_dir
     assert_bit_identical(load_npz(a / "final.npz"), load_npz(b / "final.npz"))
     c = train(load_config(path, ["train.grad=autodiff"]), out_dir=tmp_path / "c").run_dir
@@ -175,8 +187,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert keys == [(r["step"], "eval" in r) for r in map(json.loads, (reference / "metrics.jsonl").read_text().splitlines())]
 
 
-def test_damaged_newest_checkpoints_fall_back_to_the_newest_readable_one(tmp_path, capsys):
-    run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
+def test_damaged_newest_checkpoints_fall_back_to_the_newest_readable_one(small_run, tmp_path, capsys):
+    run = copy_of(small_run, tmp_path)
     good = (run / "checkpoints" / "ckpt-00000040.npz").read_bytes()
     damaged = {"ckpt-00000050.npz": b"not a zip", "ckpt-00000060.npz": b"", "ckpt-00000070.npz": good[: len(good) // 2]}
     for name, content in damaged.items():
@@ -191,8 +203,8 @@ def test_damaged_newest_checkpoints_fall_back_to_the_newest_readable_one(tmp_pat
     assert all((run / "checkpoints" / name).exists() for name in damaged)  # nothing is deleted
 
 
-def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted_quietly(tmp_path, capsys):
-    run = train(load_config(write_config(tmp_path)), out_dir=tmp_path / "run").run_dir
+def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted_quietly(small_run, tmp_path, capsys):
+    run = copy_of(small_run, tmp_path)
     for _, path in list_checkpoints(run / "checkpoints"):
         path.write_bytes(b"")
     assert cli.main(["train", "--resume", str(run)]) == 2
@@ -202,9 +214,9 @@ def test_a_run_whose_checkpoints_are_all_damaged_is_not_restarted_quietly(tmp_pa
     assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 0
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path):
+def test_resume_with_a_different_config_is_refused(small_run, tmp_path):
     path = write_config(tmp_path)
-    run = train(load_config(path), out_dir=tmp_path / "run").run_dir
+    run = copy_of(small_run, tmp_path)
     for change, key in [("model.hidden=[8]", "model.hidden"), ("data.dataset=wine", "data.dataset"),
                         ("data.split_seed=3", "data.split_seed")]:
         assert cli.main(["train", str(path), "--set", change, "--resume", str(run)]) == 2
@@ -282,10 +294,9 @@ def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
     assert "give a config" in capsys.readouterr().err
 
 
-def test_a_run_directory_written_before_models_had_their_own_options_still_resumes(tmp_path):
+def test_a_run_directory_written_before_models_had_their_own_options_still_resumes(small_run, tmp_path):
     """Older config.yaml files list every model key of every kind, at their defaults."""
-    path = write_config(tmp_path)
-    run = train(load_config(path), out_dir=tmp_path / "run").run_dir
+    run = copy_of(small_run, tmp_path)
     raw = yaml.safe_load((run / "config.yaml").read_text())
     raw["model"].update(hidden_size=128, seq_len=64, fit_intercept=True)
     (run / "config.yaml").write_text(yaml.safe_dump(raw))
