@@ -37,6 +37,14 @@ def flatten_named(tree, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}/{path_key(p)}" if prefix else path_key(p): np.asarray(x) for p, x in leaves}
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

@@ -22,7 +22,15 @@ import numpy as np
 import optax
 import yaml
 
-from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
+from .checkpoint import (
+    CheckpointMismatch,
+    atomic_savez,
+    atomic_write_text,
+    flatten_named,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+)
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, parse_override, read_yaml
 from .models import get_model
 
@@ -86,9 +94,7 @@ class _Log:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def record(self, **record) -> None:
         with open(self.path, "a") as f:
@@ -284,15 +290,11 @@ def _finish_fit(cfg, run_dir, log, fit, started) -> RunResult:
 
 
 def _save_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tmp.replace(run_dir / "config.yaml")
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    tmp.replace(run_dir / "summary.json")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
 
 
 def _plot(run_dir: Path, primary: str) -> None:
