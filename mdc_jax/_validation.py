@@ -31,6 +31,12 @@ def require_ndim(fn: str, name: str, x, ndim: int, expected: str) -> tuple[int, 
     return shape
 
 
+def require_samples(fn: str, name: str, shape: tuple[int, ...]) -> None:
+    """At least one sample (row): the losses average or sum over them."""
+    if shape[0] == 0:
+        fail(fn, f"{name} has no rows (shape {shape}); the loss needs at least one sample.")
+
+
 def require_shape(fn: str, name: str, x, expected: Sequence[int], why: str = "") -> None:
     shape = shape_of(x)
     if shape != tuple(expected):

@@ -171,8 +171,7 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
                + (" of length 0" if isinstance(params, (list, tuple)) else "") + ".")
     v.require_floating(fn, "X", X)
     N, width = v.require_ndim(fn, "X", X, 2, "(N, d_0)")
-    if N == 0:
-        v.fail(fn, "X has no rows (shape (0, ...)); the loss averages over N ≥ 1 samples.")
+    v.require_samples(fn, "X", (N, width))
     pairs = []
     for j, layer in enumerate(params):
         if not isinstance(layer, (list, tuple)) or len(layer) != 2:

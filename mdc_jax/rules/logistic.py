@@ -103,14 +103,14 @@ def _check_binary(fn, theta, X, y, l2):
     n, d = v.require_ndim(fn, "X", X, 2, "(n, d): samples are rows")
     v.require_floating(fn, "theta", theta)
     v.require_shape(fn, "theta", theta, (d,), f"one weight per column of X, d = {d}")
-    if n == 0:
-        v.fail(fn, f"X has no rows (shape {(n, d)}); the loss needs at least one sample.")
+    v.require_samples(fn, "X", (n, d))
     v.require_floating(fn, "y", y, "Pass labels in {0, 1} as floats, e.g. y.astype(X.dtype).")
     v.require_shape(fn, "y", y, (n,), f"one label per row of X, n = {n}")
     labels = v.concrete(y)
-    if labels is not None and not np.all((labels >= 0) & (labels <= 1)):
-        bad = np.unique(labels[~((labels >= 0) & (labels <= 1))])[:5]
-        v.fail(fn, f"y must hold labels (or probabilities) in [0, 1]; got value(s) {bad.tolist()}.")
+    if labels is not None:
+        bad = labels[~((labels >= 0) & (labels <= 1))]  # NaN too
+        if bad.size:
+            v.fail(fn, f"y must hold labels (or probabilities) in [0, 1]; got value(s) {np.unique(bad)[:5].tolist()}.")
     v.require_penalty(fn, "l2", l2)
 
 
@@ -229,14 +229,15 @@ def _check_multinomial(fn, Theta, X, Y, l2):
     d_theta, k = v.require_ndim(fn, "Theta", Theta, 2, f"(d, k) with d = {d}, X's columns")
     if d_theta != d:
         v.fail(fn, f"Theta has shape {(d_theta, k)}; expected ({d}, k): one row per column of X.")
-    if n == 0:
-        v.fail(fn, f"X has no rows (shape {(n, d)}); the loss needs at least one sample.")
+    v.require_samples(fn, "X", (n, d))
     v.require_floating(fn, "Y", Y, f"For integer labels pass jax.nn.one_hot(labels, {k}).")
     v.require_shape(fn, "Y", Y, (n, k), f"(n, k): X's {n} rows and Theta's {k} classes")
     rows = v.concrete(Y)
-    if rows is not None and not np.all(rows >= 0):  # also refuses NaN
-        v.fail(fn, f"Y must hold non-negative label rows (one-hot or probabilities); got value(s) "
-                   f"{np.unique(rows[~(rows >= 0)])[:5].tolist()}.")
+    if rows is not None:
+        bad = rows[~(rows >= 0)]  # NaN too
+        if bad.size:
+            v.fail(fn, f"Y must hold non-negative label rows (one-hot or probabilities); got value(s) "
+                       f"{np.unique(bad)[:5].tolist()}.")
     v.require_penalty(fn, "l2", l2)
 
 
