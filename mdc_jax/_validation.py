@@ -55,6 +55,31 @@ def concrete(x) -> np.ndarray | None:
     return np.asarray(x)
 
 
+def first_non_finite(x: np.ndarray) -> tuple[int, tuple[int, ...], object] | None:
+    """``(count, index of the first, its value)`` of the NaN and inf entries of a concrete array;
+    ``None`` when every entry is finite (or the dtype cannot hold a non-finite value)."""
+    x = np.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):  # jnp: bfloat16 counts too
+        return None
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return int(bad.sum()), index, x[index]
+
+
+def describe_non_finite(name: str, x: np.ndarray) -> str | None:
+    """``"X contains 3 NaN or inf value(s) (first at row 5, column 2, value nan)"``, or ``None``."""
+    found = first_non_finite(x)
+    if found is None:
+        return None
+    count, index, value = found
+    if not index:
+        return f"{name} is {value}"
+    where = f"index {index}" if len(index) > 2 else ", ".join(f"{a} {i}" for a, i in zip(("row", "column"), index))
+    return f"{name} contains {count} NaN or inf value(s) (first at {where}, value {value})"
+
+
 def require_array(fn: str, name: str, x) -> None:
     """An array (JAX, NumPy, or a NumPy scalar); a Python list or tuple is refused by name."""
     if isinstance(x, list | tuple | dict | str | type(None)):

@@ -41,6 +41,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from . import reference
+from ._validation import describe_non_finite
 from .rules.logistic import (
     logistic_gradient,
     logistic_hessian,
@@ -214,11 +215,9 @@ def _check_X(fn, X):
         raise ValueError(f"{fn}: X has dtype {X.dtype} (shape {X.shape}); expected a real numeric dtype.")
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(f"{fn}: X contains {int(bad.sum())} NaN or inf value(s) (first at row {i}, column {j}, "
-                         f"value {X[i, j]}); expected finite values.")
+    problem = describe_non_finite("X", X)
+    if problem:
+        raise ValueError(f"{fn}: {problem}; expected finite values.")
     return X
 
 

@@ -92,7 +92,7 @@ def build_classifier(cfg) -> Model:
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="test_accuracy", report=lambda p: {})
+                 evaluate=evaluate, primary="test_accuracy", report=lambda p: {}, data={"X_train": X})
 
 
 def build_regressor(cfg) -> Model:
@@ -119,7 +119,7 @@ def build_regressor(cfg) -> Model:
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="test_r2", report=report)
+                 evaluate=evaluate, primary="test_r2", report=report, data={"X_train": X, "y_train": Y})
 
 
 CLASSIFIER = ModelSpec("mlp_classifier", MLPOptions, CLASSIFICATION, build=build_classifier, configs=CONFIGS,

@@ -3,6 +3,7 @@ SIGKILL, non-finite loss, sweeps, and data parallelism on 4 (forced host) device
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import yaml
 from mdc_jax import cli
 from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
-from mdc_jax.experiment.models import find_config, get_model
+from mdc_jax.experiment.models import find_config, get_model, register_model, unregister_model
 from mdc_jax.experiment.trainer import NonFiniteLoss, make_optimizer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,6 +245,27 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_training(tmp_pat
     assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
     assert "train.batch_size 5000 is larger than the training set (1437 samples)" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_non_finite_training_data_is_refused_before_the_first_step_naming_row_and_column(tmp_path, capsys):
+    spec = get_model("mlp_classifier")
+
+    def build_with_a_nan(cfg):
+        model = spec.build(cfg)
+        X = np.array(model.data["X_train"])
+        X[7, 3] = np.nan
+        X[9, 0] = np.inf
+        return model._replace(data={"X_train": X})
+
+    register_model(dataclasses.replace(spec, kind="mlp_with_a_nan", build=build_with_a_nan))
+    try:
+        path = write_config(tmp_path, {**SMALL, "model": {**SMALL["model"], "kind": "mlp_with_a_nan"}})
+        assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    finally:
+        unregister_model("mlp_with_a_nan")
+    err = capsys.readouterr().err
+    assert "data.dataset 'digits': X_train contains 2 NaN or inf value(s) (first at row 7, column 3, value nan)" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("setup, argv, message", [

@@ -15,7 +15,7 @@ The harness never imports a model module by name: nothing in ``mdc_jax`` depends
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +40,10 @@ class Model(NamedTuple):
       evaluate: ``params -> {metric: value}`` on the held-out split.
       primary: the name of the headline metric in ``evaluate``'s result.
       report: ``params -> dict``: extra end-of-run figures (baselines, samples), JSON-serialisable.
+      data: the concrete training arrays by name (``{"X_train": X, "Y_train": Y}``), optional. The
+        trainer checks them once, before the first step, and refuses NaN or inf with a message
+        naming the array, the row and the column: the rules themselves stay traceable under ``jit``
+        and do not look at values.
     """
 
     init: Callable[[jax.Array], Any]
@@ -49,6 +53,7 @@ class Model(NamedTuple):
     evaluate: Callable[[Any], dict]
     primary: str
     report: Callable[[Any], dict]
+    data: Mapping[str, Any] | None = None
 
 
 class Fit(NamedTuple):

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 import yaml
 
+from .._validation import describe_non_finite
 from .checkpoint import (
     CheckpointMismatch,
     atomic_savez,
@@ -187,6 +188,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
     model = spec.build(cfg)
+    _check_data(cfg, model.data)
     opt = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.train.seed)
     init_key, data_key = jax.random.split(key)
@@ -277,6 +279,15 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     _plot(run_dir, model.primary)
     log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
     return RunResult(run_dir, summary, params)
+
+
+def _check_data(cfg: ExperimentConfig, data) -> None:
+    """Refuses non-finite training data before the first step (it would give a NaN loss silently)."""
+    for name, array in (data or {}).items():
+        problem = describe_non_finite(name, np.asarray(array))
+        if problem:
+            raise ConfigError(f"data.dataset {cfg.data.dataset!r}: {problem}; expected finite values. "
+                              f"Drop or impute those entries before training")
 
 
 def _finish_fit(cfg, run_dir, log, fit, started) -> RunResult:
