@@ -6,6 +6,7 @@ check them.
 """
 
 from . import identities as identities
+from . import per_example as per_example
 from . import reference as reference  # also registers mdc-jax's rules (see mdc_jax.registry)
 from .activations import Activation as Activation
 from .activations import get_activation as get_activation
@@ -59,6 +60,7 @@ __all__ = [
     "multinomial_gradient",
     "multinomial_hessian",
     "multinomial_loss",
+    "per_example",
     "predict_proba_logistic",
     "predict_proba_multinomial",
     "reference",
