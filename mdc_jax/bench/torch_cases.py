@@ -77,3 +77,60 @@ def configure_threads() -> None:
         import os
 
         torch.set_num_threads(os.cpu_count() or 1)
+
+
+def opacus_ghost_step(params, X, Y, activations, clip_norm, noise_multiplier):
+    """Opacus's ghost-clipping DP-SGD step on the same MLP (a float32 classifier), and a plain
+    PyTorch SGD step beside it: ``{"opacus": run, "torch_plain": run}``, or None without Opacus."""
+    torch = _torch()
+    if torch is None:
+        return None
+    try:
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
+        from opacus.optimizers import DPOptimizerFastGradientClipping
+        from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+    except ImportError:
+        return None
+    acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}
+
+    def mlp():
+        layers = []
+        for j, (W, b) in enumerate(params):
+            lin = torch.nn.Linear(*np.asarray(W).shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.tensor(np.asarray(W).T))
+                lin.bias.copy_(torch.tensor(np.asarray(b)))
+            layers.append(lin)
+            if j < len(activations):
+                layers.append(acts[activations[j]]())
+        return torch.nn.Sequential(*layers)
+
+    Xt = torch.tensor(np.asarray(X))
+    labels = torch.tensor(np.asarray(Y).argmax(axis=1))
+    n = Xt.shape[0]
+    model = GradSampleModuleFastGradientClipping(mlp(), max_grad_norm=clip_norm, use_ghost_clipping=True,
+                                                 loss_reduction="mean")
+    optimizer = DPOptimizerFastGradientClipping(torch.optim.SGD(model.parameters(), lr=0.1),
+                                                noise_multiplier=noise_multiplier, max_grad_norm=clip_norm,
+                                                expected_batch_size=n, loss_reduction="mean")
+    criterion = DPLossFastGradientClipping(model, optimizer, torch.nn.CrossEntropyLoss(reduction="mean"),
+                                           loss_reduction="mean")
+    plain_model = mlp()
+    plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.1)
+    plain_loss = torch.nn.CrossEntropyLoss()
+
+    def dp_step():
+        optimizer.zero_grad()
+        loss = criterion(model(Xt), labels)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def plain_step():
+        plain_opt.zero_grad()
+        loss = plain_loss(plain_model(Xt), labels)
+        loss.backward()
+        plain_opt.step()
+        return loss.detach()
+
+    return {"opacus": dp_step, "torch_plain": plain_step}

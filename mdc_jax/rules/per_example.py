@@ -301,26 +301,61 @@ def use_ghost_norm(tau: int, d_a: int, d_b: int) -> bool:
     return tau * (d_a + d_b) < d_a * d_b
 
 
-def _sq_norm_of_sum(a, b):
-    """``‖Σ_t a_t b_tᵀ‖²`` (or ``‖Σ_t b_t‖²`` for ``a`` None) per example, ``(N,)``; mixed ghost norm."""
-    if a is None:
-        s = jnp.sum(b, axis=0)
-        return jnp.sum(s * s, axis=1)
-    tau, _, d_a = a.shape
-    if use_ghost_norm(tau, d_a, b.shape[2]):
-        return jnp.einsum("tns,tns->n", jnp.einsum("tna,sna->tns", a, a), jnp.einsum("tnb,snb->tns", b, b))
-    g = jnp.einsum("tna,tnb->nab", a, b)
-    return jnp.sum(g * g, axis=(1, 2))
+def _rnn_sq_norms(factors):
+    """``‖g_i‖²`` per parameter (an ``RNNParams`` of ``(N,)`` arrays): the mixed ghost norm.
+
+    ``‖Σ_t a_t b_tᵀ‖² = ⟨A_i A_iᵀ, B_i B_iᵀ⟩`` from τ × τ Gram matrices where that is cheaper
+    (:func:`use_ghost_norm`), else from the materialised ``g_i``; ``‖Σ_t b_t‖²`` for a bias. The
+    Gram matrices are formed one example at a time (a ``lax.map`` over the batch), so only τ × τ
+    of them is alive at once and the time-major arrays are never transposed to example-major copies;
+    within an example, ``G``'s Gram matrix serves both ``W`` and ``U``.
+    """
+    arrays = list({id(x): x for pair in factors for x in pair if x is not None}.values())
+    index = {id(x): k for k, x in enumerate(arrays)}
+
+    def one(i):
+        rows = [jax.lax.dynamic_index_in_dim(x, i, axis=1, keepdims=False) for x in arrays]  # (τ, d) each
+        grams = {}
+
+        def gram(x):
+            k = index[id(x)]
+            if k not in grams:
+                grams[k] = rows[k] @ rows[k].T
+            return grams[k]
+
+        def sq(a, b):
+            rb = rows[index[id(b)]]
+            if a is None:
+                s = jnp.sum(rb, axis=0)
+                return jnp.sum(s * s)
+            if use_ghost_norm(a.shape[0], a.shape[2], b.shape[2]):
+                return jnp.sum(gram(a) * gram(b))
+            g = rows[index[id(a)]].T @ rb
+            return jnp.sum(g * g)
+
+        return jnp.stack([sq(a, b) for a, b in factors])
+
+    N = arrays[0].shape[1]
+    per = jax.lax.map(one, jnp.arange(N))  # (N, 5)
+    return _rnn.RNNParams(*per.T)
 
 
 def _batch_grad(a, b):
     return jnp.sum(b, axis=0) if a is None else jnp.einsum("tna,tnb->nab", a, b)
 
 
-def _weighted_sum(a, b, c, N):
-    """``(1/N) Σ_i c_i g_i`` (``c`` None: the plain mean)."""
-    cb = b if c is None else b * c[None, :, None]
-    return (jnp.sum(cb, axis=(0, 1)) if a is None else jnp.einsum("tna,tnb->ab", a, cb)) / N
+def _weighted_sums(factors, c, N):
+    """``(1/N) Σ_i c_i g_i`` per parameter (``c`` None: the plain mean): ``Σ_t a_tᵀ diag(c) b_t / N``,
+    each ``b`` rescaled once (``G``'s rows serve ``W``, ``U`` and ``b``)."""
+    scaled = {}
+
+    def cb(b):
+        if id(b) not in scaled:
+            scaled[id(b)] = b if c is None else b * c[None, :, None]
+        return scaled[id(b)]
+
+    return _rnn.RNNParams(*((jnp.sum(cb(b), axis=(0, 1)) if a is None else jnp.einsum("tna,tnb->ab", a, cb(b))) / N
+                            for a, b in factors))
 
 
 def _prepare_rnn(fn, params, Z0, X, Y):
@@ -355,9 +390,9 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
     factors = _rnn_factors(params, X, *arrays)
     per = lambda f: _rnn.RNNParams(*(f(a, b) for a, b in factors))
-    out = {"loss": jnp.mean(ell), "grad": per(lambda a, b: _weighted_sum(a, b, None, N))}
+    out = {"loss": jnp.mean(ell), "grad": _weighted_sums(factors, None, N)}
     if "batch_l2" in quantities or "grad_norm" in quantities:
-        sq = per(_sq_norm_of_sum)
+        sq = _rnn_sq_norms(factors)
         if "batch_l2" in quantities:
             out["batch_l2"] = sq
         if "grad_norm" in quantities:
@@ -396,7 +431,7 @@ def rnn_clipped_grad(params, Z0, X, Y, *, clip_norm, weights=None):
     w = _check_weights(fn, weights, N, X.dtype)
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
     factors = _rnn_factors(params, X, *arrays)
-    c = _clip_factors(sum(_sq_norm_of_sum(a, b) for a, b in factors), clip_norm)
+    c = _clip_factors(sum(_rnn_sq_norms(factors)), clip_norm)
     if w is not None:
         c, ell = c * w, ell * w
-    return jnp.mean(ell), _rnn.RNNParams(*(_weighted_sum(a, b, c, N) for a, b in factors))
+    return jnp.mean(ell), _weighted_sums(factors, c, N)
