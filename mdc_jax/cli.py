@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,8 +30,43 @@ def _with_train_extra(command: str, run) -> int:
         return 2
 
 
+def _usage_error(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _check_out(flag: str, path: str | None) -> str | None:
+    """Why ``path`` (an output folder, as given) is unusable, or None."""
+    if path is not None and not path.strip():
+        return f"{flag}: expected a directory path, got an empty string"
+    return None
+
+
+def _check_writable(flag: str, path: str | None) -> str | None:
+    """Why the file ``path`` cannot be written, or None; checked before a long job that ends writing it."""
+    if path is None:
+        return None
+    target = Path(path)
+    if not path.strip():
+        return f"{flag}: expected a file path, got an empty string"
+    if target.is_dir():
+        return f"{flag} {path}: is a directory; expected a file path"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"{flag} {path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        return f"{flag} {path}: cannot be written (permission denied)"
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     def run():
+        from .experiment.trainer import check_new_run_dir
+
+        if problem := _check_out("--out", args.out):
+            return _usage_error(f"mdc-jax demo: {problem}")
+        if args.out is not None:
+            check_new_run_dir(args.out, hint="give a new or empty directory")  # before the gradient check
         _enable_x64()  # for the float64 gradient check; the models train in float32
         from .demo import run_demo
 
@@ -62,6 +99,8 @@ def _gradcheck(args: argparse.Namespace) -> int:
         print(f"mdc-jax gradcheck: --seeds must be >= 1 (random inputs per rule); got {args.seeds}. "
               f"A check of nothing would pass vacuously.", file=sys.stderr)
         return 2
+    if problem := _check_writable("--json", args.json):
+        return _usage_error(f"mdc-jax gradcheck: {problem}")
     try:
         for name in args.rule or []:
             get_rule(name)
@@ -96,8 +135,12 @@ def _train(args: argparse.Namespace) -> int:
     def run():
         from .experiment.config import ConfigError, load_config
         from .experiment.models import find_config, get_model
-        from .experiment.trainer import EXIT_NON_FINITE, NonFiniteLoss, load_run_config, train
+        from .experiment.trainer import load_run_config, train
 
+        if problem := _check_out("--out", args.out) or _check_out("--resume", args.resume):
+            raise ConfigError(problem)
+        if args.start_over and not args.resume:
+            raise ConfigError("--start-over applies to --resume RUN_DIR only")
         if args.config is None:
             if not args.resume:
                 raise ConfigError("give a config (a path, or the name of a shipped one), or --resume RUN_DIR")
@@ -106,13 +149,7 @@ def _train(args: argparse.Namespace) -> int:
             cfg = load_config(find_config(args.config), args.set or [])
         if get_model(cfg.model.kind).float64:
             _enable_x64()
-        if args.start_over and not args.resume:
-            raise ConfigError("--start-over applies to --resume RUN_DIR only")
-        try:
-            train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over)
-        except NonFiniteLoss as err:
-            print(f"mdc-jax train: {err}", file=sys.stderr)
-            return EXIT_NON_FINITE
+        train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over)
         return 0
 
     return _with_train_extra("train", run)
@@ -124,11 +161,14 @@ def _sweep(args: argparse.Namespace) -> int:
         from .experiment.models import find_config, get_model
         from .experiment.sweep import run_sweep
 
+        if problem := _check_out("--out", args.out):
+            return _usage_error(f"mdc-jax sweep: {problem}")
+        out = args.out if args.out is not None else f"runs/sweep-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         configs = [find_config(c) for c in args.configs]
         if any(get_model(load_config(c, args.set or []).model.kind).float64 for c in configs):
             _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
-        rows = run_sweep(configs, args.set or [], args.grid or [], args.out)
-        print((Path(args.out) / "sweep.md").read_text(), end="")
+        rows = run_sweep(configs, args.set or [], args.grid or [], out)
+        print((Path(out) / "sweep.md").read_text(), end="")
         return 0 if rows else 1
 
     return _with_train_extra("sweep", run)
@@ -138,6 +178,8 @@ def _bench(args: argparse.Namespace) -> int:
     def run():
         from .bench import main as bench_main
 
+        if problem := _check_writable("--json", args.json):
+            return _usage_error(f"mdc-jax bench: {problem}")
         argv = ["--suite", args.suite] + (["--json", args.json] if args.json else [])
         if args.only:
             argv += ["--only", *args.only]
@@ -156,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     demo.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
     demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    demo.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
+    demo.add_argument("--out", help="run directory, new or empty (default: runs/<config-name>-<timestamp>)")
     demo.set_defaults(func=_demo)
 
     rules = sub.add_parser("rules", help="list the registered rules and their seed references")
@@ -176,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="a YAML config: a path, or the name of a shipped one (see configs/); "
                        "optional with --resume, which reads the run's own config.yaml")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.steps=100")
-    train.add_argument("--out", help="run directory (default: runs/<config-name>-<timestamp>)")
+    train.add_argument("--out", help="run directory, new or empty (default: runs/<config-name>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest checkpoint "
                        "(train.steps and optimizer settings may be changed with --set)")
     train.add_argument("--start-over", action="store_true",
@@ -187,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("configs", nargs="+", help="YAML configs")
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override applied to every run")
     sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="run every combination of values")
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument("--out", help="output folder, new or empty (default: runs/sweep-<timestamp>)")
     sweep.set_defaults(func=_sweep)
 
     bench = sub.add_parser("bench", help="benchmark closed-form rules against jax.grad")
@@ -198,6 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_error(command: str, err: Exception) -> int | None:
+    """The exit status for a non-finite loss (3) or a failure of XLA (1), after one line on stderr;
+    None for any other error. Neither module is imported here: an error of one was raised by it."""
+    trainer, jax = sys.modules.get("mdc_jax.experiment.trainer"), sys.modules.get("jax")
+    if trainer is not None and isinstance(err, trainer.NonFiniteLoss):
+        print(f"mdc-jax {command}: {err}", file=sys.stderr)
+        return trainer.EXIT_NON_FINITE
+    if isinstance(err, MemoryError) or (jax is not None and isinstance(err, jax.errors.JaxRuntimeError)):
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in first:
+            what = "ran out of memory" if isinstance(err, MemoryError) else "XLA ran out of memory"
+            print(f"mdc-jax {command}: error: {what} ({first}): reduce model sizes or train.batch_size", file=sys.stderr)
+        else:
+            print(f"mdc-jax {command}: error: XLA failed: {first}", file=sys.stderr)
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -205,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # a ConfigError, or bad input reaching a library function: one line
         print(f"mdc-jax {args.command}: {err}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as err:
+        code = _runtime_error(args.command, err)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

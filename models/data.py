@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+from mdc_jax.experiment.config import ConfigError
 
 
 class Dataset(NamedTuple):
@@ -25,6 +28,38 @@ BINARY = ("breast_cancer",)  # the classification sets with two classes
 REGRESSION = ("diabetes",)
 TEXT = ("python_source",)
 
+# Samples and classes (0: regression) of the bundled sets, to check a split when a config is loaded.
+SIZES = {"digits": (1797, 10), "wine": (178, 3), "iris": (150, 3), "breast_cancer": (569, 2), "diabetes": (442, 0)}
+
+
+def split_problems(name: str, test_size: float, sizes: tuple[int, int] | None = None) -> list[str]:
+    """Why ``train_test_split`` cannot split dataset ``name`` at ``test_size`` (empty when it can).
+
+    ``sizes`` is (samples, classes), by default from :data:`SIZES`; a stratified split needs at least
+    one sample of each class on each side, a regression split one sample."""
+    n, k = sizes or SIZES.get(name, (0, 0))
+    if not n or not 0 < test_size < 1:
+        return []  # an unknown set, or a test_size the config checks refuse anyway
+    n_test = math.ceil(test_size * n)  # scikit-learn's rounding
+    need = max(k, 1)
+    if min(n_test, n - n_test) >= need:
+        return []
+    return [f"data.test_size {test_size} splits data.dataset {name!r} ({n} samples) into {n - n_test} training and "
+            f"{n_test} held-out samples; each needs at least {need}" + (f" (one per class: {k} classes)" if k else "")]
+
+
+def _split(name: str, test_size: float, seed: int, X, y, stratify):
+    """scikit-learn's ``train_test_split``; its refusals become a :class:`ConfigError` naming data.test_size."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(X, y, test_size=test_size, random_state=seed, stratify=stratify)
+    except ValueError as err:
+        sizes = (len(y), len(np.unique(y)) if stratify is not None else 0)
+        problems = split_problems(name, test_size, sizes) or [f"data.test_size {test_size} cannot split data.dataset "
+                                                              f"{name!r}: {err}"]
+        raise ConfigError(problems[0]) from None
+
 
 def load_classification(name: str = "digits", test_size: float = 0.2, seed: int = 0) -> Dataset:
     """Loads a bundled scikit-learn classification set with a stratified held-out split.
@@ -35,12 +70,11 @@ def load_classification(name: str = "digits", test_size: float = 0.2, seed: int 
       seed: the split's random state.
     """
     from sklearn import datasets
-    from sklearn.model_selection import train_test_split
 
     if name not in _LOADERS:
         raise ValueError(f"load_classification: unknown dataset {name!r}; expected one of {sorted(_LOADERS)}.")
     X, y = getattr(datasets, _LOADERS[name])(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
+    X_tr, X_te, y_tr, y_te = _split(name, test_size, seed, X, y, stratify=y)
     mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)  # constant pixels in digits: leave them at zero
     return Dataset((X_tr - mean) / std, y_tr.astype(np.int32), (X_te - mean) / std, y_te.astype(np.int32),
@@ -61,12 +95,11 @@ class RegressionDataset(NamedTuple):
 def load_regression(name: str = "diabetes", test_size: float = 0.2, seed: int = 0) -> RegressionDataset:
     """scikit-learn's bundled ``diabetes`` regression set, split and standardised (targets too)."""
     from sklearn import datasets
-    from sklearn.model_selection import train_test_split
 
     if name not in REGRESSION:
         raise ValueError(f"load_regression: unknown dataset {name!r}; expected one of {REGRESSION}.")
     X, y = datasets.load_diabetes(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed)
+    X_tr, X_te, y_tr, y_te = _split(name, test_size, seed, X, y, stratify=None)
     mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
     y_mean, y_std = float(y_tr.mean()), float(y_tr.std())
     return RegressionDataset((X_tr - mean) / std, (y_tr - y_mean) / y_std, (X_te - mean) / std,

@@ -19,7 +19,7 @@ from mdc_jax.experiment.models import Fit, ModelOptions, ModelSpec
 from mdc_jax.solvers import fit_logistic_newton, fit_multinomial_newton, predict_proba_logistic, predict_proba_multinomial
 
 from . import CONFIGS
-from .data import BINARY, CLASSIFICATION, load_classification
+from .data import BINARY, CLASSIFICATION, load_classification, split_problems
 
 
 @dataclasses.dataclass
@@ -28,7 +28,8 @@ class NewtonOptions(ModelOptions):
     fit_intercept: bool = True
 
     def validate(self, cfg) -> list[str]:
-        return [] if self.l2 >= 0 else [f"model.l2 must be >= 0, got {self.l2}"]
+        problems = [] if self.l2 >= 0 else [f"model.l2 must be >= 0, got {self.l2}"]
+        return problems + split_problems(cfg.data.dataset, cfg.data.test_size)
 
 
 def fit_from_config(cfg, binary: bool) -> Fit:

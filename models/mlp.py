@@ -18,7 +18,9 @@ from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
 from . import CONFIGS
-from .data import CLASSIFICATION, REGRESSION, load_classification, load_regression
+from .data import CLASSIFICATION, REGRESSION, load_classification, load_regression, split_problems
+
+MAX_ARRAY = 2**31 - 1  # entries of one weight matrix: beyond this a config is a typo, not a model
 
 
 @dataclasses.dataclass
@@ -31,12 +33,14 @@ class MLPOptions(ModelOptions):
         problems = []
         if any(h <= 0 for h in self.hidden):
             problems.append(f"model.hidden widths must be > 0, got {self.hidden}")
+        elif any(a * b > MAX_ARRAY for a, b in zip([1, *self.hidden], [*self.hidden, 1])):
+            problems.append(f"model.hidden {self.hidden}: a weight matrix would have more than 2**31 - 1 entries")
         if self.activation not in mdc_jax.list_activations():
             problems.append(f"model.activation is {self.activation!r}; expected one of "
                             f"{', '.join(mdc_jax.list_activations())}")
         if not self.l2 >= 0:
             problems.append(f"model.l2 must be >= 0, got {self.l2}")
-        return problems
+        return problems + split_problems(cfg.data.dataset, cfg.data.test_size)
 
 
 def init_mlp(key: jax.Array, dims: Sequence[int], dtype=jnp.float32) -> list[tuple[jax.Array, jax.Array]]:

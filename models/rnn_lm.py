@@ -21,6 +21,7 @@ from . import CONFIGS
 from .data import TEXT, decode, encode, load_text
 
 EVAL_STREAMS = 16
+MAX_HIDDEN = 46_340  # hidden_size² ≤ 2**31 - 1 entries in W: beyond this a config is a typo, not a model
 
 
 @dataclasses.dataclass
@@ -31,6 +32,9 @@ class CharLMOptions(ModelOptions):
     def validate(self, cfg) -> list[str]:
         problems = [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len")
                     if not getattr(self, k) > 0]
+        if self.hidden_size > MAX_HIDDEN:
+            problems.append(f"model.hidden_size {self.hidden_size}: at most {MAX_HIDDEN} (W alone would have "
+                            f"hidden_size² entries)")
         train_chars = int(cfg.data.max_chars * (1 - cfg.data.test_size))
         test_chars = cfg.data.max_chars - train_chars
         if not problems and train_chars < self.seq_len + 2:

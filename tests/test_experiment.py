@@ -24,6 +24,7 @@ from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import find_config, get_model, register_model, unregister_model
 from mdc_jax.experiment.trainer import NonFiniteLoss, make_optimizer, train
+from mdc_jax_models.data import load_classification, load_regression
 
 REPO = Path(__file__).resolve().parents[1]
 DTYPE_PROMOTION = "standard"  # optax mixes Python floats with int32 step counts (see conftest.py)
@@ -194,11 +195,17 @@ def test_damaged_newest_checkpoints_fall_back_to_the_newest_readable_one(small_r
     damaged = {"ckpt-00000050.npz": b"not a zip", "ckpt-00000060.npz": b"", "ckpt-00000070.npz": good[: len(good) // 2]}
     for name, content in damaged.items():
         (run / "checkpoints" / name).write_bytes(content)
+    # Readable files whose step is not a non-negative integer 0-d array equal to the step of the name.
+    arrays = load_npz(run / "checkpoints" / "ckpt-00000040.npz")
+    for step, value in [(80, np.asarray(40)), (90, np.asarray(-5)), (100, np.asarray([100])), (110, np.asarray(110.0))]:
+        np.savez(run / "checkpoints" / f"ckpt-{step:08d}.npz", **{**arrays, "step": value})
+        damaged[f"ckpt-{step:08d}.npz"] = None
     cfg = load_config(run / "config.yaml")
     params = get_model(cfg.model.kind).build(cfg).init(jax.random.PRNGKey(0))
     restored = latest_checkpoint(run / "checkpoints", params, make_optimizer(cfg).init(params))
     assert restored is not None and restored[2] == 40
-    warnings = capsys.readouterr().out
+    out, warnings = capsys.readouterr()
+    assert "skipping" not in out  # warnings go to stderr, beside the error that refers to them
     assert all(f"skipping damaged checkpoint {run / 'checkpoints' / name}" in warnings for name in damaged)
     assert cli.main(["train", "--resume", str(run), "--set", "train.steps=45"]) == 0
     assert all((run / "checkpoints" / name).exists() for name in damaged)  # nothing is deleted
@@ -284,6 +291,57 @@ def test_non_finite_training_data_is_refused_before_the_first_step_naming_row_an
     (lambda d: None, ["gradcheck", "--seeds", "0"], r"--seeds must be >= 1"),
     (lambda d: None, ["gradcheck", "--rule", "nope"], r"--rule: unknown rule 'nope'; registered rules: "),
     (lambda d: None, ["train", "{small}", "--start-over"], r"--start-over applies to --resume RUN_DIR only"),
+    # keys of mixed types, numbers beyond range, seeds, non-finite floats, octal-looking integers
+    (lambda d: (d / "c.yaml").write_text("1: x\nfoo: y\n"), ["train", "{d}/c.yaml"], r"c\.yaml: unknown key '1'"),
+    (lambda d: None, ["train", "{small}", "--set", "optimizer.learning_rate=" + "9" * 400],
+     r"optimizer\.learning_rate: expected a finite number"),
+    (lambda d: None, ["train", "{small}", "--set", "train.steps=" + "9" * 5000],
+     r"--set 'train\.steps=.*train\.steps is not valid YAML: .*an integer of 5000 digits is too large"),
+    (lambda d: None, ["train", "{small}", "--set", "train.steps=" + "9" * 400], r"train\.steps: 9+\.\.\. .* out of range"),
+    (lambda d: None, ["train", "{small}", "--set", "train.seed=4294967296"], r"train\.seed must be in \[0, 2\*\*32 - 1\]"),
+    (lambda d: None, ["demo", "{small}", "--seed", "99999999999999999999999"], r"train\.seed: 9+ is out of range"),
+    (lambda d: None, ["train", "{small}", "--set", "data.split_seed=-1"], r"data\.split_seed must be in \[0, 2\*\*32 - 1\]"),
+    (lambda d: None, ["train", "{small}", "--set", "optimizer.learning_rate=.inf"],
+     r"optimizer\.learning_rate: expected a finite number, got inf"),
+    (lambda d: None, ["train", "{small}", "--set", "optimizer.momentum=.nan"], r"optimizer\.momentum: expected a finite"),
+    (lambda d: None, ["train", "{small}", "--set", "optimizer.decay_rate=1e999"], r"optimizer\.decay_rate: expected a finite"),
+    (lambda d: None, ["train", "{small}", "--set", "model.l2=-.inf"], r"model\.l2: expected a finite number"),
+    (lambda d: None, ["train", "{small}", "--set", "train.tol=0"], r"train\.tol must be > 0"),
+    (lambda d: None, ["train", "{small}", "--set", "train.steps=010"], r"train\.steps: 010 has a leading zero"),
+    (lambda d: (d / "c.yaml").write_text(yaml.safe_dump(SMALL).replace("hidden:\n  - 16", "hidden:\n  - 016")),
+     ["train", "{d}/c.yaml"], r"c\.yaml: model\.hidden\[0\]: 016 has a leading zero"),
+    # files that are not configs
+    (lambda d: None, ["train", "/dev/null"], r"/dev/null: is not a regular file"),  # /dev/zero was read forever
+    (lambda d: (d / "c.yaml").write_bytes(b"#" * (5 * 2**20)), ["train", "{d}/c.yaml"],
+     r"c\.yaml: is 5242880 bytes; a config file is at most 4 MiB"),
+    (lambda d: (d / "c.yaml").write_text("train:\n  steps: 1\ntrain:\n  steps: 2\n"), ["train", "{d}/c.yaml"],
+     r"c\.yaml: not valid YAML: line 3, column 1: found duplicate key 'train'"),
+    (lambda d: (d / "c.yaml").write_text("[" * 100_000), ["train", "{d}/c.yaml"], r"c\.yaml: not valid YAML: nested too deeply"),
+    # the run name, the data split and sizes no machine holds: refused when the config is loaded
+    (lambda d: None, ["train", "{small}", "--set", "name=../../escaped"], r"name '\.\./\.\./escaped': expected a plain name"),
+    (lambda d: None, ["train", "{small}", "--set", "name=.."], r"name '\.\.': expected a plain name"),
+    (lambda d: None, ["train", "{small}", "--set", "data.test_size=1.0e-9"],
+     r"data\.test_size 1e-09 splits data\.dataset 'digits' \(1797 samples\) into 1796 training and 1 held-out"),
+    (lambda d: None, ["train", "{small}", "--set", "data.test_size=0.9999"], r"into 0 training and 1797 held-out"),
+    (lambda d: None, ["train", "{small}", "--set", "model.hidden=[100000000000]"],
+     r"model\.hidden \[100000000000\]: a weight matrix would have more than 2\*\*31 - 1 entries"),
+    # output paths: --out new or empty, never '', never with --resume
+    (lambda d: None, ["train", "{small}", "--out", ""], r"--out: expected a directory path, got an empty string"),
+    (lambda d: None, ["sweep", "{small}", "--out", ""], r"--out: expected a directory path"),
+    (lambda d: (d / "proj").mkdir() or (d / "proj" / "config.yaml").write_text("mine\n"),
+     ["train", "{small}", "--out", "{d}/proj"], r"--out \S+/proj: exists and is not empty; .*--resume \S+/proj"),
+    (lambda d: (d / "proj").mkdir() or (d / "proj" / "notes.txt").write_text("mine\n"),
+     ["demo", "{small}", "--out", "{d}/proj"], r"--out \S+/proj: exists and is not empty"),
+    (lambda d: (d / "s").mkdir() or (d / "s" / "sweep.md").write_text("mine\n"),
+     ["sweep", "{small}", "--out", "{d}/s"], r"--out \S+/s: exists and is not empty"),
+    (lambda d: None, ["train", "{small}", "--resume", "{d}", "--out", "{d}/elsewhere"],
+     r"--out and --resume cannot be combined: the run directory is RUN_DIR"),
+    (lambda d: None, ["sweep", "{small}", "--grid", "train.seed=0,1", "--grid", "train.seed=2", "--out", "{d}/s"],
+     r"--grid train\.seed: given twice"),
+    # a file to write at the end of a long check: checked first
+    (lambda d: None, ["gradcheck", "--json", "{d}"], r"--json \S+: is a directory; expected a file path"),
+    (lambda d: None, ["gradcheck", "--json", "{d}/nodir/x.json"],
+     r"--json \S+/nodir/x\.json: the folder \S+/nodir does not exist"),
 ])
 def test_bad_cli_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, setup, argv, message):
     setup(tmp_path)
@@ -293,6 +351,110 @@ def test_bad_cli_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, 
     assert code == 2, err
     assert re.search(message, err), err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    for user_file in tmp_path.glob("*/*"):  # a refused command writes nothing, and over nothing
+        assert user_file.read_text() == "mine\n", user_file
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_bench_usage_names_the_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--only", "foo"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("usage: mdc-jax bench ")
+
+
+def test_split_errors_of_the_data_loaders_name_data_test_size():
+    with pytest.raises(ConfigError, match=r"^data\.test_size 1e-09 splits data\.dataset 'digits'"):
+        load_classification("digits", 1e-9)
+    with pytest.raises(ConfigError, match=r"^data\.test_size 0\.9999 splits data\.dataset 'diabetes' .* 0 training"):
+        load_regression("diabetes", 0.9999)
+
+
+def test_an_existing_run_is_never_trained_over_and_a_refused_resume_changes_nothing(small_run, tmp_path, capsys):
+    run = copy_of(small_run, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert cli.main(["train", str(run / "config.yaml"), "--out", str(run)]) == 2
+    assert f"--resume {run}" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--out", str(tmp_path / "other")]) == 2
+    assert "--out and --resume cannot be combined" in capsys.readouterr().err
+    # A resume that could not write its checkpoints is refused before it changes anything.
+    checkpoints = run / "checkpoints"
+    shutil.move(checkpoints, tmp_path / "moved")
+    checkpoints.write_text("not a folder")
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=50"]) == 2
+    assert f"{checkpoints} is not a directory" in capsys.readouterr().err
+    checkpoints.unlink()
+    shutil.move(tmp_path / "moved", checkpoints)
+    (checkpoints / "ckpt-00000050.npz").mkdir()
+    assert [s for s, _ in list_checkpoints(checkpoints)] == [10, 20, 30, 40]
+    assert f"skipping {checkpoints / 'ckpt-00000050.npz'}: named like a checkpoint but not a file" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=60"]) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoints / 'ckpt-00000050.npz'} is not a file" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not list(checkpoints.glob("*.tmp")) and not (tmp_path / "other").exists()
+
+
+def test_lines_of_metrics_jsonl_that_are_not_records_are_skipped_with_a_warning_and_kept(small_run, tmp_path, capsys):
+    run = copy_of(small_run, tmp_path)
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "not json", '{"no": "step"}', '{"step": "7"}', *lines[1:]]) + "\n")
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=41"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {metrics}: skipping line(s) 2, 3, 4: not a JSON record" in err and "Traceback" not in err
+    kept = metrics.read_text().splitlines()
+    assert kept[1:4] == ["not json", '{"no": "step"}', '{"step": "7"}'] and json.loads(kept[-1])["step"] == 41
+    assert (run / "train_loss.png").is_file()
+
+
+def test_non_finite_parameters_after_the_last_step_are_a_non_finite_stop(tmp_path, capsys):
+    path = write_config(tmp_path, {**SMALL, "optimizer": {"name": "sgd", "learning_rate": 1.0e+300},
+                                   "train": {**SMALL["train"], "steps": 1, "checkpoint_every": 1}})
+    run = tmp_path / "run"
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32
+        assert cli.main(["train", str(path), "--out", str(run)]) == 3
+    err = capsys.readouterr().err
+    assert "non-finite parameters after step 1, the last step; no checkpoint was written yet" in err
+    assert not (run / "final.npz").exists() and not (run / "summary.json").exists()
+    assert list_checkpoints(run / "checkpoints") == []
+
+
+def test_plots_are_optional_and_a_run_name_in_any_script_or_bytes_trains(tmp_path, capsys, monkeypatch, recwarn):
+    path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "steps": 1}})
+    odd = tmp_path / os.fsdecode(b"bad\xffname-\xe5\x90\x8d")  # not UTF-8, then a CJK character DejaVu lacks
+    assert cli.main(["train", str(path), "--out", str(odd)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and (odd / "train_loss.png").is_file(), err
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]
+    from mdc_jax.experiment import trainer
+
+    def broken_plot(run_dir, primary):
+        raise TypeError("a long matplotlib message\nover several lines")
+
+    monkeypatch.setattr(trainer, "_plot", broken_plot)
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert err.strip() == (f"warning: could not draw the plots in {tmp_path / 'run'}: TypeError: a long matplotlib "
+                           f"message")
+    assert (tmp_path / "run" / "final.npz").is_file()
+
+
+def test_an_xla_failure_is_one_line_and_exit_1(tmp_path, capsys):
+    spec = get_model("mlp_classifier")
+
+    def build_out_of_memory(cfg):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 400000000000 "
+                                         "bytes.\nmore detail")
+
+    register_model(dataclasses.replace(spec, kind="mlp_out_of_memory", build=build_out_of_memory))
+    try:
+        path = write_config(tmp_path, {**SMALL, "model": {**SMALL["model"], "kind": "mlp_out_of_memory"}})
+        assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 1
+    finally:
+        unregister_model("mlp_out_of_memory")
+    err = capsys.readouterr().err
+    assert err.startswith("mdc-jax train: error: XLA ran out of memory (RESOURCE_EXHAUSTED: Out of memory")
+    assert "reduce model sizes or train.batch_size" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resume_from_the_run_directory_alone_extends_the_run(tmp_path, capsys):
@@ -321,8 +483,11 @@ def test_a_run_directory_written_before_models_had_their_own_options_still_resum
     run = copy_of(small_run, tmp_path)
     raw = yaml.safe_load((run / "config.yaml").read_text())
     raw["model"].update(hidden_size=128, seq_len=64, fit_intercept=True)
+    raw["name"] = "my config ü"  # named after a config file, before run names were checked
     (run / "config.yaml").write_text(yaml.safe_dump(raw))
     assert cli.main(["train", "--resume", str(run), "--set", "train.steps=50"]) == 0
+    assert load_config(run / "config.yaml").name == "my_config__"
+    assert load_config(write_config(tmp_path, name="my config ü.yaml")).name == "my_config__"
 
 
 def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_path, capsys):

@@ -19,7 +19,8 @@ CASE_MODULES = ("fcnn", "rnn", "logistic")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="closed-form rules vs jax.grad: time and XLA temp memory")
+    parser = argparse.ArgumentParser(prog="mdc-jax bench",
+                                     description="closed-form rules vs jax.grad: time and XLA temp memory")
     parser.add_argument("--suite", choices=["small", "full"], default="full")
     parser.add_argument("--only", nargs="*", choices=CASE_MODULES, default=list(CASE_MODULES),
                         help="rule families to run (default: all)")

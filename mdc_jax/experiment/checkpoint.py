@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -37,11 +38,11 @@ def flatten_named(tree, prefix: str) -> dict[str, np.ndarray]:
     return {f"{prefix}/{path_key(p)}" if prefix else path_key(p): np.asarray(x) for p, x in leaves}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``."""
+def atomic_write_text(path: Path, text: str | bytes) -> None:
+    """Writes ``text`` (UTF-8) to a temporary file beside ``path`` and renames it over ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     tmp.replace(path)
 
 
@@ -73,11 +74,21 @@ def save_checkpoint(folder: Path, step: int, params, opt_state, key) -> Path:
     return path
 
 
-def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+def checkpoint_names(folder: Path) -> list[Path]:
+    """Everything in ``folder`` named like a checkpoint, files or not."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := _NAME.match(name))]
+    return sorted(folder / name for name in os.listdir(folder) if _NAME.match(name)) if folder.is_dir() else []
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoint files in ``folder``, oldest first; anything else named like one
+    (a directory, say) is skipped with a warning."""
+    found = []
+    for path in checkpoint_names(folder):
+        if path.is_file():
+            found.append((int(_NAME.match(path.name).group(1)), path))
+        else:
+            print(f"warning: skipping {path}: named like a checkpoint but not a file", file=sys.stderr, flush=True)
     return sorted(found)
 
 
@@ -110,7 +121,15 @@ def restore_checkpoint(path: Path, params_like, opt_state_like):
                                          f"{a.shape} {a.dtype}.")
         params = jax.tree.unflatten(jax.tree.structure(params_like), [jax.numpy.asarray(x) for x in p_leaves])
         opt_state = jax.tree.unflatten(jax.tree.structure(opt_state_like), [jax.numpy.asarray(x) for x in o_leaves])
-        return params, opt_state, int(data["step"]), jax.numpy.asarray(data["key"])
+        step, key = data["step"], data["key"]
+        named = _NAME.match(Path(path).name)
+        if step.shape != () or step.dtype.kind not in "iu" or step < 0 or (named and int(named.group(1)) != step):
+            raise ValueError(f"its step is {step!r}; expected a non-negative integer"
+                             + (f" equal to the {int(named.group(1))} of its name" if named else ""))
+        key_like = np.asarray(jax.random.key_data(jax.random.PRNGKey(0)))
+        if key.shape != key_like.shape or key.dtype != key_like.dtype:
+            raise ValueError(f"its key has shape {key.shape} {key.dtype}; expected {key_like.shape} {key_like.dtype}")
+        return params, opt_state, int(step), jax.numpy.asarray(key)
 
 
 def latest_checkpoint(folder: Path, params_like, opt_state_like):
@@ -123,5 +142,6 @@ def latest_checkpoint(folder: Path, params_like, opt_state_like):
         except CheckpointMismatch:
             raise
         except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as err:  # e.g. truncated by a disk failure
-            print(f"warning: skipping damaged checkpoint {path}: {type(err).__name__}: {err}", flush=True)
+            print(f"warning: skipping damaged checkpoint {path}: {type(err).__name__}: {err}", file=sys.stderr,
+                  flush=True)
     return None

@@ -5,13 +5,18 @@ A config has four sections, ``data``, ``model``, ``optimizer`` and ``train``, pl
 registered model declares its own, see :mod:`mdc_jax.experiment.models`). Every key is checked:
 an unknown key, a wrong type or a missing required field is a
 :class:`ConfigError` naming the file and the dotted key. ``--set train.steps=100`` overrides go
-through the same checks. Loading uses ``yaml.safe_load``; YAML 1.1 reads ``1e-3`` as a *string*
-(it wants ``1.0e-3``), so numeric strings are accepted where a float is expected.
+through the same checks. Loading uses a ``yaml.SafeLoader`` that also refuses duplicate keys and
+integers with a leading zero (YAML 1.1 reads ``010`` as octal 8). YAML 1.1 reads ``1e-3`` as a
+*string* (it wants ``1.0e-3``), so numeric strings are accepted where a float is expected; every
+float must be finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import stat
 import types
 import typing
 from pathlib import Path
@@ -24,6 +29,61 @@ from .models import GRADS, ModelOptions, get_model
 
 class ConfigError(ValueError):
     """A configuration problem, naming the file and the dotted key."""
+
+
+MAX_CONFIG_BYTES = 4 * 2**20  # a config is a few lines; anything larger is not one
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey and scikit-learn's random_state take 32-bit seeds
+NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")  # a run name: one path component, never '.' or '..'
+
+
+class LeadingZeroInt(str):
+    """An integer written with a leading zero (``010``): YAML 1.1 reads it as octal, so it is refused."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing duplicate keys; integers with a leading zero become
+    :class:`LeadingZeroInt` (refused by the config checks, naming the key)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {_show(key)}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        if re.fullmatch(r"[-+]?0[0-9_]+", text):
+            return LeadingZeroInt(text)
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise yaml.constructor.ConstructorError(None, None, f"an integer of {len(text)} digits is too large",
+                                                    node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, shortened: a value in a message may be thousands of characters long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a run name (see :data:`NAME`): other characters become ``_``, at most 100 of them."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:100]
+    return name if NAME.fullmatch(name) and name not in (".", "..") else "run"
 
 
 @dataclasses.dataclass
@@ -74,11 +134,15 @@ CHOICES = {
     "train.grad": GRADS,
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
-            "optimizer.learning_rate", "data.max_chars")
+            "train.tol", "optimizer.learning_rate", "data.max_chars")
+SEEDS = ("train.seed", "data.split_seed")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Checks (and, for YAML's numeric strings, converts) one value against a type annotation."""
+    if isinstance(value, LeadingZeroInt):
+        raise ConfigError(f"{where}: {value[:40]} has a leading zero, which YAML 1.1 reads as an octal number; "
+                          f"write it without the leading zero (or quote it for a string)")
     origin = typing.get_origin(tp)
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -93,20 +157,25 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {_show(value)}")
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{where}: {_show(value)} is out of range; expected an integer of magnitude below 2**63")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected a number, got the string {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {_show(value)}")
+        try:
+            number = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got the string {_show(value)}") from None
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {_show(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {_show(value)}")
         return value
     raise ConfigError(f"{where}: unsupported annotation {tp}")
 
@@ -116,9 +185,9 @@ def _build(cls, raw: Any, where: str, source: str):
         raise ConfigError(f"{source}: {where or 'the file'} must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)  # YAML keys may be ints too
     if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
         raise ConfigError(f"{source}: unknown key {key!r}; allowed keys in {where or 'the top level'}: "
                           f"{', '.join(sorted(fields))}")
     kwargs = {}
@@ -175,6 +244,14 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
         value = getattr(getattr(cfg, section), key)
         if not value > 0:
             raise ConfigError(f"{source}: {dotted} must be > 0, got {value!r}")
+    for dotted in SEEDS:
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not 0 <= value <= MAX_SEED:
+            raise ConfigError(f"{source}: {dotted} must be in [0, 2**32 - 1], got {value}")
+    if cfg.name and (not NAME.fullmatch(cfg.name) or cfg.name in (".", "..")):
+        raise ConfigError(f"{source}: name {_show(cfg.name)}: expected a plain name of at most 100 characters "
+                          f"from A-Z a-z 0-9 . _ - (not '.' or '..')")
     if not 0 < cfg.data.test_size < 1:
         raise ConfigError(f"{source}: data.test_size must be in (0, 1), got {cfg.data.test_size}")
     o = cfg.optimizer
@@ -197,7 +274,7 @@ def yaml_error_line(err: Exception) -> str:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = getattr(err, "problem", None) or getattr(err, "context", None) or str(err).splitlines()[0]
-    if isinstance(err, yaml.constructor.ConstructorError) and "tag" in str(problem):
+    if isinstance(err, yaml.constructor.ConstructorError) and "constructor for the tag" in str(problem):
         problem = f"{problem} (only plain YAML is read: python/... tags are refused)"
     return f"not valid YAML: {where}{problem}"
 
@@ -205,14 +282,16 @@ def yaml_error_line(err: Exception) -> str:
 def parse_override(text: str, flag: str = "--set") -> tuple[str, Any]:
     """``"train.steps=100"`` → ``("train.steps", 100)``; the value is parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"{flag} {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+        raise ConfigError(f"{flag} {_show(text)}: expected KEY=VALUE, e.g. train.steps=100")
     key, value = text.split("=", 1)
     if not key.strip():
-        raise ConfigError(f"{flag} {text!r}: the key before '=' is empty")
+        raise ConfigError(f"{flag} {_show(text)}: the key before '=' is empty")
     try:
-        return key.strip(), yaml.safe_load(value) if value.strip() else ""
+        return key.strip(), yaml.load(value, Loader=_Loader) if value.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"{flag} {text!r}: the value is {yaml_error_line(err)}") from None
+        raise ConfigError(f"{flag} {_show(text)}: the value of {key.strip()} is {yaml_error_line(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{flag} {key.strip()}: the value is nested too deeply") from None
 
 
 def apply_overrides(raw: dict, overrides: list[tuple[str, Any]], source: str) -> dict:
@@ -243,23 +322,33 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     path = Path(path)
     cfg = config_from_dict(read_yaml(path), str(path), [parse_override(o) for o in overrides])
     if not cfg.name:
-        cfg.name = path.stem
+        cfg.name = safe_name(path.stem)
     return cfg
 
 
 def read_yaml(path: str | Path) -> Any:
-    """A YAML file's content by ``safe_load``; every failure a one-line :class:`ConfigError` naming the file."""
+    """A YAML file's content (safe loading, duplicate keys and leading-zero integers refused); every
+    failure a one-line :class:`ConfigError` naming the file."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        mode, size = (st := path.stat()).st_mode, st.st_size
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path}: is a directory; expected a YAML config file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: is not a regular file; expected a YAML config file")
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: is {size} bytes; a config file is at most {MAX_CONFIG_BYTES // 2**20} MiB")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory; expected a YAML config file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read the config: {err}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: {yaml_error_line(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict:

@@ -13,14 +13,17 @@ import json
 from pathlib import Path
 
 from .config import ConfigError, load_config, parse_override
-from .trainer import train
+from .trainer import check_new_run_dir, train
 
 
 def parse_grid(items: list[str]) -> list[list[str]]:
     """``["train.grad=closed,autodiff"]`` → ``[["train.grad=closed", "train.grad=autodiff"]]``."""
-    axes = []
+    axes, keys = [], set()
     for item in items:
         key, _ = parse_override(item, "--grid")
+        if key in keys:
+            raise ConfigError(f"--grid {key}: given twice; give all its values in one --grid {key}=V1,V2,...")
+        keys.add(key)
         values = item.split("=", 1)[1].split(",")
         if not all(v.strip() for v in values):
             raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,... with non-empty values")
@@ -32,7 +35,7 @@ def parse_grid(items: list[str]) -> list[list[str]]:
 
 def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: str | Path) -> list[dict]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_new_run_dir(out, hint="give a new or empty directory for the sweep's runs and tables")
     points = list(itertools.product(*parse_grid(grid))) or [()]
     # Validate every run's config before starting any of them.
     plan = []
@@ -42,6 +45,7 @@ def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: st
                 plan.append((path, list(point), load_config(path, list(overrides) + list(point))))
             except ConfigError as err:
                 raise ConfigError(f"{err} (with --grid {' '.join(point)})" if point else str(err)) from None
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (path, point, cfg) in enumerate(plan, 1):
         print(f"[{i}/{len(plan)}] {cfg.name} {' '.join(point)}", flush=True)

@@ -11,9 +11,11 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -27,12 +29,21 @@ from .checkpoint import (
     CheckpointMismatch,
     atomic_savez,
     atomic_write_text,
+    checkpoint_names,
     flatten_named,
     latest_checkpoint,
     list_checkpoints,
     save_checkpoint,
 )
-from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, parse_override, read_yaml
+from .config import (
+    ConfigError,
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    parse_override,
+    read_yaml,
+    safe_name,
+)
 from .models import get_model
 
 EXIT_NON_FINITE = 3
@@ -91,17 +102,19 @@ class _Log:
         self.path, self.tty = run_dir / "metrics.jsonl", tty
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop records newer than the checkpoint, they will be produced again."""
+        """On resume: drop records newer than the checkpoint, they will be produced again (a line
+        that is not a record is kept as it is)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        kept = [line for line, record in read_metrics(self.path) if record is None or record["step"] <= step]
+        atomic_write_text(self.path, b"".join(line + b"\n" for line in kept))
 
     def record(self, **record) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def say(self, text: str, progress: bool = False) -> None:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a path that is not UTF-8
         if progress and self.tty:
             print("\r" + text.ljust(100), end="", flush=True)
         elif not progress or not self.tty:
@@ -110,9 +123,56 @@ class _Log:
             print(text, flush=True)
 
 
+def read_metrics(path: Path) -> list[tuple[bytes, dict | None]]:
+    """The lines of a ``metrics.jsonl`` with their records; a line that is not a JSON object with an
+    integer ``step`` (a hand edit, a half-written line) gets ``None`` and a warning naming it."""
+    lines, bad = [], []
+    for number, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # not JSON, or not UTF-8
+            record = None
+        if not (isinstance(record, dict) and type(record.get("step")) is int):
+            record = None
+            bad.append(number)
+        lines.append((line, record))
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        print(f"warning: {path}: skipping line(s) {', '.join(map(str, bad[:5]))}{more}: not a JSON record with "
+              f"an integer \"step\"", file=sys.stderr, flush=True)
+    return lines
+
+
 def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    """``runs/<name>-<timestamp>``, with a suffix ``-2``, ``-3``, ... if a run started the same second."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{cfg.name}-{stamp}"
+    path, n = Path(root) / f"{cfg.name}-{stamp}", 2
+    while path.exists():
+        path, n = Path(root) / f"{cfg.name}-{stamp}-{n}", n + 1
+    return path
+
+
+def check_new_run_dir(path: str | Path, flag: str = "--out", hint: str = "") -> None:
+    """Refuses an output directory that exists and is not an empty folder: nothing saved is overwritten."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: exists and is not a directory; the run directory must be a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"{flag} {path}: exists and is not empty; " + (hint or f"give a new or empty directory, "
+                          f"or --resume {path} to continue the run there"))
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """Refuses a resume that could not write its files, before anything in the run directory changes."""
+    folder = run_dir / "checkpoints"
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--resume {run_dir}: {folder} is not a directory; the run's checkpoints are written there")
+    for path in [*checkpoint_names(folder), *(run_dir / n for n in ("metrics.jsonl", "summary.json", "final.npz"))]:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"--resume {run_dir}: {path} is not a file, and the resume writes there; move it away "
+                              f"and resume again")
 
 
 # Keys of the single model section before models declared their own options, at their defaults:
@@ -127,6 +187,8 @@ def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> Experimen
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
     raw = read_yaml(path)
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]:
+        raw["name"] = safe_name(raw["name"])  # a run named after its config file before names were checked
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         try:
             fields = {f.name for f in dataclasses.fields(get_model(raw["model"].get("kind")).options)}
@@ -173,12 +235,15 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         if not resume:
             raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
         cfg = load_run_config(resume)
+    if resume and out_dir:
+        raise ConfigError(f"--out and --resume cannot be combined: the run directory is RUN_DIR ({resume})")
     spec = get_model(cfg.model.kind)
     run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
     if resume:
         cfg = _check_resume_config(cfg, run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir}: exists and is not a directory; the run directory must be a folder")
+        _check_resumable(run_dir)
+    else:
+        check_new_run_dir(run_dir)  # a new run never writes over files: --out is new or empty
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
     started = time.perf_counter()
@@ -189,6 +254,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 
     model = spec.build(cfg)
     _check_data(cfg, model.data)
+    shardings = _mesh_shardings(cfg, model.batch_axes)
     opt = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.train.seed)
     init_key, data_key = jax.random.split(key)
@@ -215,11 +281,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             log.say(f"resuming {run_dir} from step 0: " + ("no checkpoint can be read (--start-over)" if found
                                                            else "no checkpoint was written yet"))
         log.truncate_after(start)
-    elif (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()
     _save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
-
-    shardings = _mesh_shardings(cfg, model.batch_axes)
 
     def step_fn(params, opt_state, step):
         batch = model.batch(jax.random.fold_in(data_key, step))
@@ -246,8 +308,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         step_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss):
             log.record(step=step, loss=loss, error="non-finite loss")
-            kept = list_checkpoints(run_dir / "checkpoints")
-            where = f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
+            where = _last_good_checkpoint(run_dir)
             log.say(f"error: the loss is {loss} at step {step}; stopping. {where}.")
             raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}; {where}")
         if pending is not None:
@@ -266,7 +327,12 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % cfg.train.checkpoint_every == 0:
             pending = (step, params, opt_state)
-    if pending is not None and all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(pending[1])):
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params)):  # no next step checks them
+        log.record(step=cfg.train.steps, error="non-finite parameters")
+        where = _last_good_checkpoint(run_dir)
+        log.say(f"error: the parameters are not finite after step {cfg.train.steps}; stopping. {where}.")
+        raise NonFiniteLoss(f"non-finite parameters after step {cfg.train.steps}, the last step; {where}")
+    if pending is not None:
         save_checkpoint(run_dir / "checkpoints", *pending, data_key)
 
     final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluates its last step
@@ -276,9 +342,18 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
                "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
                "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
     _write_summary(run_dir, summary)
-    _plot(run_dir, model.primary)
+    try:
+        _plot(run_dir, model.primary)
+    except Exception as err:  # the plots are an optional artefact: the run itself succeeded
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(f"warning: could not draw the plots in {run_dir}: {type(err).__name__}: {first}", file=sys.stderr)
     log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
     return RunResult(run_dir, summary, params)
+
+
+def _last_good_checkpoint(run_dir: Path) -> str:
+    kept = list_checkpoints(run_dir / "checkpoints")
+    return f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
 
 
 def _check_data(cfg: ExperimentConfig, data) -> None:
@@ -314,18 +389,23 @@ def _plot(run_dir: Path, primary: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    records = [r for _, r in read_metrics(run_dir / "metrics.jsonl") if r is not None]
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and "error" not in r]
-    evals = [(r["step"], r["eval"][primary]) for r in records if "eval" in r and primary in r["eval"]]
+    evals = [(r["step"], r["eval"][primary]) for r in records if isinstance(r.get("eval"), dict) and primary in r["eval"]]
+    title = os.fsencode(run_dir.name).decode("utf-8", "replace")  # a name that is not UTF-8 has surrogates
     for name, points, ylabel in [("train_loss.png", train, "training loss"), ("eval.png", evals, primary)]:
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{run_dir.name}: {ylabel}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(run_dir / name, dpi=100)
-        plt.close(fig)
+        try:
+            ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{title}: {ylabel}")
+            ax.grid(alpha=0.3)
+            with warnings.catch_warnings():  # a run name in a script the font lacks: boxes, not warnings
+                warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+                fig.tight_layout()
+                fig.savefig(run_dir / name, dpi=100)
+        finally:
+            plt.close(fig)
