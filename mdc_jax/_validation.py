@@ -68,6 +68,11 @@ def first_non_finite(x: np.ndarray) -> tuple[int, tuple[int, ...], object] | Non
     return int(bad.sum()), index, x[index]
 
 
+def _where(index: tuple[int, ...]) -> str:
+    """``"row 5, column 2"`` for one or two axes, ``"index (1, 2, 3)"`` beyond."""
+    return f"index {index}" if len(index) > 2 else ", ".join(f"{a} {i}" for a, i in zip(("row", "column"), index))
+
+
 def describe_non_finite(name: str, x: np.ndarray) -> str | None:
     """``"X contains 3 NaN or inf value(s) (first at row 5, column 2, value nan)"``, or ``None``."""
     found = first_non_finite(x)
@@ -76,8 +81,30 @@ def describe_non_finite(name: str, x: np.ndarray) -> str | None:
     count, index, value = found
     if not index:
         return f"{name} is {value}"
-    where = f"index {index}" if len(index) > 2 else ", ".join(f"{a} {i}" for a, i in zip(("row", "column"), index))
-    return f"{name} contains {count} NaN or inf value(s) (first at {where}, value {value})"
+    return f"{name} contains {count} NaN or inf value(s) (first at {_where(index)}, value {value})"
+
+
+def describe_where(name: str, x: np.ndarray, bad: np.ndarray, what: str) -> str | None:
+    """``"Y contains 2 negative or non-finite value(s) (first at row 0, column 1, value -1.0)"`` for the
+    entries of a concrete ``x`` where the mask ``bad`` holds, or ``None`` when there are none."""
+    x, bad = np.asarray(x), np.asarray(bad)
+    if not bad.any():
+        return None
+    if x.ndim == 0:
+        return f"{name} is {x[()]}, {what}"
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    return f"{name} contains {int(bad.sum())} {what} value(s) (first at {_where(index)}, value {x[index]})"
+
+
+def require_label_rows(fn: str, name: str, Y) -> None:
+    """Rows of class probabilities (one-hot or soft labels): a concrete ``Y`` must hold non-negative,
+    finite entries (a negative label gives a negative loss, a NaN one a NaN loss). Traced: skipped."""
+    values = concrete(Y)
+    if values is None:
+        return
+    problem = describe_where(name, values, ~(values >= 0) | ~np.isfinite(values), "negative or non-finite")
+    if problem:
+        fail(fn, f"{name} must hold non-negative, finite label rows (one-hot or probabilities); {problem}.")
 
 
 def require_array(fn: str, name: str, x) -> None:
@@ -92,6 +119,45 @@ def is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
 
 
+def is_bool(x) -> bool:
+    """A Python bool or a NumPy ``np.bool_``."""
+    return isinstance(x, bool | np.bool_)
+
+
+def require_bool(fn: str, name: str, x) -> bool:
+    """``x`` as a Python bool; anything but a bool or ``np.bool_`` is refused by name."""
+    if not is_bool(x):
+        fail(fn, f"{name} must be a bool (True or False); got {x!r}.")
+    return bool(x)
+
+
+def _concrete_scalar(x) -> bool:
+    """A concrete (not traced) 0-d NumPy or JAX array."""
+    return isinstance(x, np.ndarray | jax.Array) and not isinstance(x, jax.core.Tracer) and x.shape == ()
+
+
+def static_int(x) -> int | None:
+    """``x`` as a Python int when it is a Python or NumPy integer or a concrete integer 0-d array (NumPy or
+    JAX); ``None`` for anything else: a bool, a float, a tracer, an array with axes."""
+    if is_int(x):
+        return int(x)
+    if _concrete_scalar(x) and jnp.issubdtype(x.dtype, jnp.integer):
+        return int(x)
+    return None
+
+
+def as_number(x) -> float | None:
+    """``x`` as a Python float when it is a real Python or NumPy number or a concrete integer or floating
+    0-d array (NumPy or JAX); ``None`` for anything else: a bool, a tracer, an array with axes, a string."""
+    if is_bool(x):
+        return None
+    if isinstance(x, numbers.Real):
+        return float(x)
+    if _concrete_scalar(x) and (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
+        return float(x)
+    return None
+
+
 def require_floating(fn: str, name: str, x, hint: str = "") -> None:
     require_array(fn, name, x)
     dtype = jnp.result_type(x)
@@ -101,21 +167,35 @@ def require_floating(fn: str, name: str, x, hint: str = "") -> None:
 
 
 def require_penalty(fn: str, name: str, x) -> None:
-    """A penalty weight: a non-negative, finite number: a Python or NumPy scalar, or a floating 0-d
-    array (its value is checked when concrete; a traced one is checked for shape and dtype only)."""
-    if isinstance(x, bool | np.bool_):
+    """A penalty weight: a non-negative, finite number: a Python or NumPy scalar, or a floating or
+    integer 0-d array (its value is checked when concrete; a traced one is checked for shape and dtype
+    only). Bools are refused. An integer penalty is cast by :func:`as_penalty` before use."""
+    if is_bool(x):
         fail(fn, f"{name} must be a number; got {x!r}.")
     if isinstance(x, numbers.Real):
         if not (math.isfinite(x) and x >= 0):
             fail(fn, f"{name} must be a finite number >= 0; got {x}.")
         return
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")) or isinstance(x, str):
+        fail(fn, f"{name} must be a finite number >= 0 (a Python or NumPy number, or a 0-d array); got {x!r}.")
     shape = shape_of(x)
     if shape != ():
         fail(fn, f"{name} must be a scalar; got shape {shape}.")
-    require_floating(fn, name, x)
+    dtype = jnp.result_type(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        fail(fn, f"{name} has dtype {dtype} (shape {shape}); expected a floating or integer dtype.")
     value = concrete(x)
     if value is not None and not (np.isfinite(value) and value >= 0):
         fail(fn, f"{name} must be a finite number >= 0; got {value}.")
+
+
+def as_penalty(x, dtype):
+    """A penalty checked by :func:`require_penalty`, in the computation's ``dtype`` when it is an
+    integer (a Python or NumPy int, or an integer 0-d array, traced or not), so that an integer ``l2``
+    neither fails under strict promotion nor upcasts float32; a floating one is returned unchanged."""
+    if is_int(x) or (not isinstance(x, numbers.Real) and jnp.issubdtype(jnp.result_type(x), jnp.integer)):
+        return jnp.asarray(x).astype(dtype)
+    return x
 
 
 def require_square(fn: str, name: str, x, expected: str = "(n, n)") -> int:

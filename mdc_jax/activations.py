@@ -21,6 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _validation as v
+
 
 class Activation(NamedTuple):
     """An element-wise activation f and its derivative.
@@ -61,8 +63,8 @@ def register_activation(
       fn: element-wise ``f``.
       derivative: element-wise ``f'``, a closed form (not ``jax.grad``).
       from_output: true when ``derivative`` is written in terms of ``Z = f(A)`` (like tanh's
-        ``1 − Z²``); the rules then save only ``Z`` for the backward pass.
-      overwrite: allow replacing an existing name.
+        ``1 − Z²``); the rules then save only ``Z`` for the backward pass. A bool (or ``np.bool_``).
+      overwrite: allow replacing an existing name. A bool (or ``np.bool_``).
 
     Returns:
       The registered :class:`Activation`.
@@ -79,11 +81,13 @@ def register_activation(
             f"register_activation: fn and derivative must be callables; got {type(fn).__name__} "
             f"and {type(derivative).__name__}."
         )
+    from_output = v.require_bool("register_activation", "from_output", from_output)
+    overwrite = v.require_bool("register_activation", "overwrite", overwrite)
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"register_activation: {name!r} is already registered; pass overwrite=True to replace it."
         )
-    act = Activation(name, fn, derivative, bool(from_output))
+    act = Activation(name, fn, derivative, from_output)
     _REGISTRY[name] = act
     return act
 
@@ -94,7 +98,8 @@ def get_activation(name: str) -> Activation:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown activation {name!r}; registered activations: {known}.") from None
+        raise ValueError(f"get_activation: name {name!r} is not a registered activation; registered activations: "
+                         f"{known}.") from None
 
 
 def list_activations() -> list[str]:

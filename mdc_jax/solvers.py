@@ -41,7 +41,7 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from . import reference
-from ._validation import describe_non_finite
+from ._validation import as_number, describe_non_finite, is_bool, static_int
 from .rules.logistic import (
     logistic_gradient,
     logistic_hessian,
@@ -77,6 +77,7 @@ class SingularHessianError(ValueError):
 
 # Status codes of the compiled loop.
 _RUNNING, _CONVERGED, _SINGULAR, _LINE_SEARCH_FAILED = 0, 1, 2, 3
+_MAX_ITER = 2**31 - 1  # the loop's step counter is an int32
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,15 +206,35 @@ def _fit_multinomial(Xa, Y, l2, tol, max_iter, fit_intercept, fix_column, deriva
 # Input checks (on concrete arrays, before the compiled loop)
 
 
+def _refuse_traced(fn, *args):
+    """The fits check their data on the host and compile their own Newton loop: no tracers."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
+        raise ValueError(f"{fn}: got a traced argument (a call inside jax.jit, vmap or grad); the fit checks its "
+                         f"data on the host and runs its own compiled Newton loop, so call it outside jit.")
+
+
+def _as_numpy(fn, name, x, expected):
+    """``np.asarray(x)``, with NumPy's own error for ragged nested lists or odd objects named by argument."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{fn}: {name} must be {expected}; NumPy cannot make an array of it ({err}).") from None
+
+
+def _check_X_shape(fn, shape, dtype):
+    """The checks that need only X's shape and dtype (and so also run on a traced X)."""
+    if len(shape) != 2:
+        raise ValueError(f"{fn}: X must be 2-D with shape (n, d), samples as rows; got shape {shape}.")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{fn}: X has shape {shape}; expected at least one row and one column.")
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+        raise ValueError(f"{fn}: X has dtype {dtype} (shape {shape}); expected a real numeric dtype.")
+
+
 def _check_X(fn, X):
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{fn}: X must be 2-D with shape (n, d), samples as rows; got shape {X.shape}.")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{fn}: X has shape {X.shape}; expected at least one row and one column.")
-    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer) or X.dtype == bool):
-        raise ValueError(f"{fn}: X has dtype {X.dtype} (shape {X.shape}); expected a real numeric dtype.")
-    if not np.issubdtype(X.dtype, np.floating):
+    X = _as_numpy(fn, "X", X, "an (n, d) array-like of numbers, samples as rows")
+    _check_X_shape(fn, tuple(X.shape), X.dtype)
+    if not jnp.issubdtype(X.dtype, jnp.floating):
         X = X.astype(np.float64)
     problem = describe_non_finite("X", X)
     if problem:
@@ -222,16 +243,40 @@ def _check_X(fn, X):
 
 
 def _check_options(fn, l2, tol, max_iter):
-    if isinstance(l2, bool) or not isinstance(l2, int | float | np.floating | np.integer) or not (0 <= l2 < np.inf):
+    """l2, tol and max_iter as Python numbers: Python or NumPy numbers, or 0-d arrays; not bools."""
+    l2_value, tol_value, iters = as_number(l2), as_number(tol), static_int(max_iter)
+    if l2_value is None or not (0 <= l2_value < np.inf):
         raise ValueError(f"{fn}: l2 must be a finite number >= 0; got {l2!r}.")
-    if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or not (0 < tol < np.inf):
+    if tol_value is None or not (0 < tol_value < np.inf):
         raise ValueError(f"{fn}: tol must be a finite number > 0; got {tol!r}.")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
+    if iters is None or iters < 1:
         raise ValueError(f"{fn}: max_iter must be an int >= 1; got {max_iter!r}.")
+    if iters > _MAX_ITER:
+        raise ValueError(f"{fn}: max_iter must be at most 2**31 - 1 = {_MAX_ITER} (the step counter is int32); "
+                         f"got {max_iter!r}.")
+    return l2_value, tol_value, iters
+
+
+def _check_bool(fn, name, x):
+    if not is_bool(x):
+        raise ValueError(f"{fn}: {name} must be a bool (True or False); got {x!r}.")
+    return bool(x)
+
+
+def _check_hessian_dtype(fn, hessian_dtype, X_dtype):
+    if hessian_dtype is None:
+        return X_dtype
+    try:
+        dtype = None if isinstance(hessian_dtype, bool | int | float) else jnp.dtype(hessian_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in ("float32", "float64"):  # (np.dtype == None holds for float64)
+        raise ValueError(f"{fn}: hessian_dtype must be None (X's dtype), 'float32' or 'float64'; got {hessian_dtype!r}.")
+    return dtype
 
 
 def _check_labels(fn, name, labels, n, allowed: str):
-    labels = np.asarray(labels)
+    labels = _as_numpy(fn, name, labels, f"an (n,) array-like of integer labels in {allowed}")
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"{fn}: {name} has shape {labels.shape}; expected ({n},), one label per row of X.")
     if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
@@ -284,19 +329,24 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
     Cholesky, a backtracking line search, and scikit-learn's convergence test, all in one compiled
     ``lax.while_loop``. Equals ``LogisticRegression(C=1/l2, solver="newton-cholesky")``.
 
+    The fit checks its data on the host and runs its own compiled loop, so it is not traceable: call
+    it outside ``jax.jit`` (a traced argument raises ``ValueError``). :func:`predict_proba_logistic`
+    is traceable.
+
     Args:
       X: ``(n, d)`` finite observations, samples as rows (NumPy or JAX; float32 stays float32,
         integer input becomes float64).
       y: ``(n,)`` labels in ``{0, 1}`` (bool, integer, or integral floats), both classes present.
       l2: the ridge weight λ ≥ 0 on the coefficients (``1/C`` in scikit-learn); the intercept is
-        not penalised.
-      fit_intercept: fit ``b``; otherwise ``b = 0``.
-      tol: tolerance on ``max|g|/n`` and on half the Newton decrement ``gᵀH⁻¹g/(2n)``.
-      max_iter: the most Newton steps.
+        not penalised. Like ``tol`` a Python or NumPy number or a 0-d array (not a bool).
+      fit_intercept: fit ``b``; otherwise ``b = 0``. A bool (or ``np.bool_``).
+      tol: tolerance on ``max|g|/n`` and on half the Newton decrement ``gᵀH⁻¹g/(2n)``; ``> 0``.
+      max_iter: the most Newton steps, an int in ``1..2**31 − 1`` (Python, NumPy or 0-d array).
       derivatives: ``"closed"`` (the closed-form gradient and Hessian) or ``"autodiff"``
         (``jax.grad`` and ``jax.hessian`` of the plain reference objective): the same method, for
         comparison.
-      hessian_dtype: the precision of the Hessian ``X̃ᵀdiag(π(1−π))X̃`` (default: ``X``'s). With
+      hessian_dtype: the precision of the Hessian ``X̃ᵀdiag(π(1−π))X̃``: ``None`` (default: ``X``'s),
+        ``"float32"`` or ``"float64"`` (or the NumPy/JAX dtypes of those names). With
         ``"float32"`` for float64 ``X`` the Gram matrix, which is nearly all the cost, runs in
         float32: an inexact Newton method that may take a step or two more, while the gradient,
         line search and convergence test stay in float64, so it converges to the same solution.
@@ -306,7 +356,7 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
 
     Raises:
       ValueError: for non-finite ``X``, labels outside ``{0, 1}``, one class only, mismatched shapes
-        or bad options, naming the argument.
+        or bad options, naming the argument; for a traced argument (a call inside ``jax.jit``).
       SingularHessianError: (a ``ValueError``) for a singular Hessian or separable data with
         ``l2 = 0``.
 
@@ -314,9 +364,11 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
       ``004_c4a3fcbc5e77e7ce.txt`` §3.2, eq. 3.9 and 3.14.
     """
     fn = "fit_logistic_newton"
+    _refuse_traced(fn, X, y, l2, fit_intercept, tol, max_iter)
     X = _check_X(fn, X)
     n, d = X.shape
-    _check_options(fn, l2, tol, max_iter)
+    l2, tol, max_iter = _check_options(fn, l2, tol, max_iter)
+    fit_intercept = _check_bool(fn, "fit_intercept", fit_intercept)
     labels = _check_labels(fn, "y", y, n, "{0, 1}")
     outside = ~np.isin(labels, [0, 1])
     if outside.any():
@@ -327,9 +379,7 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
     Xa = _with_intercept(X, fit_intercept)
     mask = np.r_[np.ones(d), np.zeros(int(fit_intercept))].astype(X.dtype)
     _check_derivatives(fn, derivatives)
-    hessian_dtype = X.dtype if hessian_dtype is None else jnp.dtype(hessian_dtype)
-    if not jnp.issubdtype(hessian_dtype, jnp.floating):
-        raise ValueError(f"{fn}: hessian_dtype must be a floating dtype such as 'float32'; got {hessian_dtype}.")
+    hessian_dtype = _check_hessian_dtype(fn, hessian_dtype, X.dtype)
     w, it, status, gnorm = _fit_binary(Xa, labels.astype(X.dtype), mask, jnp.asarray(l2, X.dtype),
                                        jnp.asarray(tol, X.dtype), jnp.asarray(max_iter, jnp.int32),
                                        hessian_dtype=jnp.dtype(hessian_dtype).name, derivatives=derivatives)
@@ -358,33 +408,37 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     class's intercept (see the module docstring), and the result centred. Equals scikit-learn's
     multinomial ``LogisticRegression(C=1/l2)``, whose ``coef_`` is ``coef.T``.
 
+    Not traceable, as :func:`fit_logistic_newton`: call it outside ``jax.jit``.
+
     Args:
       X: ``(n, d)`` finite observations, samples as rows.
       labels: ``(n,)`` integer class labels in ``0..k−1``, every class present.
       l2: the ridge weight λ ≥ 0 on the coefficients; the intercepts are not penalised.
-      fit_intercept: fit the ``k`` intercepts.
+      fit_intercept: fit the ``k`` intercepts. A bool (or ``np.bool_``).
       tol: tolerance on ``max|g|/n`` and ``gᵀH⁻¹g/(2n)``, as in :func:`fit_logistic_newton`.
-      max_iter: the most Newton steps.
+      max_iter: the most Newton steps, as in :func:`fit_logistic_newton`.
       derivatives: ``"closed"`` (the closed-form gradient and Hessian) or ``"autodiff"``
         (``jax.grad`` and ``jax.hessian`` of the plain reference objective): the same method, for
         comparison.
-      n_classes: ``k``; defaults to ``max(labels) + 1``.
+      n_classes: ``k``, an int >= 2 (Python, NumPy or 0-d array); defaults to ``max(labels) + 1``.
 
     Returns:
       A :class:`NewtonResult`; ``coef`` is ``(d, k)``, ``intercept`` ``(k,)``.
 
     Raises:
       ValueError: for non-finite ``X``, labels outside ``0..k−1`` or a class without samples, fewer
-        than two classes, mismatched shapes or bad options, naming the argument.
+        than two classes, mismatched shapes or bad options, naming the argument; for a traced argument.
       SingularHessianError: for a singular Hessian or separable data with ``l2 = 0``.
 
     References:
       ``004_c4a3fcbc5e77e7ce.txt`` §3.3 and ``docs/derivations.md``.
     """
     fn = "fit_multinomial_newton"
+    _refuse_traced(fn, X, labels, l2, fit_intercept, tol, max_iter, n_classes)
     X = _check_X(fn, X)
     n, d = X.shape
-    _check_options(fn, l2, tol, max_iter)
+    l2, tol, max_iter = _check_options(fn, l2, tol, max_iter)
+    fit_intercept = _check_bool(fn, "fit_intercept", fit_intercept)
     _check_derivatives(fn, derivatives)
     labels = _check_labels(fn, "labels", labels, n, "0..k−1")
     if n_classes is None:
@@ -395,9 +449,9 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
         n_classes, source = int(labels.max()) + 1, " (max(labels) + 1)"
     else:
         source = ""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer) or n_classes < 2:
+    k = static_int(n_classes)
+    if k is None or k < 2:
         raise ValueError(f"{fn}: n_classes must be an int >= 2; got {n_classes!r}{source}.")
-    k = int(n_classes)
     outside = (labels < 0) | (labels >= k)
     if outside.any():
         raise ValueError(f"{fn}: labels must lie in 0..{k - 1}; got value(s) {np.unique(labels[outside])[:5]} "
@@ -409,7 +463,7 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     Xa = _with_intercept(X, fit_intercept)
     Y = np.eye(k, dtype=X.dtype)[labels]
     Phi, it, status, gnorm = _fit_multinomial(Xa, Y, jnp.asarray(l2, X.dtype), jnp.asarray(tol, X.dtype),
-                                              jnp.asarray(max_iter, jnp.int32), fit_intercept=bool(fit_intercept),
+                                              jnp.asarray(max_iter, jnp.int32), fit_intercept=fit_intercept,
                                               fix_column=(l2 == 0), derivatives=derivatives)
     status, it = int(status), int(it)
     _raise_on_failure(fn, status, it, l2)
@@ -426,26 +480,39 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
 
 
 def _check_predict(fn, fit, X, ndim):
-    X = _check_X(fn, X)
+    """X in the fit's dtype; shape checks only on a traced X (so that predictions run under jit)."""
+    if not isinstance(fit, NewtonResult):
+        maker = "fit_logistic_newton" if ndim == 1 else "fit_multinomial_newton"
+        raise ValueError(f"{fn}: fit must be a NewtonResult (what {maker} returns); got {type(fit).__name__}.")
     coef = fit.coef
     if jnp.ndim(coef) != ndim:
         other = "predict_proba_multinomial" if ndim == 1 else "predict_proba_logistic"
         raise ValueError(f"{fn}: fit.coef has shape {jnp.shape(coef)}; expected {ndim}-D. Use {other} for it.")
+    if isinstance(X, jax.core.Tracer):
+        _check_X_shape(fn, tuple(X.shape), X.dtype)  # its values are unknown under jit
+    else:
+        X = _check_X(fn, X)
     if X.shape[1] != jnp.shape(coef)[0]:
-        raise ValueError(f"{fn}: X has shape {X.shape}; expected (n, {jnp.shape(coef)[0]}), the fit's features.")
+        raise ValueError(f"{fn}: X has shape {tuple(X.shape)}; expected (n, {jnp.shape(coef)[0]}), the fit's features.")
     return jnp.asarray(X, jnp.result_type(coef))
 
 
 def predict_proba_logistic(fit: NewtonResult, X) -> jax.Array:
     """``P(y = 1 | x) = σ(xᵀθ + b)`` for each row of ``X``, ``(n,)``.
 
-    scikit-learn's ``predict_proba(X)[:, 1]``.
+    scikit-learn's ``predict_proba(X)[:, 1]``. ``fit`` is a :class:`NewtonResult` of
+    :func:`fit_logistic_newton`. Traceable: under ``jax.jit`` only ``X``'s shape and dtype are
+    checked (a concrete ``X`` must also be finite).
     """
     X = _check_predict("predict_proba_logistic", fit, X, 1)
     return jax.nn.sigmoid(X @ fit.coef + fit.intercept)
 
 
 def predict_proba_multinomial(fit: NewtonResult, X) -> jax.Array:
-    """``s(Θᵀx + b)`` for each row of ``X``, ``(n, k)``, as scikit-learn's ``predict_proba``."""
+    """``s(Θᵀx + b)`` for each row of ``X``, ``(n, k)``, as scikit-learn's ``predict_proba``.
+
+    ``fit`` is a :class:`NewtonResult` of :func:`fit_multinomial_newton`; traceable as
+    :func:`predict_proba_logistic`.
+    """
     X = _check_predict("predict_proba_multinomial", fit, X, 2)
     return jax.nn.softmax(X @ fit.coef + fit.intercept[None, :], axis=1)

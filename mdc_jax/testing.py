@@ -22,11 +22,14 @@ A pytest check of your own rule is two lines::
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ._validation import as_number, is_int, static_int
 
 # Default tolerances by dtype: (rule vs autodiff reference, finite differences).
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
@@ -72,13 +75,15 @@ class VJPReport:
         return "\n".join(lines)
 
 
-def rel_err(a, b) -> float:
-    """``max over leaves of ‖a − b‖_∞ / ‖b‖_∞`` (absolute where ``b`` is zero); inf on non-finite."""
+def _rel_err(fn: str, a, b) -> float:
+    structure_a, structure_b = jax.tree.structure(a), jax.tree.structure(b)
+    if structure_a != structure_b:
+        raise ValueError(f"{fn}: the trees differ in structure: {structure_a} vs {structure_b}.")
     worst = 0.0
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         if x.shape != y.shape:
-            raise ValueError(f"rel_err: shapes differ: {x.shape} vs {y.shape}.")
+            raise ValueError(f"{fn}: shapes differ: {x.shape} vs {y.shape}.")
         if x.size == 0:
             continue
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
@@ -86,6 +91,23 @@ def rel_err(a, b) -> float:
         scale = float(np.max(np.abs(y))) or 1.0
         worst = max(worst, float(np.max(np.abs(x - y))) / scale)
     return worst
+
+
+def rel_err(a, b) -> float:
+    """``max over leaves of ‖a − b‖_∞ / ‖b‖_∞`` (absolute where ``b`` is zero); inf on non-finite.
+
+    ``a`` and ``b`` must be trees of the same structure and leaf shapes (``ValueError`` otherwise).
+    """
+    return _rel_err("rel_err", a, b)
+
+
+def _tolerance(fn: str, name: str, x, *, positive: bool) -> float:
+    """A tolerance as a Python float: a finite Python or NumPy number or 0-d array, not a bool."""
+    value = as_number(x)
+    if value is None or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
+        raise ValueError(f"{fn}: {name} must be a finite number {'> 0' if positive else '>= 0'} (a Python or NumPy "
+                         f"number, or a 0-d array); got {x!r}.")
+    return value
 
 
 def max_abs_diff(a, b) -> float:
@@ -97,11 +119,14 @@ def max_abs_diff(a, b) -> float:
 def assert_close(actual, expected, rtol: float, what: str = "", atol: float = 0.0) -> None:
     """``rel_err(actual, expected) ≤ rtol``, or, for results small by cancellation, absolute error ≤ ``atol``.
 
-    The trees must have the same structure and shapes; a NaN or inf anywhere fails.
+    The trees must have the same structure (``AssertionError`` otherwise) and leaf shapes
+    (``ValueError``); a NaN or inf anywhere fails. ``rtol`` and ``atol`` are finite numbers ``>= 0``.
     """
+    rtol = _tolerance("assert_close", "rtol", rtol, positive=False)
+    atol = _tolerance("assert_close", "atol", atol, positive=False)
     if jax.tree.structure(actual) != jax.tree.structure(expected):
         raise AssertionError(f"{what}: structures differ: {jax.tree.structure(actual)} vs {jax.tree.structure(expected)}")
-    err = rel_err(actual, expected)
+    err = _rel_err("assert_close", actual, expected)
     if err > rtol and atol > 0 and np.isfinite(err) and max_abs_diff(actual, expected) <= atol:
         return
     if not err <= rtol:
@@ -134,32 +159,42 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
     Args:
       fn: the rule to check, e.g. a ``jax.custom_vjp`` function.
       reference: a plain-JAX function with the same signature, differentiated by ``jax.vjp``.
-      args: the positional arguments (arrays or pytrees of arrays).
-      argnums: the arguments to differentiate; default: every argument holding floating arrays.
-      rtol: relative tolerance against the reference; default by dtype (float64 1e-10, float32 1e-4).
-      atol: absolute tolerance per leaf, for leaves whose reference is near zero; default
+      args: the positional arguments (arrays or pytrees of arrays), a tuple or list.
+      argnums: the arguments to differentiate, an int or a sequence of distinct ints; default: every
+        argument holding floating arrays.
+      rtol: relative tolerance against the reference, a finite number > 0; default by dtype (float64
+        1e-10, float32 1e-4).
+      atol: absolute tolerance per leaf (>= 0), for leaves whose reference is near zero; default
         ``1e-3·rtol`` times the largest reference magnitude.
       finite_differences: also check against central differences (float64 when x64 is enabled;
         skipped otherwise, as float32 differences are too coarse to judge a rule).
-      fd_rtol: tolerance of the finite-difference check (default 1e-6).
-      seed: seeds the random cotangent and directions.
+      fd_rtol: tolerance of the finite-difference check, > 0 (default 1e-6).
+      seed: seeds the random cotangent and directions, an int.
 
     Returns:
       A :class:`VJPReport`.
+
+    Raises:
+      ValueError: naming the argument, for a bad option or outputs of ``fn`` and ``reference`` that
+        differ in structure or shape.
     """
+    fn_name = "check_vjp"
+    for name, f in (("fn", fn), ("reference", reference)):
+        if not callable(f):
+            raise ValueError(f"{fn_name}: {name} must be a callable; got {type(f).__name__}.")
+    if not isinstance(args, tuple | list):
+        raise ValueError(f"{fn_name}: args must be a tuple or list of the positional arguments; got "
+                         f"{type(args).__name__}. For a single array x pass (x,).")
     args = tuple(args)
     dtype = _floating_dtype(args)
-    if argnums is None:
-        argnums = tuple(i for i, a in enumerate(args)
-                        if any(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in jax.tree.leaves(a)))
-    elif isinstance(argnums, int):
-        argnums = (argnums,)
-    argnums = tuple(argnums)
-    for i in argnums:
-        if not 0 <= i < len(args):
-            raise ValueError(f"check_vjp: argnums holds {i}, but args has {len(args)} entries.")
-    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else rtol
-    fd_rtol = DEFAULT_FD_RTOL if fd_rtol is None else fd_rtol
+    argnums = _check_argnums(fn_name, argnums, args)
+    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else _tolerance(fn_name, "rtol", rtol, positive=True)
+    fd_rtol = DEFAULT_FD_RTOL if fd_rtol is None else _tolerance(fn_name, "fd_rtol", fd_rtol, positive=True)
+    if atol is not None:
+        atol = _tolerance(fn_name, "atol", atol, positive=False)
+    if not is_int(seed):
+        raise ValueError(f"{fn_name}: seed must be an int; got {seed!r}.")
+    seed = int(seed)
 
     def split(f):
         def g(diff, *rest_args):
@@ -219,6 +254,31 @@ def check_vjp(fn: Callable, reference: Callable, args: Sequence, *, argnums: Seq
     passed = (value_err <= rtol and all(e <= rtol for e in arg_err.values())
               and (fd_err is None or all(e <= fd_rtol for e in fd_err.values())))
     return VJPReport(bool(passed), max_err, value_err, arg_err, fd_err, rtol, fd_rtol, dtype)
+
+
+def _check_argnums(fn_name: str, argnums, args) -> tuple[int, ...]:
+    """argnums as a tuple of distinct ints indexing args; default: every argument holding floating arrays."""
+    if argnums is None:
+        return tuple(i for i, a in enumerate(args)
+                     if any(jnp.issubdtype(jnp.result_type(x), jnp.floating) for x in jax.tree.leaves(a)))
+    expected = "an int or a sequence of ints (Python or NumPy, not bools)"
+    single = static_int(argnums)
+    if single is not None:
+        items = (single,)
+    elif isinstance(argnums, tuple | list):
+        items = tuple(static_int(i) for i in argnums)
+        if None in items:
+            raise ValueError(f"{fn_name}: argnums must be {expected}; got {argnums!r}.")
+    else:
+        raise ValueError(f"{fn_name}: argnums must be {expected}; got {argnums!r}.")
+    if not items:
+        raise ValueError(f"{fn_name}: argnums is empty; name at least one argument to check.")
+    if len(set(items)) != len(items):
+        raise ValueError(f"{fn_name}: argnums holds duplicates: {argnums!r}.")
+    for i in items:
+        if not 0 <= i < len(args):
+            raise ValueError(f"{fn_name}: argnums holds {i}, but args has {len(args)} entries.")
+    return items
 
 
 def _check_same_outputs(fn, reference, args) -> None:

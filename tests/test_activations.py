@@ -43,5 +43,17 @@ def test_register_custom_activation_and_errors():
         mdc_jax.register_activation("", jnp.sin, jnp.cos)
     with pytest.raises(ValueError, match="fn and derivative must be callables"):
         mdc_jax.register_activation("test_bad", jnp.sin, 3.0)
-    with pytest.raises(ValueError, match=r"unknown activation 'gelu'; registered activations: .*tanh"):
+    with pytest.raises(ValueError, match=r"^get_activation: name 'gelu' is not a registered activation; registered "
+                                         r"activations: .*tanh"):
         get_activation("gelu")
+    with pytest.raises(ValueError, match=r"^get_activation: name \['tanh'\] is not a registered activation"):
+        get_activation(["tanh"])
+
+
+@pytest.mark.parametrize("option", ["from_output", "overwrite"])
+def test_register_activation_options_must_be_bools(option):
+    for value in ("yes", 1, None, np.array(True)):
+        with pytest.raises(ValueError, match=rf"^register_activation: {option} must be a bool \(True or False\); got"):
+            mdc_jax.register_activation(f"test_flags_{option}", jnp.sin, jnp.cos, **{option: value})
+    act = mdc_jax.register_activation(f"test_flags_{option}", jnp.sin, jnp.cos, from_output=np.False_, overwrite=np.True_)
+    assert act.from_output is False and get_activation(f"test_flags_{option}") is act

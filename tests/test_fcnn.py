@@ -296,6 +296,17 @@ def test_bad_input_raises_naming_argument_and_shapes():
     _bad("regression", params, X, Y, acts, r"l2 must be a finite number >= 0", l2=-1.0)
     _bad("regression", [], X, Y, acts, r"params must be a non-empty sequence")
     _bad("regression", params, X[:0], Y[:0], acts, r"X has no rows")
+    _bad("regression", params, X, Y.tolist(), acts, r"fcnn_regression_loss: Y must be an array .*got a list")
+    _bad("regression", params, X, Y, acts, r"fcnn_regression_loss: l2 must be a finite number >= 0 .*got None", l2=None)
+    _bad("regression", params, X, Y, acts, r"l2 must be a number; got True", l2=True)
+    _bad("regression", params, X, Y, acts, r"l2 has dtype bool", l2=np.array(True))
+    _bad("regression", params, X, Y, ["tanh", 3], r"activations\[1\]: unknown activation 3; registered activations: .*tanh")
+    cparams, cX, cY = classification_case(0, 4, [3, 5, 2], jnp.float64)
+    _bad("classification", cparams, cX, cY.tolist(), ["tanh"], r"fcnn_classification_loss: Y must be an array .*got a list")
+    _bad("classification", cparams, cX, cY, ["tanh"], r"l2 must be a finite number >= 0 .*got None", l2=None)
+    # no classes: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"
+    _bad("classification", [cparams[0], (cparams[1][0][:, :0], cparams[1][1][:0])], cX, cY[:, :0], ["tanh"],
+         r"fcnn_classification_loss: params\[1\]\[0\] \(W_2\) has shape \(5, 0\); expected at least one column")
 
 
 def test_values_are_checked_when_concrete_and_numpy_scalars_are_accepted():
@@ -311,6 +322,40 @@ def test_values_are_checked_when_concrete_and_numpy_scalars_are_accepted():
         assert_close(mdc_jax.fcnn_regression_loss(params, X, Y, acts, l2), expected, F64_RTOL, f"l2 as {type(l2)}")
     with jax.numpy_dtype_promotion("standard"):  # a float32 scalar with float64 parameters mixes dtypes
         assert_close(mdc_jax.fcnn_regression_loss(params, X, Y, acts, np.float32(0.25)), expected, F64_RTOL, "float32 l2")
+
+
+def test_integer_l2_is_accepted_under_jit_and_as_a_0d_array_and_float32_stays_float32():
+    params, X, Y = classification_case(0, 4, [3, 5, 2], jnp.float32)
+    loss = lambda p, l2: mdc_jax.fcnn_classification_loss(p, X, Y, ["tanh"], l2)
+    expected = loss(params, jnp.float32(2.0))
+    # under jit a Python int is a traced integer array
+    for got in (jax.jit(loss)(params, 2), loss(params, np.array(2)), loss(params, jnp.asarray(2, jnp.int32))):
+        assert got.dtype == jnp.float32
+        assert_close(got, expected, F32_RTOL, "an integer l2")
+    value, grads = jax.jit(jax.value_and_grad(mdc_jax.fcnn_regression_loss), static_argnums=3)(
+        params, X, Y, ("tanh", "identity"), 1)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves((value, grads)))
+    assert mdc_jax.fcnn_regression_loss(params, X, Y, ["tanh", "identity"], np.array(1)).dtype == jnp.float32
+
+
+def test_concrete_labels_must_be_non_negative_and_finite():
+    params, X, Y = classification_case(0, 4, [3, 5, 3], jnp.float64)
+    fn = mdc_jax.fcnn_classification_loss
+    with pytest.raises(ValueError, match=r"fcnn_classification_loss: Y must hold non-negative, finite label rows .*Y contains "
+                                         r"1 negative or non-finite value\(s\) \(first at row 2, column 1, value -1\.0\)"):
+        fn(params, X, Y.at[2, 1].set(-1.0), ["tanh"])
+    with pytest.raises(ValueError, match=r"Y contains 2 negative or non-finite value\(s\) "
+                                         r"\(first at row 0, column 0, value nan\)"):
+        fn(params, X, np.asarray(Y.at[0, 0].set(jnp.nan).at[3, 2].set(jnp.inf)), ["tanh"])
+    # under jit only shapes can be checked; regression targets may be negative
+    assert np.isfinite(jax.jit(lambda y: fn(params, X, y, ["tanh"]))(Y))
+    assert np.isfinite(mdc_jax.fcnn_regression_loss(params, X, -Y, ["tanh", "identity"]))
+
+
+def test_forward_always_returns_a_jax_array():
+    params = [(np.ones((3, 2)), np.zeros(2))]
+    out = mdc_jax.fcnn_forward(params, np.ones((4, 3)), ["identity"])
+    assert isinstance(out, jax.Array) and out.shape == (4, 2)
 
 
 def test_integer_labels_are_rejected_with_a_one_hot_hint():

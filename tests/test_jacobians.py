@@ -178,6 +178,47 @@ def test_bad_input_raises_naming_argument_and_shapes():
         jac.cross_entropy(jnp.ones((2, 3)), jnp.ones(3))
     with pytest.raises(ValueError, match=r"cross_entropy: p must have at least one axis"):
         jac.cross_entropy(jnp.float64(1.0), jnp.float64(1.0))
+    x = jnp.zeros((2, 3))
+    for axis in (True, np.bool_(False), 0.5, "0"):  # True == 1 must not pass as an axis
+        with pytest.raises(ValueError, match=r"softmax_jacobian: axis must be -1 .* or 0 .*; got"):
+            jac.softmax_jacobian(x, axis=axis)
+    for fn in (jac.softmax_jacobian, jac.sigmoid_jacobian):
+        for flag in (1, "yes", None, jnp.asarray(True)):
+            with pytest.raises(ValueError, match=rf"{fn.__name__}: block_diagonal must be a bool \(True or False\); got"):
+                fn(x, block_diagonal=flag)
+    # no classes: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"
+    with pytest.raises(ValueError, match=r"softmax_jacobian: x has shape \(0,\), with no classes \(k = 0\)"):
+        jac.softmax_jacobian(np.zeros(0))
+    with pytest.raises(ValueError, match=r"softmax_jacobian: x has shape \(2, 0\), with no classes"):
+        jax.jit(jac.softmax_jacobian)(jnp.zeros((2, 0)))
+    with pytest.raises(ValueError, match=r"softmax_jacobian: x has shape \(0, 2\), with no classes"):
+        jac.softmax_jacobian(jnp.zeros((0, 2)), axis=0)
+
+
+def test_softmax_jacobian_takes_numpy_integer_axes_and_bools():
+    x = jnp.asarray([[1.0, 2.0], [0.5, -1.0], [0.0, 3.0]])
+    expected = jac.softmax_jacobian(x, axis=0)
+    for axis in (np.int64(0), np.int32(0), np.array(0)):
+        assert_close(jac.softmax_jacobian(x, axis=axis), expected, 0.0, f"axis={axis!r}")
+    assert_close(jac.softmax_jacobian(x, block_diagonal=np.True_), jac.softmax_jacobian(x, block_diagonal=True), 0.0, "np.True_")
+    assert jac.sigmoid_jacobian(x, block_diagonal=np.bool_(True)).shape == (6, 6)
+
+
+def test_cross_entropy_refuses_q_outside_its_domain_and_empty_input():
+    """The docstring's contract: q > 0 (∇_q divides by q), checked when concrete; at least one entry."""
+    p = jnp.asarray([[0.2, 0.8], [0.5, 0.5]])
+    q = jnp.asarray([[0.3, 0.7], [0.6, 0.4]])
+    for bad, what in [(q.at[1, 0].set(0.0), "value 0.0"), (q.at[1, 0].set(-0.5), "value -0.5"),
+                      (q.at[1, 0].set(jnp.nan).at[1, 1].set(jnp.inf), "value nan")]:
+        with pytest.raises(ValueError, match=rf"cross_entropy: q must hold finite entries > 0 .*q contains \d "
+                                             rf"non-positive or non-finite value\(s\) \(first at row 1, column 0, {what}\)"):
+            jac.cross_entropy(p, np.asarray(bad))
+    for empty in (jnp.zeros(0), jnp.zeros((2, 0))):
+        with pytest.raises(ValueError, match=r"cross_entropy: p has shape \((0,|2, 0)\), with no entries"):
+            jac.cross_entropy(empty, empty)
+    with pytest.raises(ValueError, match=r"cross_entropy: p has shape \(0,\), with no entries"):
+        jax.jit(jac.cross_entropy)(jnp.zeros(0), jnp.zeros(0))
+    assert jnp.isfinite(jax.jit(jac.cross_entropy)(p, q))  # under jit only shapes are checked
 
 
 def test_nan_makes_the_comparison_fail():

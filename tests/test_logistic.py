@@ -237,6 +237,13 @@ def test_bad_input_raises_naming_argument_and_shapes():
         (lg.multinomial_loss, (Theta[:2], X, Y), r"Theta has shape \(2, 2\); expected \(3, k\)"),
         (lg.multinomial_hessian, (Theta, X, Y[:, :1]), r"Y has shape \(4, 1\); expected \(4, 2\)"),
         (lg.multinomial_loss, (Theta, X, jnp.array([0, 1, 1, 0])), r"Y has dtype int.*one_hot\(labels, 2\)"),
+        # no classes: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"
+        (lg.multinomial_loss, (Theta[:, :0], X, Y[:, :0]),
+         r"multinomial_loss: Theta has shape \(3, 0\); expected at least one column"),
+        (lg.multinomial_gradient, (Theta[:, :0], X, Y[:, :0]), r"multinomial_gradient: Theta has shape \(3, 0\)"),
+        (lg.multinomial_hessian, (Theta[:, :0], X, Y[:, :0]), r"multinomial_hessian: Theta has shape \(3, 0\)"),
+        (lg.logistic_loss, (theta, X, y, None), r"logistic_loss: l2 must be a finite number >= 0 .*; got None"),
+        (lg.logistic_loss, (theta, X, y, jnp.asarray(True)), r"logistic_loss: l2 has dtype bool"),
     ]
     for fn, args, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -255,8 +262,27 @@ def test_bad_input_raises_naming_argument_and_shapes():
         lg.logistic_loss(theta, X, y.at[0].set(2.0))
     with pytest.raises(ValueError, match=r"y must hold labels .*\[nan\]"):
         lg.logistic_hessian(theta, X, y.at[1].set(jnp.nan))
-    with pytest.raises(ValueError, match=r"Y must hold non-negative label rows .*\[-1\.0\]"):
+    with pytest.raises(ValueError, match=r"Y must hold non-negative, finite label rows .*\[-1\.0\]"):
         lg.multinomial_loss(Theta, X, Y.at[0, 0].set(-1.0))
+    with pytest.raises(ValueError, match=r"Y must hold non-negative, finite label rows .*\[inf\]"):
+        lg.multinomial_gradient(Theta, X, Y.at[1, 0].set(jnp.inf))
+    for l2 in (True, np.bool_(False)):
+        with pytest.raises(ValueError, match=r"multinomial_loss: l2 must be a number"):
+            lg.multinomial_loss(Theta, X, Y, l2)
     for fn, args in [(lg.logistic_loss, (theta, X[:0], y[:0])), (lg.multinomial_gradient, (Theta, X[:0], Y[:0]))]:
         with pytest.raises(ValueError, match=r"X has no rows \(shape \(0, 3\)\)"):
             fn(*args)
+
+
+def test_integer_l2_is_accepted_eagerly_under_jit_and_as_a_0d_array():
+    """An integer l2 (Python, NumPy or a 0-d integer array) is cast to the rule's dtype: float32 stays float32."""
+    theta, X, y = binary_case(0, 4, 3, jnp.float32)
+    Theta, Xm, Y = multinomial_case(0, 4, 3, 2, jnp.float32)
+    for fn, args in [(lg.logistic_loss, (theta, X, y)), (lg.multinomial_loss, (Theta, Xm, Y))]:
+        expected = fn(*args, jnp.float32(2.0))
+        # under jit a Python int is a traced integer array
+        for got, l2 in [(jax.jit(fn)(*args, 2), 2), *((fn(*args, l2), l2) for l2 in (np.array(2), jnp.asarray(2, jnp.int32)))]:
+            assert got.dtype == jnp.float32
+            assert_close(got, expected, F32_RTOL, f"{fn.__name__} with l2={l2!r}")
+    assert lg.logistic_hessian(theta, X, y, np.array(0)).dtype == jnp.float32
+    assert lg.multinomial_gradient(Theta, Xm, Y, np.int64(0)).dtype == jnp.float32

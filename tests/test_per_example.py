@@ -199,6 +199,14 @@ def test_clipped_grad_under_jit_with_a_traced_clip_norm():
         assert_close(f(params, jnp.float32(C)), pe.fcnn_clipped_grad(params, X, Y, acts, clip_norm=C), 1e-6, f"C={C}")
 
 
+def test_an_integer_l2_is_cast_to_the_computation_dtype():
+    params, X, Y, acts = fcnn_setup(8, 5, [3, 4, 2], "classification", jnp.float32)
+    a = jax.jit(lambda l2: pe.fcnn_clipped_grad(params, X, Y, acts, l2, clip_norm=0.5))(jnp.asarray(1, jnp.int32))
+    b = pe.fcnn_clipped_grad(params, X, Y, acts, 1.0, clip_norm=0.5)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(a))
+    assert_close(a, b, 1e-6, "integer l2")
+
+
 def test_numpy_inputs_and_numpy_scalars_are_accepted():
     params, X, Y, acts = fcnn_setup(7, 5, [3, 4, 2], "classification", jnp.float64)
     np_params = [(np.asarray(W), np.asarray(b)) for W, b in params]
@@ -227,6 +235,7 @@ def test_numpy_inputs_and_numpy_scalars_are_accepted():
     (lambda a: pe.fcnn_quantities(*a, task="regression"), r"activations has 1 entries; expected 2"),
     (lambda a: pe.fcnn_quantities(a[0], a[1][:, :2], *a[2:]), r"params\[0\]\[0\] \(W_1\) has shape \(3, 2\)"),
     (lambda a: pe.fcnn_quantities(a[0], a[1], a[2], a[3], -1.0), r"l2 must be a finite number >= 0"),
+    (lambda a: pe.fcnn_clipped_grad(a[0], a[1], -a[2], a[3], clip_norm=1.0), r"fcnn_clipped_grad: Y must hold non-negative"),
 ])
 def test_bad_input_raises_naming_the_argument(call, match):
     params, X, Y, acts = fcnn_setup(0, 4, [3, 2, 2], "classification", jnp.float64)

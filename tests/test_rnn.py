@@ -263,8 +263,15 @@ def test_truncated_bptt_accepts_numpy_integers_for_chunk():
     J, grads, Z = rnn_truncated_bptt_grads(*case, chunk=2)
     J64, grads64, Z64 = rnn_truncated_bptt_grads(*case, chunk=np.int64(2))
     assert_close((J64, grads64, Z64), (J, grads, Z), 0.0, "chunk=np.int64(2)")
-    with pytest.raises(ValueError, match=r"chunk must be a positive int"):
-        rnn_truncated_bptt_grads(*case, chunk=np.float64(2.0))
+    for chunk in (np.array(2), jnp.asarray(2)):  # a concrete integer 0-d array is an int (traced only: fast)
+        shapes = jax.eval_shape(lambda: rnn_truncated_bptt_grads(*case, chunk=chunk))
+        assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(jnp.shape, (J, grads, Z))
+    for chunk in (np.float64(2.0), True, np.array(2.0), np.array([2])):
+        with pytest.raises(ValueError, match=r"rnn_truncated_bptt_grads: chunk must be a positive int"):
+            rnn_truncated_bptt_grads(*case, chunk=chunk)
+    with pytest.raises(ValueError, match=r"rnn_truncated_bptt_grads: chunk is a traced value .*it must be static.*"
+                                         r"static_argnames='chunk'"):
+        jax.jit(rnn_truncated_bptt_grads)(*case, 2)
 
 
 def _bad(fn, args, match):
@@ -294,6 +301,25 @@ def test_bad_input_raises_naming_argument_and_shapes():
     _bad(rnn_forward, (params, Z0, X[..., :1]), r"U has shape \(2, 5\); expected \(1, 5\)")
     _bad(rnn_loss_and_state, (params, Z0[:1], X, Y), r"rnn_loss_and_state: Z0 has shape \(1, 5\)")
     _bad(lambda *a: rnn_truncated_bptt_grads(*a, 0), (params, Z0, X, Y), r"chunk must be a positive int")
+    for fn in (rnn_loss, rnn_loss_and_state, lambda *a: rnn_truncated_bptt_grads(*a, 2)):
+        _bad(fn, (params, Z0, X, Y.tolist()), r"Y must be an array \(jax\.Array or numpy\.ndarray\); got a list")
+    # no classes: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"
+    for fn, name in [(rnn_loss, "rnn_loss"), (rnn_loss_and_state, "rnn_loss_and_state")]:
+        _bad(fn, (params._replace(V=V[:, :0], c=c[:0]), Z0, X, Y[..., :0]),
+             rf"{name}: V has shape \(5, 0\); expected at least one column")
+
+
+def test_concrete_labels_must_be_non_negative_and_finite():
+    params, Z0, X, Y = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)
+    for fn, name in [(rnn_loss, "rnn_loss"), (rnn_loss_and_state, "rnn_loss_and_state"),
+                     (lambda *a: rnn_truncated_bptt_grads(*a, 2), "rnn_truncated_bptt_grads")]:
+        with pytest.raises(ValueError, match=rf"{name}: Y must hold non-negative, finite label rows .*Y contains 1 negative or "
+                                             r"non-finite value\(s\) \(first at index \(1, 2, 0\), value -0\.5\)"):
+            fn(params, Z0, X, Y.at[1, 2, 0].set(-0.5))
+        with pytest.raises(ValueError, match=rf"{name}: .*Y contains 2 negative or non-finite value\(s\) \(first at index "
+                                             r"\(0, 0, 1\), value nan\)"):
+            fn(params, Z0, X, np.asarray(Y.at[0, 0, 1].set(jnp.nan).at[2, 3, 2].set(jnp.inf)))
+    assert np.isfinite(jax.jit(rnn_loss)(params, Z0, X, Y))  # under jit only shapes are checked
 
 
 def test_integer_labels_are_rejected_with_a_one_hot_hint():

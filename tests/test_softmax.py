@@ -99,3 +99,18 @@ def test_bad_input():
         mdc_jax.softmax(jnp.float32(1.0))
     with pytest.raises(ValueError, match=r"sigmoid: x has dtype int"):
         mdc_jax.sigmoid(jnp.arange(3))
+    for axis in (True, np.bool_(False), 0.0, "0", np.array([0])):
+        with pytest.raises(ValueError, match=r"softmax: axis must be an int in \[-2, 1\] for A of shape \(2, 3\)"):
+            mdc_jax.softmax(jnp.ones((2, 3)), axis=axis)
+    # no entries along the axis: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"
+    with pytest.raises(ValueError, match=r"softmax: A has shape \(2, 0\), with no entries along axis -1"):
+        mdc_jax.softmax(np.zeros((2, 0)))
+    with pytest.raises(ValueError, match=r"softmax: A has shape \(0, 3\), with no entries along axis 0"):
+        jax.jit(mdc_jax.softmax, static_argnums=1)(jnp.zeros((0, 3)), 0)
+
+
+def test_numpy_integer_axes_are_accepted():
+    A = jnp.asarray([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    expected = mdc_jax.softmax(A, axis=0)
+    for axis in (np.int64(0), np.int32(0), np.array(0), jnp.asarray(0), np.int64(-2)):
+        assert_close(mdc_jax.softmax(A, axis=axis), expected, 0.0, f"axis={axis!r}")

@@ -59,7 +59,7 @@ def test_float32_hessian_reaches_the_same_float64_solution():
     sk = sklearn_fit(X, y, 0.05)
     assert fit.converged and fit.coef.dtype == np.float64 and fit.grad_norm <= TIGHT
     assert rel_err(fit.coef, sk.coef_[0]) <= 1e-6
-    with pytest.raises(ValueError, match="hessian_dtype must be a floating dtype"):
+    with pytest.raises(ValueError, match=r"hessian_dtype must be None \(X's dtype\), 'float32' or 'float64'; got 'int32'"):
         solvers.fit_logistic_newton(X, y, hessian_dtype="int32")
 
 
@@ -181,6 +181,25 @@ def test_bad_input_raises_naming_the_argument():
         (solvers.fit_multinomial_newton, (X, y[:5]), {}, r"labels has shape \(5,\); expected \(20,\)"),
         (solvers.fit_multinomial_newton, (X, np.zeros(20, int)), {}, r"only one class is present in labels"),
         (solvers.fit_multinomial_newton, (X, y), {"n_classes": 1}, r"n_classes must be an int >= 2; got 1"),
+        (solvers.fit_multinomial_newton, (X, y), {"n_classes": 2.0}, r"n_classes must be an int >= 2; got 2\.0"),
+        (solvers.fit_multinomial_newton, (X, y), {"n_classes": np.array([2])}, r"n_classes must be an int >= 2"),
+        (solvers.fit_logistic_newton, (X, y), {"max_iter": 2**40}, r"max_iter must be at most 2\*\*31 - 1 = 2147483647"),
+        (solvers.fit_multinomial_newton, (X, y), {"max_iter": np.int64(2**31)}, r"max_iter must be at most 2\*\*31 - 1"),
+        (solvers.fit_logistic_newton, (X, y), {"max_iter": 5.0}, r"max_iter must be an int >= 1; got 5\.0"),
+        (solvers.fit_logistic_newton, (X, y), {"max_iter": True}, r"max_iter must be an int >= 1; got True"),
+        (solvers.fit_logistic_newton, (X, y), {"l2": True}, r"l2 must be a finite number >= 0; got True"),
+        (solvers.fit_logistic_newton, (X, y), {"l2": np.ones(2)}, r"l2 must be a finite number >= 0"),
+        (solvers.fit_logistic_newton, (X, y), {"tol": "1e-8"}, r"tol must be a finite number > 0; got '1e-8'"),
+        (solvers.fit_multinomial_newton, (X, y), {"tol": np.array(np.nan)}, r"tol must be a finite number > 0"),
+        (solvers.fit_logistic_newton, (X, y), {"fit_intercept": "no"}, r"fit_intercept must be a bool .*; got 'no'"),
+        (solvers.fit_multinomial_newton, (X, y), {"fit_intercept": 1}, r"fit_intercept must be a bool .*; got 1"),
+        (solvers.fit_logistic_newton, (X, y), {"hessian_dtype": "nope"},
+         r"hessian_dtype must be None \(X's dtype\), 'float32' or 'float64'; got 'nope'"),
+        (solvers.fit_logistic_newton, (X, y), {"hessian_dtype": "int32"}, r"hessian_dtype must be None"),
+        (solvers.fit_logistic_newton, (X, y), {"hessian_dtype": True}, r"hessian_dtype must be None"),
+        (solvers.fit_logistic_newton, ([[1.0, 2.0], [3.0]], [0, 1]), {},
+         r"fit_logistic_newton: X must be an \(n, d\) array-like of numbers.*NumPy cannot make an array of it"),
+        (solvers.fit_multinomial_newton, (X[:3], [0, [1], 1]), {}, r"fit_multinomial_newton: labels must be an \(n,\) array"),
     ]
     for fn, args, kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -188,6 +207,45 @@ def test_bad_input_raises_naming_the_argument():
     X[0, 0] = np.inf
     with pytest.raises(ValueError, match=r"X contains 1 NaN or inf.*value inf"):
         solvers.fit_logistic_newton(X, y)
+
+
+def test_options_accept_numpy_scalars_and_0d_arrays():
+    """l2, tol, max_iter and n_classes as NumPy scalars or 0-d arrays (NumPy or JAX), as Python numbers are."""
+    X, y = standardised("iris")
+    X, y = X[:20], np.r_[np.zeros(10, int), np.ones(10, int)]
+    expected = solvers.fit_logistic_newton(X, y, l2=1.0, tol=1.0, max_iter=3)
+    for options in [dict(l2=np.array(1.0), tol=np.int64(1), max_iter=np.array(3)),
+                    dict(l2=jnp.asarray(1.0), tol=jnp.asarray(1), max_iter=jnp.asarray(3), fit_intercept=np.True_),
+                    dict(l2=np.float32(1.0), tol=np.array(1), max_iter=np.int32(3), hessian_dtype=np.float64)]:
+        fit = solvers.fit_logistic_newton(X, y, **options)
+        assert rel_err(fit.coef, expected.coef) == 0.0 and fit.n_iter == expected.n_iter, options
+    labels = np.r_[np.zeros(7, int), np.ones(7, int), np.full(6, 2)]
+    expected = solvers.fit_multinomial_newton(X, labels, tol=1.0, max_iter=3, n_classes=3)
+    fit = solvers.fit_multinomial_newton(X, labels, l2=np.int64(1), tol=jnp.asarray(1.0), max_iter=np.array(3),
+                                         n_classes=np.array(3), fit_intercept=np.bool_(True))
+    assert rel_err(fit.coef, expected.coef) == 0.0
+
+
+def test_fits_refuse_tracers_and_predictions_run_under_jit():
+    X, y = standardised("iris")
+    X, y = X[:20], np.r_[np.zeros(10, int), np.ones(10, int)]
+    for fit_fn in (solvers.fit_logistic_newton, solvers.fit_multinomial_newton):
+        with pytest.raises(ValueError, match=rf"{fit_fn.__name__}: got a traced argument .*runs its own compiled Newton "
+                                             r"loop, so call it outside jit"):
+            jax.jit(fit_fn)(X, y)
+    with pytest.raises(ValueError, match=r"fit_logistic_newton: got a traced argument"):
+        jax.jit(lambda l2: solvers.fit_logistic_newton(X, y, l2=l2))(1.0)
+    binary = solvers.NewtonResult(jnp.asarray([0.5, -1.0, 0.25, 2.0]), jnp.asarray(0.1), 1, True, 0.0)
+    multi = solvers.NewtonResult(jnp.arange(12.0).reshape(4, 3) / 10, jnp.zeros(3), 1, True, 0.0)
+    for predict, fit in [(solvers.predict_proba_logistic, binary), (solvers.predict_proba_multinomial, multi)]:
+        np.testing.assert_allclose(jax.jit(predict)(fit, X), predict(fit, X), rtol=1e-14)
+        with pytest.raises(ValueError, match=rf"{predict.__name__}: X has shape \(20, 3\); expected \(n, 4\)"):
+            jax.jit(predict)(fit, X[:, :3])
+        with pytest.raises(ValueError, match=rf"{predict.__name__}: X must be 2-D"):
+            jax.jit(predict)(fit, X[0])
+        with pytest.raises(ValueError, match=rf"{predict.__name__}: fit must be a NewtonResult \(what fit_\w+_newton "
+                                             r"returns\); got tuple"):
+            predict(tuple(fit), X)
 
 
 def test_predict_proba_checks_the_fit_and_the_features():

@@ -7,13 +7,14 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mdc_jax import cli, reference
 from mdc_jax.gradcheck import run_gradcheck
 from mdc_jax.registry import RuleSpec, register_rule, unregister_rule
 from mdc_jax.rules.softmax import log_softmax
-from mdc_jax.testing import assert_vjp_matches, check_vjp
+from mdc_jax.testing import assert_close, assert_vjp_matches, check_vjp, rel_err
 
 from .helpers import numpy_rng, uniform
 
@@ -99,6 +100,77 @@ def test_argnums_and_errors():
     assert report.passed and set(report.arg_rel_err) == {0, 2}  # the bias is not checked
     with pytest.raises(ValueError, match="argnums holds 7, but args has 4 entries"):
         check_vjp(_reference, _reference, args, argnums=7)
+
+
+def _square_sum(x):
+    return jnp.sum(x * x)
+
+
+def test_numpy_integer_argnums_and_0d_tolerances_are_accepted():
+    x = jnp.asarray([1.0, -2.0, 0.5])
+    for argnums in (np.int64(0), np.array(0), [np.int32(0)]):
+        report = check_vjp(_square_sum, _square_sum, (x,), argnums=argnums, finite_differences=False)
+        assert report.passed and set(report.arg_rel_err) == {0}
+    report = check_vjp(_square_sum, _square_sum, [x], rtol=np.float32(1e-6), atol=np.array(0.0), fd_rtol=jnp.asarray(1e-5),
+                       seed=np.int64(3))
+    assert report.passed and report.rtol == pytest.approx(1e-6) and report.fd_rtol == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"argnums": True}, r"argnums must be an int or a sequence of ints"),
+    ({"argnums": np.True_}, r"argnums must be an int or a sequence of ints"),
+    ({"argnums": 1.0}, r"argnums must be an int or a sequence of ints"),
+    ({"argnums": "0"}, r"argnums must be an int or a sequence of ints"),
+    ({"argnums": (0, True)}, r"argnums must be an int or a sequence of ints"),
+    ({"argnums": (0, 0)}, r"argnums holds duplicates: \(0, 0\)"),
+    ({"argnums": ()}, r"argnums is empty"),
+    ({"rtol": 0.0}, r"rtol must be a finite number > 0"),
+    ({"rtol": -1e-3}, r"rtol must be a finite number > 0"),
+    ({"rtol": float("nan")}, r"rtol must be a finite number > 0"),
+    ({"rtol": True}, r"rtol must be a finite number > 0 .*; got True"),
+    ({"rtol": "1e-6"}, r"rtol must be a finite number > 0"),
+    ({"atol": -1.0}, r"atol must be a finite number >= 0"),
+    ({"atol": np.inf}, r"atol must be a finite number >= 0"),
+    ({"atol": np.ones(2)}, r"atol must be a finite number >= 0"),
+    ({"fd_rtol": 0}, r"fd_rtol must be a finite number > 0"),
+    ({"fd_rtol": False}, r"fd_rtol must be a finite number > 0"),
+    ({"seed": 1.5}, r"seed must be an int; got 1\.5"),
+    ({"seed": True}, r"seed must be an int; got True"),
+    ({"seed": "0"}, r"seed must be an int"),
+])
+def test_check_vjp_options_are_validated_naming_the_argument(kwargs, match):
+    x = jnp.asarray([1.0, -2.0])
+    for check in (check_vjp, assert_vjp_matches):
+        with pytest.raises(ValueError, match=rf"^check_vjp: {match}"):
+            check(_square_sum, _square_sum, (x,), **kwargs)
+
+
+def test_check_vjp_refuses_non_callables_and_bare_arrays_for_args():
+    x = jnp.asarray([1.0, -2.0])
+    with pytest.raises(ValueError, match=r"^check_vjp: fn must be a callable; got int"):
+        check_vjp(3, _square_sum, (x,))
+    with pytest.raises(ValueError, match=r"^check_vjp: reference must be a callable; got ArrayImpl"):
+        check_vjp(_square_sum, x, (x,))
+    with pytest.raises(ValueError, match=r"^check_vjp: args must be a tuple or list .*; got ArrayImpl\. "
+                                         r"For a single array x pass \(x,\)"):
+        check_vjp(_square_sum, _square_sum, x)
+
+
+def test_rel_err_and_assert_close_name_themselves_and_validate_tolerances():
+    a = jnp.ones(2)
+    with pytest.raises(ValueError, match=r"^assert_close: shapes differ: \(2,\) vs \(3,\)"):
+        assert_close(a, jnp.ones(3), 1e-3)
+    with pytest.raises(ValueError, match=r"^rel_err: shapes differ"):
+        rel_err(a, jnp.ones(3))
+    for other in ((a, a), [a], {"a": a}):
+        with pytest.raises(ValueError, match=r"^rel_err: the trees differ in structure"):
+            rel_err((a,), other)
+    for kwargs, match in [({"rtol": -1.0}, r"rtol must be a finite number >= 0"), ({"rtol": True}, r"rtol must be"),
+                          ({"rtol": float("nan")}, r"rtol must be"), ({"rtol": 1e-3, "atol": -1.0}, r"atol must be"),
+                          ({"rtol": 1e-3, "atol": "0"}, r"atol must be")]:
+        with pytest.raises(ValueError, match=rf"^assert_close: {match}"):
+            assert_close(a, a, **kwargs)
+    assert_close(a, a, np.float64(0.0), atol=np.array(0.0))  # exact comparison; NumPy and 0-d tolerances
 
 
 @pytest.mark.parametrize("mistake", [None, *MISTAKES])

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation as v
-from ..activations import Activation, get_activation
+from ..activations import Activation, get_activation, list_activations
 from .softmax import log_softmax, softmax_vjp
 
 Params = Sequence[tuple[jax.Array, jax.Array]]
@@ -190,6 +190,7 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
         pairs.append((W, b))
         width = cols
     if Y is not None:
+        v.require_array(fn, "Y", Y)
         if jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
             v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
                        f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
@@ -205,9 +206,10 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
     for i, name in enumerate(activations):
         try:
             acts.append(name if isinstance(name, Activation) else get_activation(name))
-        except ValueError as err:
-            v.fail(fn, f"activations[{i}]: {err}")
-    if l2 is not None:
+        except ValueError:
+            v.fail(fn, f"activations[{i}]: unknown activation {name!r}; registered activations: "
+                       f"{', '.join(list_activations())}.")
+    if l2 is not None or Y is not None:  # the losses (with Y) always take an l2; fcnn_forward none
         v.require_penalty(fn, "l2", l2)
     return tuple(pairs), tuple(acts)
 
@@ -228,7 +230,8 @@ def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations
       Y: targets, ``(N, d_L)``.
       activations: one registered activation name per layer (length L), e.g.
         ``["tanh", "identity"]``.
-      l2: the L2 weight λ (biases are not penalised).
+      l2: the L2 weight λ ≥ 0 (biases are not penalised): a number or a 0-d array (an integer one is cast
+        to ``X``'s dtype).
 
     Returns:
       The scalar loss. ``jax.grad`` of it runs the closed-form backward and returns cotangents
@@ -243,7 +246,7 @@ def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations
     fn = "fcnn_regression_loss"
     n_layers = len(params) if isinstance(params, (list, tuple)) else None
     pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_layers)
-    return _regression(acts, pairs, X, Y, l2)
+    return _regression(acts, pairs, X, Y, v.as_penalty(l2, jnp.result_type(X)))
 
 
 def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activations: Sequence[str],
@@ -261,8 +264,8 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
       params: ``[(W_1, b_1), ..., (W_L, b_L)]`` as in :func:`fcnn_regression_loss`; ``d_L`` is the
         number of classes.
       X: inputs, ``(N, d_0)``.
-      Y: ``(N, d_L)`` rows of class probabilities: one-hot labels or soft labels. Integer labels are
-        rejected; convert them with ``jax.nn.one_hot``.
+      Y: ``(N, d_L)`` rows of class probabilities: one-hot labels or soft labels, non-negative and
+        finite (checked when concrete). Integer labels are rejected; convert them with ``jax.nn.one_hot``.
       activations: one activation name per *hidden* layer (length L − 1; empty for L = 1).
       l2: the L2 weight λ.
       backward: ``"simple"`` (§6.3.1's ``E = (Z_L − Y)/N``, from log-softmax, finite for any logits)
@@ -273,7 +276,8 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
       The scalar loss; ``jax.grad`` returns cotangents for all ``W_j``, ``b_j``, ``X``, ``Y``, ``l2``.
 
     Raises:
-      ValueError: at trace time, for inconsistent shapes, integer ``Y`` or unknown names.
+      ValueError: at trace time, for inconsistent shapes, integer ``Y`` or unknown names; for a concrete
+        ``Y`` with negative or non-finite entries.
 
     References:
       ``000_3fed0c34b422d74e.txt`` §4.3.5, §6.3 (eq. 37–40), §6.3.1 (eq. 41–44).
@@ -283,7 +287,13 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
         v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
     pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden)
-    return _classification(backward, acts, pairs, X, Y, l2)
+    W_L = pairs[-1][0]
+    if W_L.shape[1] == 0:
+        L = len(pairs)
+        v.fail(fn, f"params[{L - 1}][0] (W_{L}) has shape {W_L.shape}; expected at least one column "
+                   f"(d_L >= 1 classes for the softmax).")
+    v.require_label_rows(fn, "Y", Y)
+    return _classification(backward, acts, pairs, X, Y, v.as_penalty(l2, jnp.result_type(X)))
 
 
 def fcnn_forward(params: Params, X: jax.Array, activations: Sequence[str]) -> jax.Array:
@@ -311,4 +321,4 @@ def fcnn_forward(params: Params, X: jax.Array, activations: Sequence[str]) -> ja
     fn = "fcnn_forward"
     n_layers = len(params) if isinstance(params, (list, tuple)) else None
     pairs, acts = _check(fn, params, X, None, activations, None, n_activations=n_layers)
-    return _hidden_forward(pairs, X, acts)[0][-1]
+    return jnp.asarray(_hidden_forward(pairs, X, acts)[0][-1])  # a jax.Array even for NumPy input

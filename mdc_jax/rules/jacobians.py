@@ -26,22 +26,27 @@ Cross-entropy, §3.1, eq. 3.1, with the minus sign that the seed's §3.1 derivat
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validation as v
-from .softmax import sigmoid, softmax
+from .softmax import _softmax, sigmoid
 
 
-def _check_jacobian_input(fn: str, x, axis: int) -> tuple[int, ...]:
+def _check_jacobian_input(fn: str, x, axis, block_diagonal) -> tuple[tuple[int, ...], int, bool]:
+    """Returns (x's shape, axis as an int, block_diagonal as a bool)."""
     v.require_floating(fn, "x", x)
     shape = v.shape_of(x)
     if len(shape) not in (1, 2):
         v.fail(fn, f"x must be a vector (k,) or a matrix of samples (n, k); got shape {shape}.")
-    if axis not in (0, 1, -1):
+    ax = v.static_int(axis)
+    if ax not in (0, 1, -1):
         v.fail(fn, f"axis must be -1 (samples are rows, as in mdc_jax) or 0 (samples are columns, "
                    f"as in seed 004); got {axis!r}.")
-    return shape
+    return shape, ax, v.require_bool(fn, "block_diagonal", block_diagonal)
 
 
 def _blocks_to_matrix(blocks: jax.Array, axis: int) -> jax.Array:
@@ -74,7 +79,7 @@ def softmax_jacobian(x: jax.Array, axis: int = -1, *, block_diagonal: bool = Fal
       x: a vector ``(k,)``, or a matrix of ``n`` samples. With ``axis=-1`` (default, mdc_jax's
         convention) samples are rows, ``x`` is ``(n, k)`` and the softmax runs along each row;
         with ``axis=0`` samples are columns, ``x`` is ``(k, n)`` as in seed 004 §2.3.
-      axis: the axis the probabilities sum over (ignored for a vector).
+      axis: the axis the probabilities sum over (ignored for a vector); a Python or NumPy int.
       block_diagonal: for a matrix, return the full ``(nk, nk)`` block-diagonal matrix of eq. 2.13
         instead of its ``n`` diagonal blocks. The flattening is row-major ``x.reshape(-1)`` for
         ``axis=-1`` and the seed's column-major ``vec(x)`` for ``axis=0``.
@@ -88,11 +93,14 @@ def softmax_jacobian(x: jax.Array, axis: int = -1, *, block_diagonal: bool = Fal
       ``004_c4a3fcbc5e77e7ce.txt`` §2.3, eq. 2.10–2.13; ``000_3fed0c34b422d74e.txt`` §4.3.5.
     """
     fn = "softmax_jacobian"
-    shape = _check_jacobian_input(fn, x, axis)
+    shape, axis, block_diagonal = _check_jacobian_input(fn, x, axis, block_diagonal)
+    k = shape[0] if len(shape) == 1 or axis == 0 else shape[1]
+    if k == 0:
+        v.fail(fn, f"x has shape {shape}, with no classes (k = 0) along the softmax's axis; expected k >= 1.")
     if len(shape) == 1:
-        s = softmax(x)
+        s = _softmax(x, 0)
         return jnp.diag(s) - s[:, None] * s[None, :]
-    S = softmax(x, axis=axis)
+    S = _softmax(x, axis % 2)
     S = S.T if axis == 0 else S  # one sample per row from here on
     blocks = jax.vmap(jnp.diag)(S) - S[:, :, None] * S[:, None, :]
     return _blocks_to_matrix(blocks, axis) if block_diagonal else blocks
@@ -118,7 +126,7 @@ def sigmoid_jacobian(x: jax.Array, *, block_diagonal: bool = False) -> jax.Array
       ``004_c4a3fcbc5e77e7ce.txt`` §2.1, eq. 2.2; §2.2, eq. 2.3–2.4.
     """
     fn = "sigmoid_jacobian"
-    shape = _check_jacobian_input(fn, x, -1)
+    shape, _, block_diagonal = _check_jacobian_input(fn, x, -1, block_diagonal)
     z = sigmoid(x)
     d = z * (1 - z)  # σ' = σ(1 − σ), eq. 2.4
     if len(shape) == 1:
@@ -168,8 +176,8 @@ def cross_entropy(p: jax.Array, q: jax.Array) -> jax.Array:
 
     Args:
       p: target probabilities (or weights), any floating shape.
-      q: predicted probabilities, same shape as ``p``; entries must be ``> 0`` (``∇_q`` divides by
-        ``q``; use a log-softmax loss for logits).
+      q: predicted probabilities, same shape as ``p``; entries must be finite and ``> 0`` (``∇_q``
+        divides by ``q``; use a log-softmax loss for logits). Checked when ``q`` is concrete.
 
     Returns:
       The scalar ``H``; ``jax.grad`` returns cotangents for both ``p`` and ``q``.
@@ -184,4 +192,11 @@ def cross_entropy(p: jax.Array, q: jax.Array) -> jax.Array:
     if len(shape) == 0:
         v.fail(fn, "p must have at least one axis; got a scalar.")
     v.require_shape(fn, "q", q, shape, "the same shape as p")
+    if math.prod(shape) == 0:
+        v.fail(fn, f"p has shape {shape}, with no entries; expected at least one.")
+    values = v.concrete(q)
+    if values is not None:
+        problem = v.describe_where("q", values, ~(values > 0) | ~np.isfinite(values), "non-positive or non-finite")
+        if problem:
+            v.fail(fn, f"q must hold finite entries > 0 (∇_q divides by q); {problem}.")
     return _cross_entropy(p, q)

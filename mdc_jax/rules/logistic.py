@@ -112,6 +112,7 @@ def _check_binary(fn, theta, X, y, l2):
         if bad.size:
             v.fail(fn, f"y must hold labels (or probabilities) in [0, 1]; got value(s) {np.unique(bad)[:5].tolist()}.")
     v.require_penalty(fn, "l2", l2)
+    return v.as_penalty(l2, jnp.result_type(theta))
 
 
 def logistic_loss(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | jax.Array = 0.0) -> jax.Array:
@@ -130,7 +131,7 @@ def logistic_loss(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | jax.
       theta: weights, ``(d,)``.
       X: observations, ``(n, d)``; samples are rows (the seed's ``X`` is our ``Xᵀ``).
       y: labels in ``[0, 1]``, ``(n,)``, floating.
-      l2: the ridge weight λ ≥ 0.
+      l2: the ridge weight λ ≥ 0: a number or a 0-d array (an integer one is cast to ``theta``'s dtype).
 
     Returns:
       The scalar loss; ``jax.grad`` returns cotangents for ``theta``, ``X`` (``(π − y)θᵀ``), ``y``
@@ -142,7 +143,7 @@ def logistic_loss(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | jax.
     References:
       ``004_c4a3fcbc5e77e7ce.txt`` §3.2, eq. 3.3–3.10.
     """
-    _check_binary("logistic_loss", theta, X, y, l2)
+    l2 = _check_binary("logistic_loss", theta, X, y, l2)
     return _logistic_loss(theta, X, y, l2)
 
 
@@ -152,7 +153,7 @@ def logistic_gradient(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | 
     The same formula as :func:`logistic_loss`'s backward, for solvers that want the gradient
     without the loss. Arguments as in :func:`logistic_loss`; returns ``(d,)``.
     """
-    _check_binary("logistic_gradient", theta, X, y, l2)
+    l2 = _check_binary("logistic_gradient", theta, X, y, l2)
     return X.T @ (jax.nn.sigmoid(X @ theta) - y) + l2 * theta
 
 
@@ -177,7 +178,7 @@ def logistic_hessian(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | j
     References:
       ``004_c4a3fcbc5e77e7ce.txt`` §3.2, eq. 3.11–3.15.
     """
-    _check_binary("logistic_hessian", theta, X, y, l2)
+    l2 = _check_binary("logistic_hessian", theta, X, y, l2)
     z = X @ theta
     w = jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)  # π ∘ (1 − π)
     H = weighted_gram(X, w)
@@ -229,16 +230,19 @@ def _check_multinomial(fn, Theta, X, Y, l2):
     d_theta, k = v.require_ndim(fn, "Theta", Theta, 2, f"(d, k) with d = {d}, X's columns")
     if d_theta != d:
         v.fail(fn, f"Theta has shape {(d_theta, k)}; expected ({d}, k): one row per column of X.")
+    if k == 0:
+        v.fail(fn, f"Theta has shape {(d_theta, k)}; expected at least one column (k >= 1 classes).")
     v.require_samples(fn, "X", (n, d))
     v.require_floating(fn, "Y", Y, f"For integer labels pass jax.nn.one_hot(labels, {k}).")
     v.require_shape(fn, "Y", Y, (n, k), f"(n, k): X's {n} rows and Theta's {k} classes")
     rows = v.concrete(Y)
     if rows is not None:
-        bad = rows[~(rows >= 0)]  # NaN too
+        bad = rows[~(rows >= 0) | ~np.isfinite(rows)]  # NaN and inf too
         if bad.size:
-            v.fail(fn, f"Y must hold non-negative label rows (one-hot or probabilities); got value(s) "
+            v.fail(fn, f"Y must hold non-negative, finite label rows (one-hot or probabilities); got value(s) "
                        f"{np.unique(bad)[:5].tolist()}.")
     v.require_penalty(fn, "l2", l2)
+    return v.as_penalty(l2, jnp.result_type(Theta))
 
 
 def multinomial_loss(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float | jax.Array = 0.0) -> jax.Array:
@@ -255,7 +259,7 @@ def multinomial_loss(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float | j
       Theta: weights, ``(d, k)``.
       X: observations, ``(n, d)``; samples are rows (the seed's ``X`` and ``Y`` are transposed).
       Y: one-hot or probability rows, ``(n, k)``, floating.
-      l2: the ridge weight λ ≥ 0.
+      l2: the ridge weight λ ≥ 0: a number or a 0-d array (an integer one is cast to ``Theta``'s dtype).
 
     Returns:
       The scalar loss; ``jax.grad`` returns cotangents for ``Theta``, ``X`` (``(Π − Y)Θᵀ``), ``Y``
@@ -268,7 +272,7 @@ def multinomial_loss(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float | j
       ``004_c4a3fcbc5e77e7ce.txt`` §3.3 (completed in ``docs/derivations.md``);
       ``000_3fed0c34b422d74e.txt`` §6.3.1, eq. 41–44.
     """
-    _check_multinomial("multinomial_loss", Theta, X, Y, l2)
+    l2 = _check_multinomial("multinomial_loss", Theta, X, Y, l2)
     return _multinomial_loss(Theta, X, Y, l2)
 
 
@@ -277,7 +281,7 @@ def multinomial_gradient(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float
 
     Arguments as in :func:`multinomial_loss`; returns ``(d, k)``.
     """
-    _check_multinomial("multinomial_gradient", Theta, X, Y, l2)
+    l2 = _check_multinomial("multinomial_gradient", Theta, X, Y, l2)
     return X.T @ _multinomial_E(log_softmax(X @ Theta, axis=1), Y) + l2 * Theta
 
 
@@ -304,7 +308,7 @@ def multinomial_hessian(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float 
     References:
       ``004_c4a3fcbc5e77e7ce.txt`` §2.3 eq. 2.10 and §3.3; derivation in ``docs/derivations.md``.
     """
-    _check_multinomial("multinomial_hessian", Theta, X, Y, l2)
+    l2 = _check_multinomial("multinomial_hessian", Theta, X, Y, l2)
     d, k = Theta.shape
     P = jnp.exp(log_softmax(X @ Theta, axis=1))
     r = jnp.sum(Y, axis=1)

@@ -146,7 +146,9 @@ def _prepare_fcnn(fn, params, X, Y, activations, l2, task):
     n = len(params) if isinstance(params, list | tuple) else None
     n_acts = n if task == "regression" or n is None else n - 1
     pairs, acts = _fcnn._check(fn, params, X, Y, activations, l2, n_activations=n_acts)
-    return pairs, acts
+    if task == "classification":
+        v.require_label_rows(fn, "Y", Y)
+    return pairs, acts, v.as_penalty(l2, jnp.result_type(X))
 
 
 def _restructure(params, grads):
@@ -192,7 +194,7 @@ def fcnn_quantities(params, X, Y, activations: Sequence[str], l2=0.0, *, task: s
     """
     fn = "fcnn_quantities"
     quantities = _check_quantities(fn, quantities)
-    pairs, acts = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
+    pairs, acts, l2 = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
     N = X.shape[0]
     ell, Zs, Ss = _fcnn_rows(pairs, X, Y, acts, task)
     out = {"loss": jnp.mean(ell) + l2 * _fcnn._penalty(pairs),
@@ -243,7 +245,7 @@ def fcnn_clipped_grad(params, X, Y, activations: Sequence[str], l2=0.0, *, task:
     """
     fn = "fcnn_clipped_grad"
     _check_clip_norm(fn, clip_norm)
-    pairs, acts = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
+    pairs, acts, l2 = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
     N = X.shape[0]
     w = _check_weights(fn, weights, N, jnp.result_type(X))
     ell, Zs, Ss = _fcnn_rows(pairs, X, Y, acts, task)

@@ -181,6 +181,9 @@ def _check(fn: str, params, Z0, X, Y=None):
     v.require_shape(fn, "Z0", Z0, (N, H), f"(N, H): X's {N} sequences and W's hidden size {H}")
     arrays = [*params, Z0, X]
     if Y is not None:
+        if K == 0:
+            v.fail(fn, f"V has shape {(H, K)}; expected at least one column (K >= 1 classes for the softmax).")
+        v.require_array(fn, "Y", Y)
         dtype = jnp.result_type(Y)
         if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
             v.fail(fn, f"Y has dtype {dtype} and shape {v.shape_of(Y)}; expected floating rows of probabilities "
@@ -188,6 +191,7 @@ def _check(fn: str, params, Z0, X, Y=None):
                        f"jax.nn.one_hot(labels, {K}).")
         v.require_floating(fn, "Y", Y)
         v.require_shape(fn, "Y", Y, (tau, N, K), f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns")
+        v.require_label_rows(fn, "Y", Y)
         arrays.append(Y)
     dtype = jnp.result_type(*arrays)
     cast = [jnp.asarray(a).astype(dtype) for a in arrays]  # a no-op when the dtypes agree
@@ -214,8 +218,8 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
         ``(H, K)``, ``(K,)`` (a plain 5-tuple in that order is accepted).
       Z0: the initial state ``(N, H)``.
       X: inputs ``(τ, N, D)``, time-major: ``X[t]`` holds step ``t + 1`` of all ``N`` sequences.
-      Y: targets ``(τ, N, K)``, rows of class probabilities (one-hot or soft). Integer labels are
-        rejected; convert them with ``jax.nn.one_hot``.
+      Y: targets ``(τ, N, K)``, rows of class probabilities (one-hot or soft), non-negative and finite
+        (checked when concrete). Integer labels are rejected; convert them with ``jax.nn.one_hot``.
 
     Returns:
       ``(J, Z_τ)``: the scalar loss and the final state ``(N, H)``. ``jax.grad`` runs the closed-form
@@ -298,15 +302,20 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
 
     Args:
       params, Z0, X, Y: as in :func:`rnn_loss_and_state`.
-      chunk: steps per chunk, a positive int (static).
+      chunk: steps per chunk, a positive int (static: a Python or NumPy int, or a concrete integer 0-d
+        array; under ``jax.jit`` mark it static).
 
     Returns:
       ``(J, grads, Z_τ)``, ``grads`` an :class:`RNNParams`.
     """
     fn = "rnn_truncated_bptt_grads"
-    if not v.is_int(chunk) or chunk < 1:
+    if isinstance(chunk, jax.core.Tracer):
+        v.fail(fn, f"chunk is a traced value ({chunk!r}); it must be static, as it fixes the shapes of the "
+                   f"chunks: pass a Python int, e.g. jax.jit(rnn_truncated_bptt_grads, static_argnames='chunk').")
+    steps = v.static_int(chunk)
+    if steps is None or steps < 1:
         v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
-    chunk = int(chunk)
+    chunk = steps
     params, Z0, X, Y = _check(fn, params, Z0, X, Y)
     tau = X.shape[0]
     full, rest = divmod(tau, chunk)

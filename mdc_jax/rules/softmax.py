@@ -60,7 +60,7 @@ def softmax(A: jax.Array, axis: int = -1) -> jax.Array:
 
     Args:
       A: a floating array of rank ≥ 1.
-      axis: the axis along which the probabilities sum to one.
+      axis: the axis along which the probabilities sum to one (a Python or NumPy int, not a bool).
 
     Returns:
       ``s(A)``, same shape and dtype as ``A``.
@@ -73,9 +73,13 @@ def softmax(A: jax.Array, axis: int = -1) -> jax.Array:
     shape = v.shape_of(A)
     if len(shape) == 0:
         v.fail(fn, "A must have at least one axis; got a scalar.")
-    if not isinstance(axis, int) or not -len(shape) <= axis < len(shape):
+    ax = v.static_int(axis)
+    if ax is None or not -len(shape) <= ax < len(shape):
         v.fail(fn, f"axis must be an int in [{-len(shape)}, {len(shape) - 1}] for A of shape {shape}; got {axis!r}.")
-    return _softmax(A, axis % len(shape))
+    ax %= len(shape)
+    if shape[ax] == 0:
+        v.fail(fn, f"A has shape {shape}, with no entries along axis {axis}; the softmax needs at least one.")
+    return _softmax(A, ax)
 
 
 @jax.custom_vjp
