@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import mdc_jax
-from mdc_jax import reference
+from mdc_jax import per_example, reference
 from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
@@ -93,10 +93,15 @@ def build_classifier(cfg) -> Model:
         return {"test_accuracy": float(accuracy(params, X_test, y_test, acts)),
                 "train_accuracy": float(accuracy(params, X, jnp.asarray(data.y_train), acts))}
 
+    def clipped_grad(params, batch, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.3.1, per example
+        return per_example.fcnn_clipped_grad(params, *batch, acts, m.l2, task="classification", clip_norm=clip_norm,
+                                             weights=weights)
+
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="test_accuracy", report=lambda p: {}, data={"X_train": X})
+                 evaluate=evaluate, primary="test_accuracy", report=lambda p: {}, data={"X_train": X},
+                 examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad)
 
 
 def build_regressor(cfg) -> Model:
@@ -120,10 +125,15 @@ def build_regressor(cfg) -> Model:
         ridge = Ridge().fit(data.X_train, data.y_train)
         return {"sklearn_ridge_test_r2": float(ridge.score(data.X_test, data.y_test))}
 
+    def clipped_grad(params, batch, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.2, per example
+        return per_example.fcnn_clipped_grad(params, *batch, acts, m.l2, task="regression", clip_norm=clip_norm,
+                                             weights=weights)
+
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="test_r2", report=report, data={"X_train": X, "y_train": Y})
+                 evaluate=evaluate, primary="test_r2", report=report, data={"X_train": X, "y_train": Y},
+                 examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad)
 
 
 CLASSIFIER = ModelSpec("mlp_classifier", MLPOptions, CLASSIFICATION, build=build_classifier, configs=CONFIGS,

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdc_jax import RNNParams, reference, rnn_forward, rnn_loss
+from mdc_jax import RNNParams, per_example, reference, rnn_forward, rnn_loss
 from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
 
@@ -101,14 +101,28 @@ def build_charlm(cfg) -> Model:
     train = jnp.asarray(data.train)
     loss_fn = pick_loss(rnn_loss, reference.rnn_loss, cfg.train.grad)
 
-    def batch(key):
-        starts = jax.random.randint(key, (n,), 0, len(data.train) - tau - 1, dtype=jnp.int32)
+    windows = len(data.train) - tau - 1  # an example is the window starting at one of these positions
+
+    def gather(starts):
         ids = _windows(train, starts, tau + 1)
         return one_hot_time_major(ids[:, :-1], vocab), one_hot_time_major(ids[:, 1:], vocab)
 
-    def loss(params, b):
+    def batch(key):
+        return gather(jax.random.randint(key, (n,), 0, windows, dtype=jnp.int32))
+
+    def zeros(params, X):
+        return jnp.zeros((X.shape[1], params.W.shape[0]), X.dtype)
+
+    def loss(params, b):  # per character: J / τ
         X, Y = b
-        return loss_fn(params, jnp.zeros((X.shape[1], params.W.shape[0]), X.dtype), X, Y) / X.shape[0]
+        return loss_fn(params, zeros(params, X), X, Y) / X.shape[0]
+
+    def clipped_grad(params, b, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.4, per window
+        # The loss is J/τ, so example i's gradient is g_i/τ: clip g_i at τC and divide by τ.
+        X, Y = b
+        J, grads = per_example.rnn_clipped_grad(params, zeros(params, X), X, Y, clip_norm=clip_norm * tau,
+                                                weights=weights)
+        return J / tau, jax.tree.map(lambda g: g / tau, grads)
 
     def report(params):
         key = jax.random.PRNGKey(cfg.train.seed)
@@ -116,7 +130,8 @@ def build_charlm(cfg) -> Model:
 
     return Model(init=lambda key: init_rnn(key, vocab, cfg.model.hidden_size), loss=loss, batch=batch,
                  batch_axes=(1, 1), evaluate=lambda p: {"test_bits_per_char": bits_per_char(p, data.test, vocab)},
-                 primary="test_bits_per_char", report=report)
+                 primary="test_bits_per_char", report=report, examples=windows, gather=gather,
+                 clipped_grad=clipped_grad)
 
 
 CHARLM = ModelSpec("rnn_charlm", CharLMOptions, TEXT, build=build_charlm, configs=CONFIGS,

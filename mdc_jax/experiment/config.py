@@ -13,6 +13,7 @@ float must be finite.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -107,6 +108,16 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass
+class DPConfig:
+    """``train.dp``: DP-SGD (see :mod:`mdc_jax.experiment.dp`); absent or null trains without it."""
+
+    clip_norm: float  # C: each example's gradient is clipped to this norm
+    noise_multiplier: float  # σ: Gaussian noise of standard deviation σ·C on the summed clipped gradients
+    delta: float = 1e-5  # δ of the reported (ε, δ)
+    accountant: str = "pld"  # pld | rdp (Google's dp-accounting)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     steps: int
     seed: int = 0
@@ -117,6 +128,7 @@ class TrainConfig:
     log_every: int = 50
     devices: int = 1  # data-parallel devices; 0 = all visible
     tol: float = 1e-8  # Newton models: convergence tolerance on the gradient norm
+    dp: DPConfig | None = None  # DP-SGD: Poisson sampling (expected batch_size), clipping, noise, ε at δ
 
 
 @dataclasses.dataclass
@@ -132,6 +144,7 @@ CHOICES = {
     "optimizer.name": ("sgd", "momentum", "adam", "adamw"),
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "exponential"),
     "train.grad": GRADS,
+    "train.dp.accountant": ("pld", "rdp"),
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
             "train.tol", "optimizer.learning_rate", "data.max_chars")
@@ -198,7 +211,11 @@ def _build(cls, raw: Any, where: str, source: str):
                 raise ConfigError(f"{source}: missing required key {dotted!r}")
             continue
         tp = hints[name]
-        if tp is ModelOptions:
+        optional = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
+            typing.Union, types.UnionType) else None
+        if optional and len(optional) == 1 and dataclasses.is_dataclass(optional[0]):  # an optional section
+            kwargs[name] = None if raw[name] is None else _build(optional[0], raw[name], dotted, source)
+        elif tp is ModelOptions:
             kwargs[name] = _build_model_options(raw[name], dotted, source)
         elif dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, raw[name], dotted, source)
@@ -235,9 +252,10 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
     if problems:
         raise ConfigError(f"{source}: {'; '.join(problems)}")
     for dotted, allowed in CHOICES.items():
-        section, key = dotted.split(".")
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
+        value = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part) if value is not None else None
+        if value is not None and value not in allowed:
             raise ConfigError(f"{source}: {dotted} is {value!r}; expected one of {', '.join(allowed)}")
     for dotted in POSITIVE:
         section, key = dotted.split(".")
@@ -265,6 +283,21 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
     for key in ("clip_norm", "weight_decay", "momentum"):
         if not getattr(o, key) >= 0:
             raise ConfigError(f"{source}: optimizer.{key} must be >= 0, got {getattr(o, key)}")
+    dp = cfg.train.dp
+    if dp is not None and spec.fit is not None:
+        raise ConfigError(f"{source}: train.dp: model.kind {spec.kind!r} is fitted by a solver, not by gradient "
+                          f"steps; DP-SGD applies to gradient-trained models")
+    if dp is not None:
+        if not dp.clip_norm > 0:
+            raise ConfigError(f"{source}: train.dp.clip_norm must be > 0, got {dp.clip_norm}")
+        if not dp.noise_multiplier >= 0:
+            raise ConfigError(f"{source}: train.dp.noise_multiplier must be >= 0 (0: clipping without noise, "
+                              f"no privacy), got {dp.noise_multiplier}")
+        if not 0 < dp.delta < 1:
+            raise ConfigError(f"{source}: train.dp.delta must be in (0, 1), got {dp.delta}")
+        if cfg.train.devices != 1:
+            raise ConfigError(f"{source}: train.dp runs on one device; set train.devices: 1 "
+                              f"(got {cfg.train.devices})")
     if cfg.train.devices < 0:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
 
@@ -295,12 +328,14 @@ def parse_override(text: str, flag: str = "--set") -> tuple[str, Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[tuple[str, Any]], source: str) -> dict:
-    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    raw = copy.deepcopy(raw)  # nested sections (train.dp) too: the caller's dict is left as it was
     for key, value in overrides:
         parts = key.split(".")
         node = raw
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # an absent or null optional section, such as train.dp
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: --set {key}: {part!r} is not a section")
         node[parts[-1]] = value

@@ -44,6 +44,14 @@ class Model(NamedTuple):
         trainer checks them once, before the first step, and refuses NaN or inf with a message
         naming the array, the row and the column: the rules themselves stay traceable under ``jit``
         and do not look at values.
+      examples: the number of training examples, for DP-SGD (``train.dp``): Poisson sampling draws
+        each of them with probability ``batch_size / examples`` and the accountant needs that rate.
+      gather: ``indices -> batch``: the training examples at ``indices`` (jittable), for DP-SGD.
+      clipped_grad: ``(params, batch, weights, clip_norm) -> (loss, grads)`` with
+        ``grads = (1/B) Σ_i w_i min(1, C/‖g_i‖) g_i + ∇penalty`` over the batch's ``B`` examples
+        (``g_i``: example i's own gradient; see :mod:`mdc_jax.per_example`), for DP-SGD with
+        ``train.grad: closed``. With ``train.grad: autodiff`` the trainer clips ``jax.vmap(jax.grad)``
+        of ``loss`` instead, so a model needs only ``examples`` and ``gather`` for that.
     """
 
     init: Callable[[jax.Array], Any]
@@ -54,6 +62,9 @@ class Model(NamedTuple):
     primary: str
     report: Callable[[Any], dict]
     data: Mapping[str, Any] | None = None
+    examples: int | None = None
+    gather: Callable[[jax.Array], Any] | None = None
+    clipped_grad: Callable[..., tuple] | None = None
 
 
 class Fit(NamedTuple):

@@ -44,6 +44,7 @@ from .config import (
     read_yaml,
     safe_name,
 )
+from .dp import epsilon, make_dp_grad
 from .models import get_model
 
 EXIT_NON_FINITE = 3
@@ -254,6 +255,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 
     model = spec.build(cfg)
     _check_data(cfg, model.data)
+    _check_dp(cfg, model)
     shardings = _mesh_shardings(cfg, model.batch_axes)
     opt = make_optimizer(cfg)
     key = jax.random.PRNGKey(cfg.train.seed)
@@ -283,11 +285,17 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         log.truncate_after(start)
     _save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
 
+    if cfg.train.dp is not None:
+        dp_grad, dp_rate, _ = make_dp_grad(model, cfg)
+
     def step_fn(params, opt_state, step):
-        batch = model.batch(jax.random.fold_in(data_key, step))
-        if shardings is not None:
-            batch = jax.lax.with_sharding_constraint(batch, shardings[1])
-        loss, grads = jax.value_and_grad(model.loss)(params, batch)
+        if cfg.train.dp is not None:  # Poisson-sampled batch, clipped per example, noised (experiment/dp.py)
+            loss, grads = dp_grad(params, jax.random.fold_in(data_key, step))
+        else:
+            batch = model.batch(jax.random.fold_in(data_key, step))
+            if shardings is not None:
+                batch = jax.lax.with_sharding_constraint(batch, shardings[1])
+            loss, grads = jax.value_and_grad(model.loss)(params, batch)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -323,6 +331,9 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
             losses, window_start = [], time.perf_counter()
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
             metrics = model.evaluate(params)
+            if cfg.train.dp is not None:  # the privacy spent so far: ε at δ after `step` steps
+                metrics["epsilon"] = epsilon(step, dp_rate, cfg.train.dp.noise_multiplier, cfg.train.dp.delta,
+                                             cfg.train.dp.accountant)
             log.record(step=step, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % cfg.train.checkpoint_every == 0:
@@ -337,8 +348,12 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 
     final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluates its last step
     atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
+    dp = cfg.train.dp
+    if dp is not None and "epsilon" not in final_metrics:  # a resume with no step left to run
+        final_metrics["epsilon"] = epsilon(cfg.train.steps, dp_rate, dp.noise_multiplier, dp.delta, dp.accountant)
+    privacy = {} if dp is None else {"dp": {**dataclasses.asdict(dp), "sampling_rate": dp_rate}}
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
-               "resumed_from_step": start if resume else None, **final_metrics, **model.report(params),
+               "resumed_from_step": start if resume else None, **final_metrics, **privacy, **model.report(params),
                "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
                "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
     _write_summary(run_dir, summary)
@@ -354,6 +369,22 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 def _last_good_checkpoint(run_dir: Path) -> str:
     kept = list_checkpoints(run_dir / "checkpoints")
     return f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
+
+
+def _check_dp(cfg: ExperimentConfig, model) -> None:
+    """``train.dp`` needs a model that can gather examples by index (and clip them in closed form)."""
+    if cfg.train.dp is None:
+        return
+    missing = [f for f in ("examples", "gather") if getattr(model, f) is None]
+    if cfg.train.grad == "closed" and model.clipped_grad is None:
+        missing.append("clipped_grad")
+    if missing:
+        hint = " (or train.grad: autodiff, which clips jax.vmap(jax.grad) of its loss)" if missing == ["clipped_grad"] else ""
+        raise ConfigError(f"train.dp: model.kind {cfg.model.kind!r} does not support DP-SGD: its Model has no "
+                          f"{', '.join(missing)}{hint}")
+    if cfg.train.batch_size > model.examples:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
+                          f"({model.examples} examples); with train.dp it is the expected Poisson batch size")
 
 
 def _check_data(cfg: ExperimentConfig, data) -> None:

@@ -1,0 +1,127 @@
+"""Specification of DP-SGD in `mdc-jax train` (train.dp): Poisson sampling, the clipped and noised
+gradient, the accountant, the config checks, and the closed form against the vmap(grad) baseline."""
+
+from __future__ import annotations
+
+import json
+
+import dp_accounting
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+from mdc_jax import cli, per_example
+from mdc_jax.experiment import dp
+from mdc_jax.experiment.config import load_config
+from mdc_jax.experiment.models import get_model
+
+DTYPE_PROMOTION = "standard"  # optax mixes Python floats with int32 step counts (see conftest.py)
+
+DP = {"data": {"dataset": "digits"}, "model": {"kind": "mlp_classifier", "hidden": [16], "l2": 1.0e-3},
+      "optimizer": {"name": "adam", "learning_rate": 3.0e-3},
+      "train": {"steps": 30, "batch_size": 64, "eval_every": 15, "log_every": 15, "checkpoint_every": 15,
+                "dp": {"clip_norm": 1.0, "noise_multiplier": 1.2, "delta": 1.0e-5}}}
+
+
+def write(tmp_path, raw, name="dp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_poisson_sampling_draws_each_example_with_probability_q_padded_to_a_fixed_capacity():
+    n, q = 500, 0.05
+    capacity = dp.poisson_capacity(n, q)
+    assert 25 < capacity < 80 and dp.poisson_capacity(10, 0.9) == 10  # never more than n
+    draw = jax.jit(lambda k: dp.poisson_batch(k, n, q, capacity))
+    counts, hits = [], np.zeros(n)
+    for i in range(300):
+        idx, valid = draw(jax.random.PRNGKey(i))
+        assert idx.shape == valid.shape == (capacity,)
+        chosen = np.asarray(idx)[np.asarray(valid)]
+        assert len(set(chosen.tolist())) == len(chosen)  # without replacement
+        assert np.all(np.asarray(valid)[: len(chosen)]) and not np.any(np.asarray(valid)[len(chosen):])
+        counts.append(len(chosen))
+        hits[chosen] += 1
+    # Binomial(500, 0.05): mean 25, sd 4.9; over 300 draws the mean is within ±1 with overwhelming probability.
+    assert abs(np.mean(counts) - n * q) < 1.5 and 3 < np.std(counts) < 7
+    assert abs(hits.mean() / 300 - q) < 0.01 and hits.max() < 40  # every example alike
+
+
+def test_without_noise_the_dp_gradient_is_the_clipped_sum_over_the_drawn_examples_over_q_n(tmp_path):
+    cfg = load_config(write(tmp_path, DP), ["train.dp.noise_multiplier=0"])
+    model = get_model("mlp_classifier").build(cfg)
+    params = model.init(jax.random.PRNGKey(0))
+    dp_grad, q, capacity = dp.make_dp_grad(model, cfg)
+    key = jax.random.PRNGKey(7)
+    _, grads = jax.jit(dp_grad)(params, key)
+    idx, valid = dp.poisson_batch(jax.random.split(key)[0], model.examples, q, capacity)
+    X, Y = model.gather(np.asarray(idx)[np.asarray(valid)])
+    # (1/M) Σ_drawn clip(g_i) with M drawn examples, rescaled to the expected batch size q·n = 64
+    _, expected = per_example.fcnn_clipped_grad(params, X, Y, ["tanh"], 1e-3, clip_norm=1.0)
+    M = X.shape[0]
+    penalty = [(1e-3 * W, jnp.zeros_like(b)) for W, b in params]
+    expected = jax.tree.map(lambda g, p: (g - p) * M / 64 + p, expected, penalty)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
+
+
+def test_noise_has_standard_deviation_sigma_c_over_the_expected_batch_size(tmp_path):
+    cfg = load_config(write(tmp_path, DP), ["model.hidden=[64]"])
+    model = get_model("mlp_classifier").build(cfg)
+    params = jax.tree.map(jnp.zeros_like, model.init(jax.random.PRNGKey(0)))
+    clean = load_config(write(tmp_path, DP, "clean.yaml"), ["model.hidden=[64]", "train.dp.noise_multiplier=0"])
+    noisy, _, _ = dp.make_dp_grad(model, cfg)
+    plain, _, _ = dp.make_dp_grad(model, clean)
+    key = jax.random.PRNGKey(3)
+    diff = jax.tree.map(jnp.subtract, noisy(params, key)[1], plain(params, key)[1])
+    noise = np.concatenate([np.ravel(x) for x in jax.tree.leaves(diff)])
+    assert noise.size > 4000 and np.std(noise) == pytest.approx(1.2 * 1.0 / 64, rel=0.05) and abs(np.mean(noise)) < 1e-3
+
+
+def test_a_dp_run_reports_epsilon_from_dp_accounting_and_closed_equals_the_vmap_baseline(tmp_path, capsys):
+    path = write(tmp_path, DP)
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "closed")]) == 0
+    assert cli.main(["train", str(path), "--set", "train.grad=autodiff", "--set", "model.l2=0",
+                     "--out", str(tmp_path / "autodiff")]) == 0
+    assert cli.main(["train", str(path), "--set", "model.l2=0", "--out", str(tmp_path / "closed0")]) == 0
+    summary = json.loads((tmp_path / "closed" / "summary.json").read_text())
+    q = 64 / get_model("mlp_classifier").build(load_config(path)).examples
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(1.2)), 30)
+    expected = dp_accounting.pld.PLDAccountant().compose(event).get_epsilon(1e-5)
+    assert summary["epsilon"] == pytest.approx(expected, rel=1e-9)
+    assert summary["dp"] == {"clip_norm": 1.0, "noise_multiplier": 1.2, "delta": 1e-5, "accountant": "pld",
+                             "sampling_rate": q}
+    evals = [json.loads(line)["eval"] for line in (tmp_path / "closed" / "metrics.jsonl").read_text().splitlines()
+             if "eval" in line]
+    assert [e["epsilon"] > 0 for e in evals] == [True, True] and evals[0]["epsilon"] < evals[1]["epsilon"]
+    # Same key, same Poisson draws and noise: the closed form and vmap(grad) train the same parameters.
+    a, b = np.load(tmp_path / "closed0" / "final.npz"), np.load(tmp_path / "autodiff" / "final.npz")
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.dp.clip_norm=0", r"train\.dp\.clip_norm must be > 0, got 0\.0"),
+    ("train.dp.noise_multiplier=-1", r"train\.dp\.noise_multiplier must be >= 0"),
+    ("train.dp.delta=1", r"train\.dp\.delta must be in \(0, 1\), got 1\.0"),
+    ("train.dp.accountant=moments", r"train\.dp\.accountant is 'moments'; expected one of pld, rdp"),
+    ("train.dp.sigma=1", r"unknown key 'train\.dp\.sigma'"),
+    ("train.devices=2", r"train\.dp runs on one device"),
+    ("train.batch_size=5000", r"train\.batch_size 5000 is larger than the training set"),
+])
+def test_bad_dp_settings_exit_2_naming_the_key(tmp_path, capsys, override, message):
+    code = cli.main(["train", str(write(tmp_path, DP)), "--set", override, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+
+
+def test_dp_is_refused_for_a_solver_model_and_without_dp_the_section_is_absent(tmp_path, capsys):
+    assert cli.main(["train", "logistic_breast_cancer", "--set", "train.dp.clip_norm=1",
+                     "--set", "train.dp.noise_multiplier=1", "--out", str(tmp_path / "run")]) == 2
+    assert "fitted by a solver" in capsys.readouterr().err
+    assert load_config(write(tmp_path, {**DP, "train": {"steps": 5}})).train.dp is None
