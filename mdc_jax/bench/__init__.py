@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 
-CASE_MODULES = ("fcnn", "rnn", "logistic")
+CASE_MODULES = ("fcnn", "rnn", "logistic", "per_example")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,17 +35,23 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_threads()
 
-    results = []
+    results, details = [], []
     for i, family in enumerate(args.only, 1):
         print(f"[{i}/{len(args.only)}] {family} ({args.suite})", file=sys.stderr, flush=True)
         module = importlib.import_module(f"{__name__}.{family}")
-        results.extend(module.run_cases(args.suite))
+        cases = module.run_cases(args.suite)
+        results.extend(cases)
+        if hasattr(module, "format_details"):  # a family with figures beyond closed vs autodiff
+            details.append(module.format_details(cases))
     matmul = matmul_gflops(2048 if args.suite == "full" else 512)
     header = (f"{datetime.date.today()} · jax {jax.__version__} · {jax.devices()[0].device_kind} · "
               f"{platform.processor() or platform.machine()} · suite {args.suite} · "
               f"matmul roofline {matmul:.1f} GFLOP/s")
     print(header)
     print(format_table(results, matmul))
+    for table in details:
+        print()
+        print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": header, "matmul_gflops": matmul, "cases": [r.as_dict() for r in results]}, f, indent=2)
