@@ -125,3 +125,22 @@ def test_dp_is_refused_for_a_solver_model_and_without_dp_the_section_is_absent(t
                      "--set", "train.dp.noise_multiplier=1", "--out", str(tmp_path / "run")]) == 2
     assert "fitted by a solver" in capsys.readouterr().err
     assert load_config(write(tmp_path, {**DP, "train": {"steps": 5}})).train.dp is None
+
+
+@pytest.mark.parametrize("kind, raw", [
+    ("mlp_regressor", {"data": {"dataset": "diabetes"}, "model": {"kind": "mlp_regressor", "hidden": [8]}}),
+    ("char_rnn", {"data": {"dataset": "python_source", "max_chars": 4000},
+                  "model": {"kind": "rnn_charlm", "hidden_size": 8, "seq_len": 5}}),
+])
+def test_each_models_closed_form_clipping_equals_clipping_vmap_of_grad_of_its_loss(tmp_path, kind, raw):
+    raw = {**raw, "train": {"steps": 2, "batch_size": 6, "dp": {"clip_norm": 0.05, "noise_multiplier": 1.0}}}
+    cfg = load_config(write(tmp_path, raw))
+    model = get_model(raw["model"]["kind"]).build(cfg)
+    params = model.init(jax.random.PRNGKey(1))
+    batch = model.gather(jnp.arange(6, dtype=jnp.int32) * 7)
+    weights = jnp.asarray([1.0, 0.0, 2.0, 1.0, 1.0, 0.5], jnp.float32)
+    loss, grads = model.clipped_grad(params, batch, weights, 0.05)
+    loss_v, grads_v = dp.vmap_clipped_grad(model.loss, model.batch_axes, params, batch, weights, 0.05)
+    np.testing.assert_allclose(loss, loss_v, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_v)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
