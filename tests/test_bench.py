@@ -31,11 +31,10 @@ def test_bench_cli_writes_json(tmp_path):
     assert data["matmul_gflops"] > 0 and FIELDS <= set(data["cases"][0])
 
 
-def test_per_example_bench_reports_clipped_vs_plain_and_vmap(capsys):
-    assert main(["--suite", "small", "--only", "per_example"]) == 0
-    out = capsys.readouterr().out
-    assert "| per_example clip MLP N=64 64-128-10 |" in out and "clipped / plain" in out
-    from mdc_jax.bench import per_example
-
-    (r,) = per_example.run_cases("small", rounds=2)[:1]
-    assert {"plain_ms", "clipped_vs_plain", "vmap_vs_clipped", "temp_vs_plain", "dp_step_ms"} <= set(r.extra)
+def test_per_example_bench_reports_clipped_vs_plain_and_vmap(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["--suite", "small", "--only", "per_example", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| per_example clip MLP N=64 64-128-10 |" in table and "clipped / plain" in table
+    extra = json.loads(out.read_text())["cases"][0]["extra"]
+    assert {"plain_ms", "clipped_vs_plain", "vmap_vs_clipped", "temp_vs_plain", "dp_step_ms"} <= set(extra)

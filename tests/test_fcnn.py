@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
@@ -86,6 +86,7 @@ def test_regression_grad_matches_autodiff_float64(setup):
     assert_matches_autodiff("regression", acts, regression_case(seed, n, dims, jnp.float64), l2, F64_RTOL)
 
 
+@settings(max_examples=8)  # float64 (15 examples) is the strict check; float32 checks dtypes and tolerances
 @given(regression_setups())
 def test_regression_grad_matches_autodiff_float32(setup):
     seed, n, dims, acts, l2 = setup
@@ -100,6 +101,7 @@ def test_classification_grad_matches_autodiff_float64(setup):
     assert_matches_autodiff("classification", acts, case, l2, F64_RTOL)
 
 
+@settings(max_examples=8)
 @given(classification_setups())
 def test_classification_grad_matches_autodiff_float32(setup):
     seed, n, dims, acts, l2, one_hot = setup
