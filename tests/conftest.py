@@ -31,7 +31,7 @@ def _strict_dtype_promotion(request):
 settings.register_profile(
     "default",
     deadline=None,
-    max_examples=15,
+    max_examples=10,
     # function_scoped_fixture: the autouse promotion fixture holds for every example alike
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
     print_blob=True,

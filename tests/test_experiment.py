@@ -164,12 +164,15 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed."""
     raw = {**SMALL, "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
     path = write_config(tmp_path, raw)
+    # The three processes compile the same programs: XLA's persistent cache compiles them once.
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     reference = tmp_path / "uninterrupted"
-    subprocess.run(mdc_jax_cli("train", path, "--out", reference), check=True, capture_output=True, cwd=REPO)
+    subprocess.run(mdc_jax_cli("train", path, "--out", reference), check=True, capture_output=True, cwd=REPO, env=env)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(mdc_jax_cli("train", path, "--out", killed),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
     deadline = time.time() + 120
     while time.time() < deadline and len(list_checkpoints(killed / "checkpoints")) < 3 and proc.poll() is None:
         time.sleep(0.01)
@@ -181,7 +184,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     (killed / "checkpoints" / f"ckpt-{done[-1][0] + 5:08d}.npz.tmp").write_bytes(b"PK\x03\x04 partial")
 
     # Resumed from the run directory alone: its own config.yaml, no config path or --set repeated.
-    subprocess.run(mdc_jax_cli("train", "--resume", killed), check=True, capture_output=True, cwd=REPO)
+    subprocess.run(mdc_jax_cli("train", "--resume", killed), check=True, capture_output=True, cwd=REPO, env=env)
     assert_bit_identical(load_npz(reference / "final.npz"), load_npz(killed / "final.npz"))
     records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     keys = [(r["step"], "eval" in r) for r in records]

@@ -86,7 +86,7 @@ def test_regression_grad_matches_autodiff_float64(setup):
     assert_matches_autodiff("regression", acts, regression_case(seed, n, dims, jnp.float64), l2, F64_RTOL)
 
 
-@settings(max_examples=8)  # float64 (15 examples) is the strict check; float32 checks dtypes and tolerances
+@settings(max_examples=6)  # float64 (10 examples) is the strict check; float32 checks dtypes and tolerances
 @given(regression_setups())
 def test_regression_grad_matches_autodiff_float32(setup):
     seed, n, dims, acts, l2 = setup
@@ -101,7 +101,7 @@ def test_classification_grad_matches_autodiff_float64(setup):
     assert_matches_autodiff("classification", acts, case, l2, F64_RTOL)
 
 
-@settings(max_examples=8)
+@settings(max_examples=6)
 @given(classification_setups())
 def test_classification_grad_matches_autodiff_float32(setup):
     seed, n, dims, acts, l2, one_hot = setup
