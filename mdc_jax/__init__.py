@@ -18,6 +18,7 @@ from .rules.fcnn import fcnn_regression_loss as fcnn_regression_loss
 from .rules.jacobians import cross_entropy as cross_entropy
 from .rules.jacobians import sigmoid_jacobian as sigmoid_jacobian
 from .rules.jacobians import softmax_jacobian as softmax_jacobian
+from .rules.linear_ce import linear_softmax_cross_entropy as linear_softmax_cross_entropy
 from .rules.logistic import logistic_gradient as logistic_gradient
 from .rules.logistic import logistic_hessian as logistic_hessian
 from .rules.logistic import logistic_loss as logistic_loss
@@ -53,6 +54,7 @@ __all__ = [
     "fit_multinomial_newton",
     "get_activation",
     "identities",
+    "linear_softmax_cross_entropy",
     "list_activations",
     "logistic_gradient",
     "logistic_hessian",

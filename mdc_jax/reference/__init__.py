@@ -22,6 +22,7 @@ from .identities import quadratic as quadratic
 from .identities import trace as trace
 from .identities import trace_inverse_product as trace_inverse_product
 from .jacobians import cross_entropy as cross_entropy
+from .linear_ce import linear_softmax_cross_entropy as linear_softmax_cross_entropy
 from .logistic import logistic_loss as logistic_loss
 from .logistic import multinomial_loss as multinomial_loss
 from .rnn import rnn_forward as rnn_forward
@@ -32,6 +33,6 @@ from .softmax import softmax as softmax
 
 __all__ = [
     "bilinear", "cross_entropy", "det", "fcnn_classification_loss", "fcnn_regression_loss", "gram_quadratic",
-    "inverse", "linear", "logdet", "logistic_loss", "multinomial_loss", "outer_self", "quadratic", "rnn_forward",
-    "rnn_loss", "rnn_loss_and_state", "sigmoid", "softmax", "trace", "trace_inverse_product",
+    "inverse", "linear", "linear_softmax_cross_entropy", "logdet", "logistic_loss", "multinomial_loss", "outer_self",
+    "quadratic", "rnn_forward", "rnn_loss", "rnn_loss_and_state", "sigmoid", "softmax", "trace", "trace_inverse_product",
 ]

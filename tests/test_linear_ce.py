@@ -1,0 +1,136 @@
+"""Specification of the fused linear + softmax cross-entropy head (seed 000 §6.3.1, blocked) against
+jax.grad of the plain head and optax."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import mdc_jax
+from mdc_jax.reference import linear_ce as ref
+from mdc_jax.reference.linear_ce import linear_ce_case
+from mdc_jax.rules import linear_ce
+
+from .helpers import assert_close
+
+lce = mdc_jax.linear_softmax_cross_entropy
+
+
+@st.composite
+def setups(draw):
+    n, d, k = draw(st.integers(1, 9)), draw(st.integers(1, 5)), draw(st.integers(2, 13))
+    blocks = draw(st.one_of(st.none(), st.tuples(st.integers(1, 10), st.integers(1, 16))))
+    return (draw(st.integers(0, 2**31 - 1)), n, d, k, blocks, draw(st.sampled_from(["mean", "sum", "none"])),
+            draw(st.sampled_from(["int", "ignore", "soft"])))
+
+
+@settings(max_examples=6)
+@given(setups())
+@example((0, 1, 1, 2, None, "mean", "int"))  # N = 1, K = 2
+@example((1, 5, 3, 3, (2, 8), "none", "ignore"))  # a vocabulary block larger than K
+@example((2, 9, 4, 13, (4, 5), "sum", "soft"))  # blocks dividing neither N nor K
+def test_loss_and_gradients_match_the_plain_head_float64(setup):
+    seed, n, d, k, blocks, reduction, labels_kind = setup
+    Z, W, b, labels = linear_ce_case(seed, n, d, k, jnp.float64, soft=labels_kind == "soft")
+    kw = {"reduction": reduction}
+    if labels_kind == "ignore":
+        labels = labels.at[::2].set(-100)
+        kw["ignore_index"] = -100
+    ct = jnp.asarray(np.random.default_rng(seed).normal(size=n)) if reduction == "none" else jnp.asarray(1.5)
+    argnums = (0, 1, 2, 3) if labels_kind == "soft" else (0, 1, 2)
+
+    def both(Z, W, b, labels):
+        def grads(f):
+            value, vjp = jax.vjp(lambda *a: f(*a, **kw), Z, W, b, labels)
+            return value, [vjp(ct)[i] for i in argnums]
+
+        return grads(lambda *a, **k: lce(*a, **k, block_size=blocks)), grads(ref.linear_softmax_cross_entropy)
+
+    (value, g), (ref_value, ref_g) = jax.jit(both)(Z, W, b, labels)
+    assert_close(value, ref_value, 1e-10, f"loss ({reduction}, {labels_kind}, blocks {blocks})", atol=1e-13)
+    assert_close(g, ref_g, 1e-10, f"gradients ({reduction}, {labels_kind}, blocks {blocks})", atol=1e-13)
+
+
+def test_float32_matches_optax_with_default_blocks():
+    Z, W, b, labels = linear_ce_case(3, 64, 16, 300, jnp.float32)
+    plain = lambda Z, W, b: optax.softmax_cross_entropy_with_integer_labels(Z @ W + b[None, :], labels).mean()
+    got = jax.jit(jax.value_and_grad(lambda *a: lce(*a, labels), (0, 1, 2)))(Z, W, b)
+    expected = jax.jit(jax.value_and_grad(plain, (0, 1, 2)))(Z, W, b)
+    assert got[0].dtype == jnp.float32 and all(g.dtype == jnp.float32 for g in got[1])
+    assert_close(got, expected, 1e-4, "float32 vs optax", atol=1e-7)
+
+
+def test_bfloat16_inputs_accumulate_in_float32():
+    Z, W, b, labels = linear_ce_case(4, 32, 8, 50, jnp.float32)
+    grad = jax.jit(jax.value_and_grad(lambda *a: lce(*a, labels, block_size=(8, 16)), (0, 1, 2)))
+    (v16, g16), (v32, g32) = grad(*(x.astype(jnp.bfloat16) for x in (Z, W, b))), grad(Z, W, b)
+    assert v16.dtype == jnp.float32 and [g.dtype for g in g16] == [jnp.bfloat16] * 3
+    assert abs(float(v16) - float(v32)) < 2e-2 * abs(float(v32))
+    for a, c in zip(g16, g32):
+        assert float(jnp.max(jnp.abs(a.astype(jnp.float32) - c))) < 2e-2 * float(jnp.max(jnp.abs(c)))
+
+
+def test_logits_of_1e4_give_finite_correct_results():
+    Z, W, b, labels = linear_ce_case(5, 6, 3, 7, jnp.float64)
+    Z = Z * 1e4 / jnp.max(jnp.abs(Z @ W))  # logits up to ±1e4
+    f = jax.value_and_grad(lambda *a: lce(*a, labels, block_size=(4, 3)), (0, 1, 2))
+    r = jax.value_and_grad(lambda *a: ref.linear_softmax_cross_entropy(*a, labels), (0, 1, 2))
+    got32 = f(*(x.astype(jnp.float32) for x in (Z, W, b)))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(got32))
+    assert_close(f(Z, W, b), r(Z, W, b), 1e-10, "logits of 1e4, float64")
+
+
+def test_the_logits_are_never_held_whole():
+    N, d, K = 256, 8, 4096  # N × K float32 logits: 4 MiB
+    Z, W, b, labels = linear_ce_case(6, N, d, K, jnp.float32)
+    fused = jax.jit(jax.value_and_grad(lambda *a: lce(*a, labels, block_size=(64, 512)), (0, 1, 2)))
+    plain = jax.jit(jax.value_and_grad(lambda *a: ref.linear_softmax_cross_entropy(*a, labels), (0, 1, 2)))
+    temp = lambda f: f.lower(Z, W, b).compile().memory_analysis().temp_size_in_bytes
+    assert temp(fused) < N * K * 4 / 4 < temp(plain)  # one block of 64 × 512, not 256 × 4096
+
+
+def test_all_ignored_tokens_give_zero_loss_and_gradients():
+    Z, W, b, _ = linear_ce_case(7, 4, 3, 5, jnp.float64)
+    value, grads = jax.value_and_grad(lambda *a: lce(*a, jnp.full(4, -1), ignore_index=-1), (0, 1, 2))(Z, W, b)
+    assert value == 0 and all(float(jnp.max(jnp.abs(g))) == 0 for g in grads)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: (a[0], a[1], a[2], a[3].at[0].set(5)), r"labels must lie in \[0, 5\).*\[5\] \(first at row 0\)"),
+    (lambda a: (a[0], a[1], a[2], a[3].astype(jnp.float64)), r"labels has dtype float64 and shape \(4,\); expected integer"),
+    (lambda a: (a[0][:, :2], a[1], a[2], a[3]), r"W has shape \(3, 5\); expected \(2, K\)"),
+    (lambda a: (a[0], a[1], a[2][:4], a[3]), r"b has shape \(4,\); expected \(5,\)"),
+    (lambda a: (a[0], a[1], a[2], a[3][:3]), r"labels has shape \(3,\); expected \(4,\)"),
+    (lambda a: (a[0], a[1], a[2], a[3].tolist()), r"labels must be an array"),
+])
+def test_bad_input_names_the_argument(change, match):
+    args = linear_ce_case(0, 4, 3, 5, jnp.float64)
+    with pytest.raises(ValueError, match=f"linear_softmax_cross_entropy: {match}"):
+        lce(*change(args))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"block_size": 0}, r"the vocabulary block must be a positive int; got 0"),
+    ({"block_size": (2, -1)}, r"the vocabulary block must be a positive int"),
+    ({"block_size": (0, 4)}, r"the token block must be a positive int"),
+    ({"block_size": (1, 2, 3)}, r"block_size must be an int \(vocabulary block\) or a pair"),
+    ({"reduction": "avg"}, r"reduction must be one of"),
+    ({"ignore_index": 1.5}, r"ignore_index must be an int or None"),
+])
+def test_bad_options_name_the_argument(kw, match):
+    with pytest.raises(ValueError, match=match):
+        lce(*linear_ce_case(0, 4, 3, 5, jnp.float64), **kw)
+
+
+def test_soft_labels_refuse_ignore_index_and_negative_rows():
+    Z, W, b, Y = linear_ce_case(0, 4, 3, 5, jnp.float64, soft=True)
+    with pytest.raises(ValueError, match=r"ignore_index applies to integer labels only"):
+        lce(Z, W, b, Y, ignore_index=0)
+    with pytest.raises(ValueError, match=r"labels must hold non-negative, finite label rows"):
+        lce(Z, W, b, -Y)
+    assert linear_ce.default_blocks(4096, 32768) == (512, 8192)
