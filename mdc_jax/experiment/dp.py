@@ -23,6 +23,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from ..reference.per_example import clipped_from_batch_grads
+
 CAPACITY_FAILURE = 1e-12
 
 
@@ -62,15 +64,13 @@ def _one_example(batch, batch_axes, i):
 
 def vmap_clipped_grad(loss, batch_axes, params, batch, weights, clip_norm):
     """``(loss, (1/B) Σ_i w_i min(1, C/‖g_i‖) g_i)`` by ``jax.vmap(jax.grad)`` of the model's loss on one
-    example at a time: the autodiff baseline (``train.grad: autodiff``). Here ``g_i`` includes the
-    model's penalty gradient, if its loss has one."""
+    example at a time: the autodiff baseline (``train.grad: autodiff``), clipped as the reference of
+    :mod:`mdc_jax.per_example` clips. Here ``g_i`` includes the model's penalty gradient, if its loss
+    has one."""
     B = weights.shape[0]
     one = lambda i: jax.value_and_grad(loss)(params, _one_example(batch, batch_axes, i))
     losses, grads = jax.vmap(one)(jnp.arange(B))
-    sq = sum(jnp.sum(g.reshape(B, -1) ** 2, axis=1) for g in jax.tree.leaves(grads))
-    norms = jnp.sqrt(sq)
-    c = weights * jnp.where(norms > clip_norm, clip_norm / jnp.where(norms > clip_norm, norms, 1), 1)
-    return jnp.sum(weights * losses) / B, jax.tree.map(lambda g: jnp.tensordot(c, g, axes=1) / B, grads)
+    return jnp.sum(weights * losses) / B, clipped_from_batch_grads(grads, clip_norm, weights)
 
 
 def add_noise(grads, key, std):

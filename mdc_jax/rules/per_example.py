@@ -360,10 +360,6 @@ def _weighted_sums(factors, c, N):
                             for a, b in factors))
 
 
-def _prepare_rnn(fn, params, Z0, X, Y):
-    return _rnn._check(fn, params, Z0, X, Y)
-
-
 def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2", "grad_norm")) -> dict:
     """Loss, gradient and per-example gradient statistics of the §6.4 RNN, from one closed-form backward.
 
@@ -387,7 +383,7 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
     """
     fn = "rnn_quantities"
     quantities = _check_quantities(fn, quantities)
-    params, Z0, X, Y = _prepare_rnn(fn, params, Z0, X, Y)
+    params, Z0, X, Y = _rnn._check(fn, params, Z0, X, Y)
     N = X.shape[1]
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
     factors = _rnn_factors(params, X, *arrays)
@@ -428,7 +424,7 @@ def rnn_clipped_grad(params, Z0, X, Y, *, clip_norm, weights=None):
     """
     fn = "rnn_clipped_grad"
     _check_clip_norm(fn, clip_norm)
-    params, Z0, X, Y = _prepare_rnn(fn, params, Z0, X, Y)
+    params, Z0, X, Y = _rnn._check(fn, params, Z0, X, Y)
     N = X.shape[1]
     w = _check_weights(fn, weights, N, X.dtype)
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
