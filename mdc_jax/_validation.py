@@ -107,6 +107,23 @@ def require_label_rows(fn: str, name: str, Y) -> None:
         fail(fn, f"{name} must hold non-negative, finite label rows (one-hot or probabilities); {problem}.")
 
 
+def require_indices(fn: str, name: str, x, upper: int, what: str, ignore: int | None = None) -> None:
+    """Concrete integer ``x`` lies in ``[0, upper)`` (entries equal to ``ignore`` aside); ``what`` says
+    what indexes (``"class"``); tracers pass (shapes only under ``jit``)."""
+    value = concrete(x)
+    if value is None or value.size == 0:
+        return
+    bad = (value < 0) | (value >= upper)
+    if ignore is not None:
+        bad &= value != ignore
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), value.shape)
+        where = f"row {first[0]}" if value.ndim == 1 else f"index {tuple(int(i) for i in first)}"
+        also = f" or equal ignore_index={ignore}" if ignore is not None else ""
+        fail(fn, f"{name} must hold {what} indices in [0, {upper}){also}; got {np.unique(value[bad])[:5].tolist()} "
+                 f"(first at {where}).")
+
+
 def require_array(fn: str, name: str, x) -> None:
     """An array (JAX, NumPy, or a NumPy scalar); a Python list or tuple is refused by name."""
     if isinstance(x, list | tuple | dict | str | type(None)):

@@ -101,7 +101,7 @@ def test_all_ignored_tokens_give_zero_loss_and_gradients():
 
 
 @pytest.mark.parametrize("change, match", [
-    (lambda a: (a[0], a[1], a[2], a[3].at[0].set(5)), r"labels must lie in \[0, 5\).*\[5\] \(first at row 0\)"),
+    (lambda a: (a[0], a[1], a[2], a[3].at[0].set(5)), r"labels must hold class indices in \[0, 5\).*\[5\] \(first at row 0\)"),
     (lambda a: (a[0], a[1], a[2], a[3].astype(jnp.float64)), r"labels has dtype float64 and shape \(4,\); expected integer"),
     (lambda a: (a[0][:, :2], a[1], a[2], a[3]), r"W has shape \(3, 5\); expected \(2, K\)"),
     (lambda a: (a[0], a[1], a[2][:4], a[3]), r"b has shape \(4,\); expected \(5,\)"),

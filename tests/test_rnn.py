@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -95,6 +97,74 @@ def test_forward_matches_reference_and_its_logits_give_the_loss():
 
 def test_wide_case_matches_autodiff_float64():
     assert_matches_autodiff(rnn_case(7, 17, 16, 24, 40, 11, jnp.float64, one_hot=False), F64_RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token ids, integer labels and the fused output head (linear_softmax_cross_entropy's §6.3.1, blocked)
+
+
+def _tokens(seed, tau, n, d, k):
+    rng = np.random.default_rng(seed)
+    return (jnp.asarray(rng.integers(0, d, (tau, n)), jnp.int32), jnp.asarray(rng.integers(0, k, (tau, n)), jnp.int32))
+
+
+@settings(max_examples=3)
+@given(rnn_setups(), st.integers(1, 9), st.integers(1, 7))
+@example((0, 1, 1, 1, 1, 2, True), 1, 1)  # τ = 1, N = 1, K = 2: a block of one row and one class
+@example((1, 12, 3, 4, 5, 3, False), 5, 2)  # three chunks; blocks dividing neither τN = 36 nor K = 3
+@example((2, 5, 2, 3, 4, 2, True), 64, 64)  # blocks larger than τN and K
+def test_fused_head_matches_autodiff_float64(setup, token_block, vocab_block):
+    seed, tau, n, d, h, k, one_hot = setup
+    fused = lambda *a: rnn_loss(*a, head="fused", block_size=(token_block, vocab_block))
+    assert_matches_autodiff(rnn_case(seed, tau, n, d, h, k, jnp.float64, one_hot), F64_RTOL, rule=fused)
+
+
+def test_fused_head_float32_under_jit_and_final_state_cotangent():
+    case = rnn_case(3, 9, 4, 3, 6, 13, jnp.float32, one_hot=False)
+    assert_matches_autodiff(case, F32_RTOL, rule=lambda *a: rnn_loss(*a, head="fused", block_size=(7, 5)))
+    case = rnn_case(4, 7, 3, 2, 4, 5, jnp.float64)
+    with_state = lambda loss: lambda *a: (lambda J, Z: J + jnp.sum(jnp.sin(Z)))(*loss(*a))
+    fused = functools.partial(rnn_loss_and_state, head="fused", block_size=4)
+    assert_matches_autodiff(case, F64_RTOL, with_state(fused), with_state(ref.rnn_loss_and_state))
+
+
+@pytest.mark.parametrize("head", ["plain", "fused"])
+def test_token_ids_and_integer_labels_equal_their_one_hot_rows(head):
+    """Integer X (τ, N) are rows of U and integer Y (τ, N) classes: the same loss and parameter gradients
+    as the one-hot arrays they stand for, under jit; ids and labels get no cotangent."""
+    params, Z0, _, _ = rnn_case(5, 6, 4, 7, 5, 9, jnp.float64)
+    ids, labels = _tokens(5, 6, 4, 7, 9)
+    ids = ids.at[0, 0].set(3).at[1, 0].set(3)  # a row of U used twice: its gradient rows add up
+    loss = lambda *a: rnn_loss(*a, head=head)
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, Z0, ids, labels)
+    dense = (params, Z0, jax.nn.one_hot(ids, 7, dtype=jnp.float64), jax.nn.one_hot(labels, 9, dtype=jnp.float64))
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(ref.rnn_loss, argnums=(0, 1)))(*dense)
+    assert_close((value, grads), (ref_value, ref_grads), F64_RTOL, "token ids")
+    g_ids, g_labels = jax.grad(loss, argnums=(2, 3), allow_int=True)(params, Z0, ids, labels)
+    assert g_ids.dtype == jax.dtypes.float0 and g_labels.dtype == jax.dtypes.float0
+    Z, O = rnn_forward(params, Z0, ids)
+    assert_close((Z, O), rnn_forward(params, Z0, dense[2]), F64_RTOL, "forward of token ids")
+
+
+def test_fused_truncated_bptt_equals_the_plain_head():
+    case = rnn_case(6, 7, 3, 2, 4, 6, jnp.float64, one_hot=False)
+    plain = rnn_truncated_bptt_grads(*case, 3)
+    assert_close(rnn_truncated_bptt_grads(*case, 3, head="fused", block_size=(4, 4)), plain, F64_RTOL, "fused TBPTT")
+
+
+def test_fused_head_never_holds_the_logits():
+    """XLA's compiled temp memory: the plain head holds each chunk's k·N × K logits (and more), the
+    fused one only a block of them."""
+    tau, n, h, k = 8, 64, 8, 8192
+    params, Z0, _, _ = rnn_case(0, 1, n, 1, h, k, jnp.float32)
+    params = params._replace(U=jnp.ones((50, h), jnp.float32) / 50)
+    ids, labels = _tokens(0, tau, n, 50, k)
+    temp = lambda **kw: (jax.jit(jax.grad(functools.partial(rnn_loss, **kw))).lower(params, Z0, ids, labels)
+                         .compile().memory_analysis().temp_size_in_bytes)
+    chunk_logits = 4 * n * k * 4  # bytes of one chunk's logits (k = 4 steps)
+    plain, fused = temp(), temp(head="fused", block_size=(64, 512))
+    assert plain >= chunk_logits
+    assert fused < chunk_logits / 8, (plain, fused)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,8 +391,23 @@ def test_concrete_labels_must_be_non_negative_and_finite():
     assert np.isfinite(jax.jit(rnn_loss)(params, Z0, X, Y))  # under jit only shapes are checked
 
 
-def test_integer_labels_are_rejected_with_a_one_hot_hint():
-    params, Z0, X, _ = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)
-    labels = jnp.zeros((3, 4), jnp.int32)
-    _bad(rnn_loss, (params, Z0, X, labels), r"Y has dtype int32 and shape \(3, 4\).*jax\.nn\.one_hot\(labels, 3\)")
-    _bad(rnn_loss, (params, Z0, X.astype(jnp.int32), jax.nn.one_hot(labels, 3)), r"X has dtype int32")
+def test_bad_token_ids_labels_and_heads_are_named():
+    params, Z0, X, Y = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)  # τ = 3, N = 4, D = 2, H = 5, K = 3
+    ids, labels = jnp.zeros((3, 4), jnp.int32), jnp.zeros((3, 4), jnp.int32)
+    _bad(rnn_loss, (params, Z0, X, labels[:2]), r"Y has shape \(2, 4\); expected \(3, 4\) \(integer labels")
+    _bad(rnn_loss, (params, Z0, X, jax.nn.one_hot(labels, 3).astype(jnp.int32)), r"Y has shape \(3, 4, 3\); expected \(3, 4\)")
+    _bad(rnn_loss, (params, Z0, X.astype(jnp.int32), Y), r"X must be 2-D with shape \(τ, N\) of token ids.*got shape \(3, 4, 2\)")
+    _bad(rnn_loss, (params, Z0, ids[:, :3], Y), r"Z0 has shape \(4, 5\); expected \(3, 5\)")
+    _bad(rnn_loss, (params, Z0, X, Y.astype(bool)), r"Y has dtype bool")
+    with pytest.raises(ValueError, match=r"rnn_loss: X must hold token \(row of U\) indices in \[0, 2\); got \[2\] "
+                                         r"\(first at index \(1, 3\)\)"):
+        rnn_loss(params, Z0, ids.at[1, 3].set(2), Y)
+    with pytest.raises(ValueError, match=r"rnn_loss_and_state: Y must hold class indices in \[0, 3\); got \[-1\]"):
+        rnn_loss_and_state(params, Z0, ids, labels.at[0, 0].set(-1), head="fused")
+    _bad(lambda *a: rnn_loss(*a, head="cut"), (params, Z0, X, Y),
+         r"rnn_loss: head must be one of \('plain', 'fused'\); got 'cut'")
+    _bad(lambda *a: rnn_loss(*a, block_size=4), (params, Z0, X, Y), r"block_size applies to head='fused' only")
+    _bad(lambda *a: rnn_loss(*a, head="fused", block_size=0), (params, Z0, X, Y),
+         r"rnn_loss: block_size: the vocabulary block must be a positive int; got 0")
+    _bad(lambda *a: rnn_truncated_bptt_grads(*a, 2, head="fused", block_size=(0, 2)), (params, Z0, X, Y),
+         r"the token block must be a positive int")

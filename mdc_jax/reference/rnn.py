@@ -1,6 +1,8 @@
 """Reference for the RNN rule (seed 000 §6.4): the forward pass as a plain ``lax.scan``.
 
-``params`` is ``(W, U, b, V, c)`` (an ``RNNParams`` works); ``X`` is ``(τ, N, D)`` time-major.
+``params`` is ``(W, U, b, V, c)`` (an ``RNNParams`` works); ``X`` is ``(τ, N, D)`` time-major. Integer
+token ids ``X`` ``(τ, N)`` and integer labels ``Y`` ``(τ, N)`` are made one-hot, as the rule's docstring
+says they stand for.
 """
 
 from __future__ import annotations
@@ -21,8 +23,15 @@ def _step(params, Z, X_t):
     return Z, Z @ V + c[None, :]  # O_t = Z_tV + 1cᵀ
 
 
-def rnn_loss_and_state(params, Z0, X, Y):
-    """(J, Z_τ) with J = Σ_t −(1/N) ln(s¹(O_t))·Y_t, differentiated by autodiff."""
+def _dense(A, width, dtype):
+    return jax.nn.one_hot(A, width, dtype=dtype) if jnp.issubdtype(A.dtype, jnp.integer) else A
+
+
+def rnn_loss_and_state(params, Z0, X, Y, **head):
+    """(J, Z_τ) with J = Σ_t −(1/N) ln(s¹(O_t))·Y_t, differentiated by autodiff (``head`` is ignored:
+    the reference forms every logit)."""
+    del head
+    X, Y = _dense(X, params[1].shape[0], Z0.dtype), _dense(Y, params[3].shape[1], Z0.dtype)
 
     def step(carry, xs):
         Z, J = carry
@@ -33,13 +42,13 @@ def rnn_loss_and_state(params, Z0, X, Y):
     return J, Z
 
 
-def rnn_loss(params, Z0, X, Y):
-    return rnn_loss_and_state(params, Z0, X, Y)[0]
+def rnn_loss(params, Z0, X, Y, **head):
+    return rnn_loss_and_state(params, Z0, X, Y, **head)[0]
 
 
 def rnn_forward(params, Z0, X):
     """(Z_τ, O) with the logits O stacked as ``(τ, N, K)``."""
-    return jax.lax.scan(lambda Z, X_t: _step(params, Z, X_t), Z0, X)
+    return jax.lax.scan(lambda Z, X_t: _step(params, Z, X_t), Z0, _dense(X, params[1].shape[0], Z0.dtype))
 
 
 def rnn_case(seed, tau: int, n: int, d: int, h: int, k: int, dtype, *, one_hot: bool = True,

@@ -49,6 +49,11 @@ def default_blocks(N: int, K: int) -> tuple[int, int]:
     return bn, bk
 
 
+def acc_dtype(dtype) -> jnp.dtype:
+    """float32 accumulation for float32 and narrower inputs (bfloat16), float64 for float64 ones."""
+    return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
+
+
 def _block_logits(Z_I, W, b, start, bk, acc):
     W_J = jax.lax.dynamic_slice_in_dim(W, start, bk, axis=1)
     b_J = jax.lax.dynamic_slice_in_dim(b, start, bk)
@@ -64,7 +69,7 @@ def _targets_block(targets, soft, start, bk, acc):
     return (targets[:, None] == cols[None, :]).astype(acc)
 
 
-def _forward(Z, W, b, targets, soft, bn, bk, acc):
+def forward(Z, W, b, targets, soft, bn, bk, acc):
     """Per-token ``lse`` and loss ``ℓ_i = (Y1)_i lse_i − Σ_k y_ik a_ik``, both (N,) in ``acc``."""
     N, K = Z.shape[0], W.shape[1]
     vstarts, tstarts = _starts(K, bk), _starts(N, bn)
@@ -100,15 +105,16 @@ def _forward(Z, W, b, targets, soft, bn, bk, acc):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
 def _head(Z, W, b, targets, soft, bn, bk, acc):
-    return _forward(Z, W, b, targets, soft, bn, bk, acc)[1]
+    return forward(Z, W, b, targets, soft, bn, bk, acc)[1]
 
 
 def _head_fwd(Z, W, b, targets, soft, bn, bk, acc):
-    lse, loss = _forward(Z, W, b, targets, soft, bn, bk, acc)
+    lse, loss = forward(Z, W, b, targets, soft, bn, bk, acc)
     return loss, (Z, W, b, targets, lse)  # N floats beyond the inputs: the logits are not kept
 
 
-def _head_bwd(soft, bn, bk, acc, res, g):
+def backward(soft, bn, bk, acc, res, g):
+    """∇Z, ∇W, ∇b and ∇targets (float0 for integer labels) for per-token cotangents ``g`` (N,)."""
     Z, W, b, targets, lse = res
     N, K = Z.shape[0], W.shape[1]
     vstarts, tstarts = _starts(K, bk), _starts(N, bn)
@@ -158,10 +164,11 @@ def _head_bwd(soft, bn, bk, acc, res, g):
     return dZ.astype(Z.dtype), dW.astype(W.dtype), db.astype(b.dtype), d_targets
 
 
-_head.defvjp(_head_fwd, _head_bwd)
+_head.defvjp(_head_fwd, backward)
 
 
-def _check_block(fn, block_size, N, K):
+def resolve_blocks(fn, block_size, N, K):
+    """(token block, vocabulary block) from a ``block_size`` argument, each at most its total."""
     if block_size is None:
         return default_blocks(N, K)
     sizes = block_size if isinstance(block_size, tuple | list) else (None, block_size)
@@ -248,15 +255,9 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
         v.require_shape(fn, "labels", labels, (N,), "one class index per row of Z")
         if ignore_index is not None and v.static_int(ignore_index) is None:
             v.fail(fn, f"ignore_index must be an int or None; got {ignore_index!r}.")
-        value = v.concrete(labels)
-        if value is not None:
-            bad = ((value < 0) | (value >= K)) & (value != (ignore_index if ignore_index is not None else -(2**62)))
-            if bad.any():
-                v.fail(fn, f"labels must lie in [0, {K}) (or equal ignore_index={ignore_index}); got "
-                           f"{np.unique(value[bad])[:5].tolist()} (first at row {int(np.argmax(bad))}).")
-    bn, bk = _check_block(fn, block_size, N, K)
-    # float32 accumulation for float32 and narrower inputs, float64 for float64 ones
-    out_dtype = jnp.dtype(jnp.float64 if any(jnp.result_type(x) == jnp.float64 for x in (Z, W, b)) else jnp.float32)
+        v.require_indices(fn, "labels", labels, K, "class", ignore=v.static_int(ignore_index))
+    bn, bk = resolve_blocks(fn, block_size, N, K)
+    out_dtype = acc_dtype(jnp.result_type(Z, W, b))
     if soft:
         valid = jnp.ones((N,), bool)
         targets = labels

@@ -31,12 +31,15 @@ recursion from ``∇_{A_{τ+1}}J Wᵀ := ∇_{Z_τ}``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validation as v
+from . import linear_ce
 from .softmax import log_softmax
 
 
@@ -71,10 +74,29 @@ def _chunks(A, k):
     return A.reshape(A.shape[0] // k, k, *A.shape[1:])
 
 
+def _input_term(X_k, U, b):
+    """``X_tU + 1bᵀ`` for a chunk's steps at once; for token ids ``X_tU`` is the rows ``U[x_t]`` (the
+    product with the one-hot rows, without forming them)."""
+    XU = U[X_k] if _is_ids(X_k) else X_k @ U
+    return XU + b[None, None, :]
+
+
+def _is_ids(X) -> bool:
+    return jnp.issubdtype(X.dtype, jnp.integer)
+
+
+def _dense_targets(Y_k, K, dtype):
+    """A chunk's target rows: ``Y`` itself, or the one-hot rows of integer labels."""
+    if jnp.issubdtype(Y_k.dtype, jnp.integer):
+        return jax.nn.one_hot(Y_k, K, dtype=dtype)
+    return Y_k
+
+
 def _forward(params, Z0, X, Y):
     """J, Z_τ and each step's input state Z_{t−1}, shaped (τ/k, k, N, H) (the backward's residual).
 
-    The loss is summed chunk by chunk, so no ``τ × N × K`` logits are ever stacked.
+    The loss is summed chunk by chunk, so no ``τ × N × K`` logits are ever stacked. ``Y=None`` runs
+    the recursion alone (J = 0): the fused head forms the loss from the states afterwards.
     """
     W, U, b, V, c = params
     N = X.shape[1]
@@ -82,20 +104,72 @@ def _forward(params, Z0, X, Y):
     def chunk(carry, xs):
         Z, J = carry
         X_k, Y_k = xs
-        XU = X_k @ U + b[None, None, :]  # X_tU + 1bᵀ for the chunk's steps at once
+        XU = _input_term(X_k, U, b)  # X_tU + 1bᵀ for the chunk's steps at once
 
         def step(Z_prev, XU_t):
             return jnp.tanh(Z_prev @ W + XU_t), Z_prev  # Z_t = tanh(A_t), A_t = Z_{t−1}W + X_tU + 1bᵀ
 
         Z, Z_in = jax.lax.scan(step, Z, XU)  # Z_in: the chunk's Z_{t−1}
-        Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
-        logS = log_softmax(Z_out @ V + c[None, None, :])  # ln s¹(O_t), O_t = Z_tV + 1cᵀ
-        return (Z, J - jnp.sum(Y_k * logS) / N), Z_in
+        if Y_k is not None:
+            Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
+            logS = log_softmax(Z_out @ V + c[None, None, :])  # ln s¹(O_t), O_t = Z_tV + 1cᵀ
+            J = J - jnp.sum(_dense_targets(Y_k, V.shape[1], logS.dtype) * logS) / N
+        return (Z, J), Z_in
 
     k = _chunk_size(X.shape[0])
-    J0 = jnp.zeros((), jnp.result_type(Z0, X, Y, *params))
-    (Z_tau, J), Zs = jax.lax.scan(chunk, (Z0, J0), (_chunks(X, k), _chunks(Y, k)))
+    J0 = jnp.zeros((), Z0.dtype)
+    Y_chunks = None if Y is None else _chunks(Y, k)
+    (Z_tau, J), Zs = jax.lax.scan(chunk, (Z0, J0), (_chunks(X, k), Y_chunks))
     return J, Z_tau, Zs
+
+
+def _bptt(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc):
+    """The §6.4 recursion for ∇_{A_t}J, walking the chunks back from the last, and ∇_W, ∇_U, ∇_b, ∇_{Z_0}, ∇_X.
+
+    ``head(Z_out, head_x, head_acc) -> (∇_{O_t}J Vᵀ, head_acc, head_out)`` supplies each chunk's
+    ``∇_{Z_t}`` from the output layer (and accumulates that layer's own gradients).
+    """
+    W, U, _b, _V, _c = params
+    ids = _is_ids(X)
+
+    def chunk(carry, xs):
+        # Going back from the last chunk: Z = the chunk's last state, R = ∇_{A_{t+1}}J Wᵀ for the
+        # step after the chunk (∇_{Z_τ} after the last one), then the running sums.
+        Z, R, dW, dU, db, acc = carry
+        Z_in, X_k, head_x = xs  # Z_in: the chunk's Z_{t−1}
+        Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
+        HV, acc, head_out = head(Z_out, head_x, acc)
+
+        def step(R, xs):
+            Z_t, HV_t = xs
+            G = (1 - Z_t) * (1 + Z_t) * (R + HV_t)  # ∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)
+            return G @ W.T, G
+
+        R, G = jax.lax.scan(step, R, (Z_out, HV), reverse=True)
+        if ids:  # Σ_t X_tᵀ ∇_{A_t}J with one-hot X_t: row x_ti of U gets row i of ∇_{A_t}J
+            dU = dU.at[X_k.reshape(-1)].add(G.reshape(-1, G.shape[-1]))
+        else:
+            dU = dU + jnp.einsum("tnd,tng->dg", X_k, G)  # Σ_t X_tᵀ ∇_{A_t}J
+        carry = (Z_in[0], R,
+                 dW + jnp.einsum("tnh,tng->hg", Z_in, G),  # Σ_t Z_{t−1}ᵀ ∇_{A_t}J
+                 dU,
+                 db + jnp.sum(G, axis=(0, 1)),  # Σ_t ∇_{A_t}Jᵀ 1
+                 acc)
+        return carry, (None if ids else G @ U.T, head_out)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ
+
+    k = Zs.shape[1]
+    init = (Z_tau, gZ.astype(Z_tau.dtype), jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(_b), head_acc)
+    (_, dZ0, dW, dU, db, acc), (dX, head_out) = jax.lax.scan(chunk, init, (Zs, _chunks(X, k), head_xs), reverse=True)
+    dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
+    # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
+    return (dW, dU, db), v.cast_like(dZ0, Z_tau), dX, acc, head_out
+
+
+def _label_cotangent(Y, dY):
+    return np.zeros(Y.shape, jax.dtypes.float0) if jnp.issubdtype(Y.dtype, jnp.integer) else v.cast_like(dY, Y)
+
+
+# --- the plain head: each chunk's softmax recomputed from its states ------------------------
 
 
 @jax.custom_vjp
@@ -116,89 +190,164 @@ def _rnn_fwd(params, Z0, X, Y):
 def _rnn_bwd(res, cts):
     params, Zs, Z_tau, X, Y = res
     gJ, gZ = cts  # cotangents of J and of the final state Z_τ
-    W, U, _b, V, c = params
+    _W, _U, _b, V, c = params
     scale = gJ / X.shape[1]  # g/N
+    labels = jnp.issubdtype(Y.dtype, jnp.integer)
 
-    def chunk(carry, xs):
-        # Going back from the last chunk: Z = the chunk's last state, R = ∇_{A_{t+1}}J Wᵀ for the
-        # step after the chunk (∇_{Z_τ} after the last one), then the running sums.
-        Z, R, dW, dU, db, dV, dc = carry
-        Z_in, X_k, Y_k = xs  # Z_in: the chunk's Z_{t−1}
-        Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
+    def head(Z_out, Y_k, acc):
+        dV, dc = acc
         logS = log_softmax(Z_out @ V + c[None, None, :])  # recomputed: ln s¹(O_t)
-        H = scale * (jnp.exp(logS) * jnp.sum(Y_k, axis=-1, keepdims=True) - Y_k)  # ∇_{O_t}J
-
-        def step(R, xs):
-            Z_t, HV_t = xs
-            G = (1 - Z_t) * (1 + Z_t) * (R + HV_t)  # ∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)
-            return G @ W.T, G
-
-        R, G = jax.lax.scan(step, R, (Z_out, H @ V.T), reverse=True)
-        carry = (Z_in[0], R,
-                 dW + jnp.einsum("tnh,tng->hg", Z_in, G),  # Σ_t Z_{t−1}ᵀ ∇_{A_t}J
-                 dU + jnp.einsum("tnd,tng->dg", X_k, G),  # Σ_t X_tᵀ ∇_{A_t}J
-                 db + jnp.sum(G, axis=(0, 1)),  # Σ_t ∇_{A_t}Jᵀ 1
-                 dV + jnp.einsum("tnh,tnk->hk", Z_out, H),  # Σ_t Z_tᵀ ∇_{O_t}J
-                 dc + jnp.sum(H, axis=(0, 1)))  # Σ_t ∇_{O_t}Jᵀ 1
-        return carry, (G @ U.T, -scale * logS)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ,  ∇_{Y_t}J = −ln s¹(O_t)/N
+        T = _dense_targets(Y_k, V.shape[1], logS.dtype)
+        H = scale * (jnp.exp(logS) * jnp.sum(T, axis=-1, keepdims=True) - T)  # ∇_{O_t}J
+        acc = (dV + jnp.einsum("tnh,tnk->hk", Z_out, H),  # Σ_t Z_tᵀ ∇_{O_t}J
+               dc + jnp.sum(H, axis=(0, 1)))  # Σ_t ∇_{O_t}Jᵀ 1
+        dY = None if labels else -scale * logS  # ∇_{Y_t}J = −ln s¹(O_t)/N (no cotangent for integer labels)
+        return H @ V.T, acc, dY
 
     k = Zs.shape[1]
-    init = (Z_tau, gZ.astype(Z_tau.dtype), *(jnp.zeros_like(p) for p in params))
-    (_, dZ0, *dparams), (dX, dY) = jax.lax.scan(chunk, init, (Zs, _chunks(X, k), _chunks(Y, k)), reverse=True)
-    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip(dparams, params)))
-    # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
-    return dparams, v.cast_like(dZ0, Z_tau), v.cast_like(dX.reshape(X.shape), X), v.cast_like(dY.reshape(Y.shape), Y)
+    (dW, dU, db), dZ0, dX, (dV, dc), dY = _bptt(params, Zs, Z_tau, X, gZ, head, _chunks(Y, k),
+                                                (jnp.zeros_like(V), jnp.zeros_like(c)))
+    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
+    return dparams, dZ0, dX, _label_cotangent(Y, None if labels else dY.reshape(Y.shape))
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
+
+
+# --- the fused head: every state through V by linear_ce's blocked §6.3.1 ----------------------
+
+
+def _all_states(Zs, Z_tau):
+    """Z_1..Z_τ as (τN, H) rows, from the residual Z_0..Z_{τ−1} and Z_τ."""
+    H = Z_tau.shape[-1]
+    return jnp.concatenate([Zs.reshape(-1, *Z_tau.shape)[1:], Z_tau[None]]).reshape(-1, H)
+
+
+def _fused_targets(Y):
+    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
+    return (Y.reshape(-1, Y.shape[-1]) if soft else Y.reshape(-1).astype(jnp.int32)), soft
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _rnn_fused(params, Z0, X, Y, blocks):
+    return _rnn_fused_fwd(params, Z0, X, Y, blocks)[0]
+
+
+def _rnn_fused_fwd(params, Z0, X, Y, blocks):
+    _J, Z_tau, Zs = _forward(params, Z0, X, None)  # the recursion alone: no logits
+    targets, soft = _fused_targets(Y)
+    acc = linear_ce.acc_dtype(Z0.dtype)
+    lse, losses = linear_ce.forward(_all_states(Zs, Z_tau), params.V, params.c, targets, soft, *blocks, acc)
+    J = (jnp.sum(losses) / X.shape[1]).astype(Z0.dtype)  # J = Σ_t J_t, each a mean over the N sequences
+    # Residuals: as the plain head's, plus the per-row log-sum-exp of all τN logits (τN floats).
+    return (J, Z_tau), (params, Zs, Z_tau, X, Y, lse)
+
+
+def _rnn_fused_bwd(blocks, res, cts):
+    params, Zs, Z_tau, X, Y, lse = res
+    gJ, gZ = cts
+    targets, soft = _fused_targets(Y)
+    acc = linear_ce.acc_dtype(Z_tau.dtype)
+    g = jnp.full(lse.shape, gJ / X.shape[1], acc)  # ∂J/∂ℓ_ti = g/N for every token
+    dZ, dV, dc, dT = linear_ce.backward(soft, *blocks, acc, (_all_states(Zs, Z_tau), params.V, params.c, targets, lse), g)
+    k = Zs.shape[1]
+    HV = _chunks(dZ.reshape(X.shape[0], X.shape[1], -1), k)  # ∇_{Z_t}J through V: ∇_{O_t}J Vᵀ, per chunk
+    (dW, dU, db), dZ0, dX, _, _ = _bptt(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
+    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
+    return dparams, dZ0, dX, _label_cotangent(Y, dT.reshape(Y.shape) if soft else None)
+
+
+_rnn_fused.defvjp(_rnn_fused_fwd, _rnn_fused_bwd)
 
 
 # --------------------------------------------------------------------------------------------
 # Public API and input checks
 
 
-def _check(fn: str, params, Z0, X, Y=None):
-    """Validates shapes at trace time; returns (RNNParams, Z0, X, Y) cast to one floating dtype."""
+HEADS = ("plain", "fused")
+
+
+def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
+    """Validates shapes at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast to one
+    dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
+    ``(τ, N)`` (classes) are accepted."""
     if not isinstance(params, (list, tuple)) or len(params) != 5:
         v.fail(fn, f"params must be an RNNParams(W, U, b, V, c) (or a 5-tuple in that order); got "
                    f"{type(params).__name__}" + (f" of length {len(params)}" if isinstance(params, (list, tuple)) else "") + ".")
     params = RNNParams(*params)
     for name, p in zip(RNNParams._fields, params):
         v.require_floating(fn, name, p)
-    v.require_floating(fn, "X", X, "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D)).")
-    tau, N, D = v.require_ndim(fn, "X", X, 3, "(τ, N, D), time-major")
+    v.require_array(fn, "X", X)
+    ids = tokens and jnp.issubdtype(jnp.result_type(X), jnp.integer)
+    if ids:
+        tau, N = v.require_ndim(fn, "X", X, 2, "(τ, N) of token ids, time-major (or floating (τ, N, D))")
+        D = v.require_ndim(fn, "U", params.U, 2, "(D, H)")[0]
+    else:
+        hint = ("Integer token ids are (τ, N)." if tokens else
+                "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D)).")
+        v.require_floating(fn, "X", X, hint)
+        tau, N, D = v.require_ndim(fn, "X", X, 3, "(τ, N, D), time-major")
     if tau == 0 or N == 0:
-        v.fail(fn, f"X has shape {(tau, N, D)}; expected at least one time step and one sequence.")
+        v.fail(fn, f"X has shape {v.shape_of(X)}; expected at least one time step and one sequence.")
     H = v.require_ndim(fn, "W", params.W, 2, "(H, H)")[0]
     v.require_shape(fn, "W", params.W, (H, H), "hidden-to-hidden weights must be square")
     v.require_ndim(fn, "U", params.U, 2, "(D, H)")
-    v.require_shape(fn, "U", params.U, (D, H), f"rows: X's feature size D = {D}; columns: W's hidden size H = {H}")
+    if ids:
+        v.require_shape(fn, "U", params.U, (D, H), f"columns: W's hidden size H = {H}")
+        v.require_indices(fn, "X", X, D, "token (row of U)")
+    else:
+        v.require_shape(fn, "U", params.U, (D, H), f"rows: X's feature size D = {D}; columns: W's hidden size H = {H}")
     v.require_shape(fn, "b", params.b, (H,), f"one bias per hidden unit, H = {H}")
     K = v.require_ndim(fn, "V", params.V, 2, "(H, K)")[1]
     v.require_shape(fn, "V", params.V, (H, K), f"rows: W's hidden size H = {H}")
     v.require_shape(fn, "c", params.c, (K,), f"one bias per column of V, K = {K}")
     v.require_floating(fn, "Z0", Z0)
     v.require_shape(fn, "Z0", Z0, (N, H), f"(N, H): X's {N} sequences and W's hidden size {H}")
-    arrays = [*params, Z0, X]
+    arrays = [*params, Z0] + ([] if ids else [X])
+    labels = False
     if Y is not None:
         if K == 0:
             v.fail(fn, f"V has shape {(H, K)}; expected at least one column (K >= 1 classes for the softmax).")
         v.require_array(fn, "Y", Y)
         dtype = jnp.result_type(Y)
-        if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
-            v.fail(fn, f"Y has dtype {dtype} and shape {v.shape_of(Y)}; expected floating rows of probabilities "
-                       f"of shape (τ, N, K) = ({tau}, {N}, {K}). For integer class labels pass "
-                       f"jax.nn.one_hot(labels, {K}).")
-        v.require_floating(fn, "Y", Y)
-        v.require_shape(fn, "Y", Y, (tau, N, K), f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns")
-        v.require_label_rows(fn, "Y", Y)
-        arrays.append(Y)
+        labels = jnp.issubdtype(dtype, jnp.integer)
+        if labels and tokens:
+            v.require_shape(fn, "Y", Y, (tau, N), f"integer labels (τ, N): X's {tau} steps and {N} sequences")
+            v.require_indices(fn, "Y", Y, K, "class")
+        else:
+            if labels or jnp.issubdtype(dtype, jnp.bool_):
+                v.fail(fn, f"Y has dtype {dtype} and shape {v.shape_of(Y)}; expected floating rows of probabilities "
+                           f"of shape (τ, N, K) = ({tau}, {N}, {K}). For integer class labels pass "
+                           f"jax.nn.one_hot(labels, {K}).")
+            v.require_floating(fn, "Y", Y)
+            v.require_shape(fn, "Y", Y, (tau, N, K), f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns")
+            v.require_label_rows(fn, "Y", Y)
+            arrays.append(Y)
     dtype = jnp.result_type(*arrays)
     cast = [jnp.asarray(a).astype(dtype) for a in arrays]  # a no-op when the dtypes agree
-    return RNNParams(*cast[:5]), cast[5], cast[6], (cast[7] if Y is not None else None)
+    X = jnp.asarray(X) if ids else cast[6]
+    if Y is not None:
+        Y = jnp.asarray(Y) if labels else cast[-1]
+    return RNNParams(*cast[:5]), cast[5], X, Y
 
 
-def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _check_head(fn: str, head: str, block_size, X, params):
+    """``None`` for the plain head, the (token, vocabulary) blocks of the fused one."""
+    if head not in HEADS:
+        v.fail(fn, f"head must be one of {HEADS}; got {head!r}.")
+    if head == "plain":
+        if block_size is not None:
+            v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
+        return None
+    return linear_ce.resolve_blocks(fn, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
+
+
+def _loss_and_state(params, Z0, X, Y, blocks):
+    return _rnn(params, Z0, X, Y) if blocks is None else _rnn_fused(params, Z0, X, Y, blocks)
+
+
+def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, head: str = "plain",
+                       block_size=None) -> tuple[jax.Array, jax.Array]:
     """Loss and final hidden state of the RNN of §6.4, with the closed-form backward.
 
     .. math::
@@ -217,9 +366,16 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
       params: :class:`RNNParams` ``(W, U, b, V, c)`` of shapes ``(H, H)``, ``(D, H)``, ``(H,)``,
         ``(H, K)``, ``(K,)`` (a plain 5-tuple in that order is accepted).
       Z0: the initial state ``(N, H)``.
-      X: inputs ``(τ, N, D)``, time-major: ``X[t]`` holds step ``t + 1`` of all ``N`` sequences.
+      X: inputs ``(τ, N, D)``, time-major: ``X[t]`` holds step ``t + 1`` of all ``N`` sequences; or
+        integer token ids ``(τ, N)`` in ``[0, D)``, which stand for one-hot rows: ``X_tU`` is the rows
+        ``U[x_t]`` and ``∇_U J`` adds each row of ``∇_{A_t}J`` to row ``x_ti`` (no cotangent for ids).
       Y: targets ``(τ, N, K)``, rows of class probabilities (one-hot or soft), non-negative and finite
-        (checked when concrete). Integer labels are rejected; convert them with ``jax.nn.one_hot``.
+        (checked when concrete); or integer class labels ``(τ, N)`` in ``[0, K)``.
+      head: ``"plain"`` (each chunk of up to 4 steps forms its ``k·N × K`` logits) or ``"fused"``
+        (:func:`mdc_jax.linear_softmax_cross_entropy`'s blocked §6.3.1 over all ``τN`` states: the
+        logits exist one block at a time; for large ``K``).
+      block_size: the fused head's blocks (see :func:`mdc_jax.linear_softmax_cross_entropy`;
+        the token axis is the ``τN`` states); ``None`` for its default. ``head="fused"`` only.
 
     Returns:
       ``(J, Z_τ)``: the scalar loss and the final state ``(N, H)``. ``jax.grad`` runs the closed-form
@@ -231,11 +387,13 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
     References:
       ``000_3fed0c34b422d74e.txt`` §6.3.1 (eq. 41–44), §6.4 (eq. 45–49, final equations).
     """
-    params, Z0, X, Y = _check("rnn_loss_and_state", params, Z0, X, Y)
-    return _rnn(params, Z0, X, Y)
+    fn = "rnn_loss_and_state"
+    params, Z0, X, Y = _check(fn, params, Z0, X, Y, tokens=True)
+    return _loss_and_state(params, Z0, X, Y, _check_head(fn, head, block_size, X, params))
 
 
-def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array) -> jax.Array:
+def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, head: str = "plain",
+             block_size=None) -> jax.Array:
     """The RNN loss ``J = −(1/N) Σ_t ln(s¹(O_t))·Y_t`` of §6.4, with the closed-form backward.
 
     .. math::
@@ -252,7 +410,7 @@ def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array) -> ja
     size. It keeps only the hidden states from the forward pass and recomputes the softmax.
 
     Args:
-      params, Z0, X, Y: as in :func:`rnn_loss_and_state`.
+      params, Z0, X, Y, head, block_size: as in :func:`rnn_loss_and_state`.
 
     Returns:
       The scalar loss. ``jax.grad`` returns cotangents for every argument: ``params`` (an
@@ -264,8 +422,8 @@ def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array) -> ja
     References:
       ``000_3fed0c34b422d74e.txt`` §6.4 (final equations).
     """
-    params, Z0, X, Y = _check("rnn_loss", params, Z0, X, Y)
-    return _rnn(params, Z0, X, Y)[0]
+    params, Z0, X, Y = _check("rnn_loss", params, Z0, X, Y, tokens=True)
+    return _loss_and_state(params, Z0, X, Y, _check_head("rnn_loss", head, block_size, X, params))[0]
 
 
 def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -279,18 +437,18 @@ def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Arr
       ``jax.nn.softmax(O, axis=-1)`` for probabilities. Plain JAX: differentiable by autodiff, but
       training should go through :func:`rnn_loss`, which never stacks ``O``.
     """
-    params, Z0, X, _ = _check("rnn_forward", params, Z0, X)
+    params, Z0, X, _ = _check("rnn_forward", params, Z0, X, tokens=True)
     W, U, b, V, c = params
 
-    def step(Z_prev, X_t):
-        Z = jnp.tanh(Z_prev @ W + X_t @ U + b[None, :])
+    def step(Z_prev, XU_t):
+        Z = jnp.tanh(Z_prev @ W + XU_t)
         return Z, Z @ V + c[None, :]
 
-    return jax.lax.scan(step, Z0, X)
+    return jax.lax.scan(step, Z0, _input_term(X, U, b))
 
 
-def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array,
-                             chunk: int) -> tuple[jax.Array, RNNParams, jax.Array]:
+def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, chunk: int, *,
+                             head: str = "plain", block_size=None) -> tuple[jax.Array, RNNParams, jax.Array]:
     """Truncated BPTT with one parameter set: the chunk losses and their summed gradients.
 
     The sequence is cut into chunks of ``chunk`` steps (the last may be shorter); each chunk starts
@@ -301,7 +459,7 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     ``jax.value_and_grad(rnn_loss_and_state, has_aux=True)`` once per chunk (see ``docs/rnn.md``).
 
     Args:
-      params, Z0, X, Y: as in :func:`rnn_loss_and_state`.
+      params, Z0, X, Y, head, block_size: as in :func:`rnn_loss_and_state`.
       chunk: steps per chunk, a positive int (static: a Python or NumPy int, or a concrete integer 0-d
         array; under ``jax.jit`` mark it static).
 
@@ -316,16 +474,24 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     if steps is None or steps < 1:
         v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
     chunk = steps
-    params, Z0, X, Y = _check(fn, params, Z0, X, Y)
+    params, Z0, X, Y = _check(fn, params, Z0, X, Y, tokens=True)
+    _check_head(fn, head, block_size, X, params)
     tau = X.shape[0]
+
+    def rule(X_k):  # the fused head's blocks follow the chunk's τ_k·N rows
+        blocks = _check_head(fn, head, block_size, X_k, params)
+        if blocks is None:
+            return _rnn_fwd, _rnn_bwd
+        return functools.partial(_rnn_fused_fwd, blocks=blocks), functools.partial(_rnn_fused_bwd, blocks)
     full, rest = divmod(tau, chunk)
 
     def one_chunk(carry, xs):
         Z, J, grads = carry
-        (J_k, Z_next), res = _rnn_fwd(params, Z, *xs)
+        fwd, bwd = rule(xs[0])
+        (J_k, Z_next), res = fwd(params, Z, *xs)
         # The closed-form backward, called directly: cotangent 1 for J_k and 0 for the chunk's final
         # state, which is the truncation (the next chunk's gradient does not flow back into this one).
-        g = _rnn_bwd(res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
+        g = bwd(res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
         return (Z_next, J + J_k, jax.tree.map(jnp.add, grads, g)), None
 
     carry = (Z0, jnp.zeros((), X.dtype), jax.tree.map(jnp.zeros_like, params))
