@@ -120,6 +120,34 @@ def test_classification_general_backward_agrees_with_simple(setup):
     assert_close(*both(*case, l2), F64_RTOL, "general vs simple E")
 
 
+@settings(max_examples=4)
+@given(classification_setups(), st.integers(1, 9), st.integers(1, 8))
+@example((0, 1, [3, 2], [], 0.0, True), 1, 1)  # N = 1, one layer, K = 2, blocks of one
+@example((1, 7, [4, 5, 3, 7], ["relu", "softplus"], 0.7, False), 3, 4)  # blocks dividing neither N nor K
+def test_fused_head_matches_autodiff_float64(setup, token_block, class_block):
+    """head='fused' (linear_softmax_cross_entropy's blocks as the last layer) is the same loss and the
+    same cotangents for every argument, soft labels and the penalty included."""
+    seed, n, dims, acts, l2, one_hot = setup
+    case = classification_case(seed, n, dims, jnp.float64, one_hot)
+    assert_matches_autodiff("classification", acts, case, l2, F64_RTOL, head="fused",
+                            block_size=(token_block, class_block))
+
+
+def test_fused_head_float32_and_integer_labels_equal_one_hot_rows():
+    params, X, Y = classification_case(2, 9, [6, 8, 11], jnp.float32, one_hot=False)
+    assert_matches_autodiff("classification", ["tanh"], (params, X, Y), 0.01, F32_RTOL, head="fused", block_size=4)
+    params, X, _ = classification_case(3, 9, [6, 8, 11], jnp.float64)
+    labels = jnp.asarray(np.random.default_rng(3).integers(0, 11, 9), jnp.int32)
+    fused = lambda p, X: mdc_jax.fcnn_classification_loss(p, X, labels, ["relu"], 0.1, head="fused", block_size=(4, 3))
+    one_hot = jax.nn.one_hot(labels, 11, dtype=jnp.float64)
+    plain = lambda p, X: mdc_jax.fcnn_classification_loss(p, X, one_hot, ["relu"], 0.1)
+    assert_close(jax.jit(jax.value_and_grad(fused, argnums=(0, 1)))(params, X),
+                 jax.value_and_grad(plain, argnums=(0, 1))(params, X), F64_RTOL, "integer labels")
+    g_labels = jax.grad(lambda y: mdc_jax.fcnn_classification_loss(params, X, y, ["relu"], head="fused"),
+                        allow_int=True)(labels)
+    assert g_labels.dtype == jax.dtypes.float0
+
+
 def test_classification_unnormalised_label_rows_match_autodiff():
     """Rows of Y that do not sum to one (e.g. weighted samples) keep the exact gradient."""
     params, X, _ = classification_case(3, 6, [5, 4, 3], jnp.float64)
@@ -363,11 +391,23 @@ def test_forward_always_returns_a_jax_array():
 def test_integer_labels_are_rejected_with_a_one_hot_hint():
     params, X, _ = classification_case(0, 4, [3, 5, 3], jnp.float64)
     labels = jnp.array([0, 2, 1, 1])
-    _bad("classification", params, X, labels, ["tanh"], r"Y has dtype int.*\(4,\).*jax\.nn\.one_hot\(labels, 3\)")
+    _bad("classification", params, X, labels, ["tanh"],
+         r"Y has dtype int.*\(4,\).*jax\.nn\.one_hot\(labels, 3\) or use head='fused'")
     _bad("classification", params, X, labels[:, None], ["tanh"], r"Y has dtype int")
     _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh", "tanh"],
          r"expected 1 for 2 layers \(one per hidden layer")
     _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh"], r"backward must be", backward="auto")
+    fused = {"head": "fused"}
+    _bad("classification", params, X, labels[:3], ["tanh"], r"Y has shape \(3,\); expected \(4,\) \(integer labels", **fused)
+    with pytest.raises(ValueError, match=r"Y must hold class indices in \[0, 3\); got \[3\] \(first at row 2\)"):
+        mdc_jax.fcnn_classification_loss(params, X, labels.at[2].set(3), ["tanh"], head="fused")  # concrete labels
+    _bad("classification", params, X, labels, ["tanh"], r"head must be 'plain' or 'fused'; got 'cut'", head="cut")
+    _bad("classification", params, X, labels, ["tanh"], r"head='fused' applies .*backward='general' needs the plain",
+         head="fused", backward="general")
+    _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh"], r"block_size applies to head='fused' only",
+         block_size=2)
+    _bad("classification", params, X, labels, ["tanh"], r"the vocabulary block must be a positive int; got -1",
+         head="fused", block_size=-1)
 
 
 def test_forward_mode_on_the_rule_raises_but_forward_over_reverse_is_exact():

@@ -35,11 +35,15 @@ def fcnn_regression_loss(params, X, Y, activations, l2=0.0):
     return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _l2_penalty(params)
 
 
-def fcnn_classification_loss(params, X, Y, activations, l2=0.0):
-    """J = −(1/N) ln(s¹(A_L))·Y + (λ/2) Σ W_j·W_j, differentiated by autodiff."""
+def fcnn_classification_loss(params, X, Y, activations, l2=0.0, **head):
+    """J = −(1/N) ln(s¹(A_L))·Y + (λ/2) Σ W_j·W_j, differentiated by autodiff; integer labels ``Y`` ``(N,)``
+    are made one-hot (``head`` options are ignored: the reference forms every logit)."""
+    del head
     Z = _mlp(params[:-1], X, activations)
     W, b = params[-1]
     logp = jax.nn.log_softmax(Z @ W + b[None, :], axis=-1)
+    if jnp.issubdtype(Y.dtype, jnp.integer):
+        Y = jax.nn.one_hot(Y, W.shape[1], dtype=logp.dtype)
     return -jnp.sum(Y * logp) / X.shape[0] + l2 * _l2_penalty(params)
 
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from .. import _validation as v
 from ..activations import Activation, get_activation, list_activations
+from . import linear_ce
 from .softmax import log_softmax, softmax_vjp
 
 Params = Sequence[tuple[jax.Array, jax.Array]]
@@ -161,11 +162,57 @@ _classification.defvjp(_classification_fwd, _classification_bwd)
 
 
 # --------------------------------------------------------------------------------------------
+# Classification with the fused head: §6.3.1's E block by block (linear_ce), never the N × d_L logits
+
+
+def _fused_targets(Y):
+    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
+    return (Y if soft else Y.astype(jnp.int32)), soft
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _classification_fused(acts, blocks, params, X, Y, l2):
+    return _classification_fused_fwd(acts, blocks, params, X, Y, l2)[0]
+
+
+def _classification_fused_fwd(acts, blocks, params, X, Y, l2):
+    Zs, As = _hidden_forward(params[:-1], X, acts)
+    W, b = params[-1]
+    targets, soft = _fused_targets(Y)
+    lse, losses = linear_ce.forward(Zs[-1], W, b, targets, soft, *blocks, linear_ce.acc_dtype(X.dtype))
+    J = (jnp.sum(losses) / X.shape[0]).astype(X.dtype) + l2 * _penalty(params)
+    # Residuals: the hidden outputs Z_0..Z_{L−1} (and any A_j), Y, and the N log-sum-exps: the logits
+    # A_L are recomputed block by block in the backward.
+    return J, (params, Zs, As, Y, lse, l2)
+
+
+def _classification_fused_bwd(acts, blocks, res, g):
+    params, Zs, As, Y, lse, l2 = res
+    (W, b), N = params[-1], Zs[0].shape[0]
+    targets, soft = _fused_targets(Y)
+    acc = linear_ce.acc_dtype(Zs[0].dtype)
+    # E = (g/N)(Z_L − Y), applied block by block: ∇_{Z_{L−1}}J = E W_Lᵀ, ∇_{W_L}J = Z_{L−1}ᵀ E, ∇_{b_L}J = Eᵀ1
+    dZ, dW, db, dY = linear_ce.backward(soft, *blocks, acc, (Zs[-1], W, b, targets, lse), jnp.full((N,), g / N, acc))
+    dZ = dZ.astype(Zs[-1].dtype)
+    if len(params) > 1:  # then §6.2's recursion from S_{L−1} = ∇_{Z_{L−1}}J ⊙ f'_{L−1}(A_{L−1})
+        grads, dX = _backward(params[:-1], Zs, As, acts, dZ * acts[-1].grad_from(As[-1], Zs[-1]), g * l2)
+    else:
+        grads, dX = [], dZ
+    grads = [*grads, (dW + g * l2 * W, db)]
+    dparams, dX, _, dl2 = _cotangents(params, Zs[0], Zs[0], l2, grads, dX, dX, g * _penalty(params))
+    return dparams, dX, (v.cast_like(dY, Y) if soft else dY), dl2  # ∇_Y J = −(g/N) ln Z_L; none for labels
+
+
+_classification_fused.defvjp(_classification_fused_fwd, _classification_fused_bwd)
+
+
+# --------------------------------------------------------------------------------------------
 # Public API and input checks
 
 
-def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
-    """Validates shapes at trace time; returns (params as tuples, Activation tuple)."""
+def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None, labels: bool = False):
+    """Validates shapes at trace time; returns (params as tuples, Activation tuple). ``labels``: integer
+    ``Y`` of shape ``(N,)`` (class indices into the last layer's columns) is accepted."""
     if not isinstance(params, (list, tuple)) or len(params) == 0:
         v.fail(fn, f"params must be a non-empty sequence of (W_j, b_j) pairs; got {type(params).__name__}"
                + (" of length 0" if isinstance(params, (list, tuple)) else "") + ".")
@@ -191,12 +238,17 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None):
         width = cols
     if Y is not None:
         v.require_array(fn, "Y", Y)
-        if jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
+        if labels and jnp.issubdtype(jnp.result_type(Y), jnp.integer):
+            v.require_shape(fn, "Y", Y, (N,), f"integer labels: one class index per row of X ({N} rows)")
+            v.require_indices(fn, "Y", Y, width, "class")
+        elif jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
+            alt = " or use head='fused', which takes them as they are" if fn == "fcnn_classification_loss" else ""
             v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
                        f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
-                       f"jax.nn.one_hot(labels, {width}).")
-        v.require_floating(fn, "Y", Y)
-        v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
+                       f"jax.nn.one_hot(labels, {width}){alt}.")
+        else:
+            v.require_floating(fn, "Y", Y)
+            v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
     if isinstance(activations, str) or not isinstance(activations, (list, tuple)):
         v.fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
     if len(activations) != n_activations:
@@ -250,7 +302,8 @@ def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations
 
 
 def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activations: Sequence[str],
-                             l2: float | jax.Array = 0.0, *, backward: str = "simple") -> jax.Array:
+                             l2: float | jax.Array = 0.0, *, backward: str = "simple", head: str = "plain",
+                             block_size=None) -> jax.Array:
     """Softmax cross-entropy loss of an L-layer network, with the closed-form backward of §6.3.
 
     .. math::
@@ -265,12 +318,19 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
         number of classes.
       X: inputs, ``(N, d_0)``.
       Y: ``(N, d_L)`` rows of class probabilities: one-hot labels or soft labels, non-negative and
-        finite (checked when concrete). Integer labels are rejected; convert them with ``jax.nn.one_hot``.
+        finite (checked when concrete). With ``head="fused"`` also integer class labels ``(N,)`` in
+        ``[0, d_L)``; the plain head refuses them (convert them with ``jax.nn.one_hot``).
       activations: one activation name per *hidden* layer (length L − 1; empty for L = 1).
       l2: the L2 weight λ.
       backward: ``"simple"`` (§6.3.1's ``E = (Z_L − Y)/N``, from log-softmax, finite for any logits)
         or ``"general"`` (eq. 38–40 through ``∇s = diag(s) − ssᵀ``; kept to show that both agree,
         it divides by ``Z_L`` and so overflows when a probability underflows to zero).
+      head: ``"plain"`` (the ``N × d_L`` logits are formed and kept) or ``"fused"``: the last layer is
+        :func:`mdc_jax.linear_softmax_cross_entropy`'s blocked §6.3.1, which keeps only each row's
+        log-sum-exp and recomputes the logits block by block in the backward (for many classes, e.g. a
+        vocabulary). ``"fused"`` uses the simple ``E``.
+      block_size: the fused head's blocks, as in :func:`mdc_jax.linear_softmax_cross_entropy`
+        (``head="fused"`` only; ``None`` for its default).
 
     Returns:
       The scalar loss; ``jax.grad`` returns cotangents for all ``W_j``, ``b_j``, ``X``, ``Y``, ``l2``.
@@ -285,15 +345,28 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     fn = "fcnn_classification_loss"
     if backward not in ("simple", "general"):
         v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
+    if head not in ("plain", "fused"):
+        v.fail(fn, f"head must be 'plain' or 'fused'; got {head!r}.")
+    if head == "fused" and backward != "simple":
+        v.fail(fn, f"head='fused' applies §6.3.1's simple E block by block; backward={backward!r} needs the "
+                   f"plain head.")
+    if head == "plain" and block_size is not None:
+        v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
-    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden)
+    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden, labels=head == "fused")
     W_L = pairs[-1][0]
     if W_L.shape[1] == 0:
         L = len(pairs)
         v.fail(fn, f"params[{L - 1}][0] (W_{L}) has shape {W_L.shape}; expected at least one column "
                    f"(d_L >= 1 classes for the softmax).")
+    l2 = v.as_penalty(l2, jnp.result_type(X))
+    if head == "fused":
+        if jnp.issubdtype(jnp.result_type(Y), jnp.floating):
+            v.require_label_rows(fn, "Y", Y)
+        blocks = linear_ce.resolve_blocks(fn, block_size, X.shape[0], W_L.shape[1])
+        return _classification_fused(acts, blocks, pairs, X, jnp.asarray(Y), l2)
     v.require_label_rows(fn, "Y", Y)
-    return _classification(backward, acts, pairs, X, Y, v.as_penalty(l2, jnp.result_type(X)))
+    return _classification(backward, acts, pairs, X, Y, l2)
 
 
 def fcnn_forward(params: Params, X: jax.Array, activations: Sequence[str]) -> jax.Array:
