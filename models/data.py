@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import math
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -26,7 +28,7 @@ _LOADERS = {"digits": "load_digits", "wine": "load_wine", "iris": "load_iris", "
 CLASSIFICATION = tuple(_LOADERS)
 BINARY = ("breast_cancer",)  # the classification sets with two classes
 REGRESSION = ("diabetes",)
-TEXT = ("python_source",)
+TEXT = ("python_source",)  # characters (rnn_charlm) or word tokens (rnn_wordlm) of the stdlib's source
 
 # Samples and classes (0: regression) of the bundled sets, to check a split when a config is loaded.
 SIZES = {"digits": (1797, 10), "wine": (178, 3), "iris": (150, 3), "breast_cancer": (569, 2), "diabetes": (442, 0)}
@@ -118,20 +120,31 @@ class TextDataset(NamedTuple):
     sources: list[str]
 
 
-def python_source_text(max_chars: int) -> tuple[str, list[str]]:
+def _stdlib_files(root, recursive: bool):
+    """The stdlib's ``*.py`` files in name order; ``recursive`` walks packages too (a folder's entries in
+    name order, depth first), never installed packages (``site-packages``), which differ per machine."""
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.is_file() and entry.suffix == ".py":
+            yield entry
+        elif recursive and entry.is_dir() and entry.name not in ("site-packages", "dist-packages", "__pycache__"):
+            yield from _stdlib_files(entry, recursive)
+
+
+def python_source_text(max_chars: int, recursive: bool = False) -> tuple[str, list[str]]:
     """The Python standard library's own source, which every machine with Python has offline.
 
-    Reads the top-level ``*.py`` files of the stdlib in name order until ``max_chars`` characters.
+    Reads the top-level ``*.py`` files of the stdlib (``recursive``: and its packages') in name order
+    until ``max_chars`` characters.
     """
     import os
     from pathlib import Path
 
     root = Path(os.__file__).parent
     chunks, sources, total = [], [], 0
-    for path in sorted(root.glob("*.py")):
+    for path in _stdlib_files(root, recursive):
         text = path.read_text(encoding="utf-8", errors="replace")
         chunks.append(text)
-        sources.append(path.name)
+        sources.append(str(path.relative_to(root)))
         total += len(text)
         if total >= max_chars:
             break
@@ -154,3 +167,33 @@ def load_text(max_chars: int = 400_000, test_size: float = 0.1) -> TextDataset:
     ids = encode(text)
     cut = int(len(ids) * (1 - test_size))
     return TextDataset(ids[:cut], ids[cut:], VOCAB, sources)
+
+
+# Word-level tokens of source text: identifiers and keywords, digit runs, each other printable character,
+# and newlines; spaces and tabs separate tokens and are dropped.
+WORD_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[^\s]|\n")
+UNKNOWN_WORD = "<unk>"
+
+
+class WordDataset(NamedTuple):
+    train: np.ndarray  # int32 token ids; 0 is UNKNOWN_WORD
+    test: np.ndarray
+    vocab: list[str]  # vocab[i] is token i
+    sources: list[str]
+
+
+def load_words(max_chars: int, test_size: float, vocab_size: int) -> WordDataset:
+    """Word-level token ids of the stdlib's source (packages included); the last ``test_size`` fraction of
+    the tokens is held out.
+
+    The vocabulary is ``<unk>`` and the ``vocab_size − 1`` most frequent tokens of the training split (ties
+    in token order), fewer when the text has fewer; every other token, in either split, is ``<unk>``.
+    """
+    text, sources = python_source_text(max_chars, recursive=True)
+    tokens = WORD_TOKEN.findall(text)
+    cut = int(len(tokens) * (1 - test_size))
+    counts = collections.Counter(tokens[:cut])
+    vocab = [UNKNOWN_WORD, *sorted(counts, key=lambda w: (-counts[w], w))[:vocab_size - 1]]
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = np.fromiter((index.get(w, 0) for w in tokens), dtype=np.int32, count=len(tokens))
+    return WordDataset(ids[:cut], ids[cut:], vocab, sources)

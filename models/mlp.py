@@ -16,6 +16,7 @@ import mdc_jax
 from mdc_jax import per_example, reference
 from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
+from mdc_jax.rules.linear_ce import HEADS
 
 from . import CONFIGS
 from .data import CLASSIFICATION, REGRESSION, load_classification, load_regression, split_problems
@@ -28,6 +29,7 @@ class MLPOptions(ModelOptions):
     hidden: list[int] = dataclasses.field(default_factory=list)  # hidden widths d_1 .. d_{L−1}
     activation: str = "tanh"  # every hidden layer's activation (see mdc_jax.list_activations())
     l2: float = 0.0  # λ of the penalty λ/2 Σ W_j·W_j
+    head: str = "plain"  # classifier only: "fused" forms the logits block by block (linear_softmax_cross_entropy)
 
     def validate(self, cfg) -> list[str]:
         problems = []
@@ -40,6 +42,10 @@ class MLPOptions(ModelOptions):
                             f"{', '.join(mdc_jax.list_activations())}")
         if not self.l2 >= 0:
             problems.append(f"model.l2 must be >= 0, got {self.l2}")
+        if self.head not in HEADS:
+            problems.append(f"model.head is {self.head!r}; expected one of {', '.join(HEADS)}")
+        elif self.head != "plain" and cfg.model.kind != CLASSIFIER.kind:
+            problems.append(f"model.head {self.head!r} applies to {CLASSIFIER.kind} (a softmax output) only")
         return problems + split_problems(cfg.data.dataset, cfg.data.test_size)
 
 
@@ -50,10 +56,12 @@ def init_mlp(key: jax.Array, dims: Sequence[int], dtype=jnp.float32) -> list[tup
             for k, m, n in zip(keys, dims[:-1], dims[1:], strict=True)]
 
 
-def classification_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed"):
-    """Softmax cross-entropy (§6.3); ``grad`` picks the closed-form rule or the autodiff reference."""
+def classification_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed",
+                        head: str = "plain"):
+    """Softmax cross-entropy (§6.3); ``grad`` picks the closed-form rule or the autodiff reference, ``head``
+    the rule's plain or fused output layer (the reference always forms the logits)."""
     loss = pick_loss(mdc_jax.fcnn_classification_loss, reference.fcnn_classification_loss, grad)
-    return loss(params, X, Y, activations, l2)
+    return loss(params, X, Y, activations, l2, head=head)
 
 
 def regression_loss(params, X, Y, activations: Sequence[str], l2: float = 0.0, grad: str = "closed"):
@@ -98,7 +106,7 @@ def build_classifier(cfg) -> Model:
                                              weights=weights)
 
     return Model(init=lambda key: init_mlp(key, dims),
-                 loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad),
+                 loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad, m.head),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
                  evaluate=evaluate, primary="test_accuracy", report=lambda p: {}, data={"X_train": X},
                  examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad)

@@ -1,8 +1,12 @@
-"""A character-level language model: one-hot characters into the §6.4 RNN rule.
+"""Language models on the §6.4 RNN rule: characters (``rnn_charlm``) and word-level tokens (``rnn_wordlm``).
 
-Inputs and targets are one-hot rows over a fixed vocabulary (``mdc_jax_models.data.VOCAB``), so ``D = K``.
-Training windows of ``seq_len`` characters start from a zero state; evaluation runs the held-out
-text as a few long contiguous streams, carrying the state, and reports bits per character.
+The char-LM's inputs and targets are one-hot rows over a fixed vocabulary (``mdc_jax_models.data.VOCAB``),
+so ``D = K``. The word-LM's are token ids over a vocabulary of ``vocab_size`` (16k by default) built from
+the training text: ``X`` is ``(τ, N)`` ids (``X_tU`` is rows of ``U``) and the targets are integer labels,
+so nothing of size ``τ·N·K`` is an input; with ``model.head: fused`` (its default) the output layer is
+:func:`mdc_jax.linear_softmax_cross_entropy`'s blocks, so no ``τ·N × K`` logits exist either.
+Training windows of ``seq_len`` tokens start from a zero state; evaluation runs the held-out text as a
+few long contiguous streams, carrying the state: bits per character, or perplexity per token.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdc_jax import RNNParams, per_example, reference, rnn_forward, rnn_loss
+from mdc_jax import RNNParams, per_example, reference, rnn_forward, rnn_loss, rnn_loss_and_state
 from mdc_jax.experiment.config import ConfigError
 from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
+from mdc_jax.rules.linear_ce import HEADS
 
 from . import CONFIGS
-from .data import TEXT, decode, encode, load_text
+from .data import TEXT, decode, encode, load_text, load_words
 
 EVAL_STREAMS = 16
 MAX_HIDDEN = 46_340  # hidden_size² ≤ 2**31 - 1 entries in W: beyond this a config is a typo, not a model
@@ -28,10 +33,13 @@ MAX_HIDDEN = 46_340  # hidden_size² ≤ 2**31 - 1 entries in W: beyond this a c
 class CharLMOptions(ModelOptions):
     hidden_size: int = 128  # H
     seq_len: int = 64  # τ of each training window
+    head: str = "plain"  # "fused": the output layer by linear_softmax_cross_entropy's blocks
 
     def validate(self, cfg) -> list[str]:
         problems = [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len")
                     if not getattr(self, k) > 0]
+        if self.head not in HEADS:
+            problems.append(f"model.head is {self.head!r}; expected one of {', '.join(HEADS)}")
         if self.hidden_size > MAX_HIDDEN:
             problems.append(f"model.hidden_size {self.hidden_size}: at most {MAX_HIDDEN} (W alone would have "
                             f"hidden_size² entries)")
@@ -115,7 +123,7 @@ def build_charlm(cfg) -> Model:
 
     def loss(params, b):  # per character: J / τ
         X, Y = b
-        return loss_fn(params, zeros(params, X), X, Y) / X.shape[0]
+        return loss_fn(params, zeros(params, X), X, Y, head=cfg.model.head) / X.shape[0]
 
     def clipped_grad(params, b, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.4, per window
         # The loss is J/τ, so example i's gradient is g_i/τ: clip g_i at τC and divide by τ.
@@ -136,3 +144,77 @@ def build_charlm(cfg) -> Model:
 
 CHARLM = ModelSpec("rnn_charlm", CharLMOptions, TEXT, build=build_charlm, configs=CONFIGS,
                    description="character-level tanh RNN, closed-form BPTT (seed 000 §6.4)")
+
+
+# --------------------------------------------------------------------------------------------
+# Word-level tokens
+
+
+@dataclasses.dataclass
+class WordLMOptions(ModelOptions):
+    vocab_size: int = 16384  # K: <unk> and the most frequent training tokens; U holds one row per token
+    hidden_size: int = 256  # H
+    seq_len: int = 32  # τ of each training window
+    head: str = "fused"
+    eval_chunk: int = 256  # steps per evaluation call (the state is carried between calls)
+
+    def validate(self, cfg) -> list[str]:
+        problems = [f"model.{k} must be > 0, got {getattr(self, k)!r}" for k in ("hidden_size", "seq_len", "eval_chunk")
+                    if not getattr(self, k) > 0]
+        if not self.vocab_size >= 2:
+            problems.append(f"model.vocab_size must be >= 2 (<unk> and one token), got {self.vocab_size!r}")
+        if self.head not in HEADS:
+            problems.append(f"model.head is {self.head!r}; expected one of {', '.join(HEADS)}")
+        for name, size in (("hidden_size", self.hidden_size), ("vocab_size", self.vocab_size)):
+            if size * max(self.hidden_size, 1) > 2**31 - 1:
+                problems.append(f"model.{name} {size}: a weight matrix would have more than 2**31 - 1 entries")
+        return problems
+
+
+def perplexity(params, ids: np.ndarray, head: str, chunk: int) -> float:
+    """Held-out perplexity ``exp(mean −ln p(token))`` of the text as ``EVAL_STREAMS`` contiguous streams, the
+    state carried from one call of ``chunk`` steps to the next (``<unk>`` counts as a token)."""
+    length = (len(ids) - 1) // EVAL_STREAMS
+    streams = np.stack([ids[i * length:(i + 1) * length + 1] for i in range(EVAL_STREAMS)])
+    X, T = jnp.asarray(streams[:, :-1].T), jnp.asarray(streams[:, 1:].T)  # (length, streams), time-major
+    call = jax.jit(lambda p, Z, X, T: rnn_loss_and_state(p, Z, X, T, head=head))
+    Z, total = jnp.zeros((EVAL_STREAMS, params.W.shape[0]), params.W.dtype), 0.0
+    for t0 in range(0, length, chunk):
+        J, Z = call(params, Z, X[t0:t0 + chunk], T[t0:t0 + chunk])  # J = Σ_t (1/N) Σ_i −ln p
+        total += float(J) * EVAL_STREAMS
+    return float(np.exp(total / (length * EVAL_STREAMS)))
+
+
+def build_wordlm(cfg) -> Model:
+    """The word-level LM of ``rnn_wordlm_stdlib.yaml``: token ids into the §6.4 RNN, a fused output head."""
+    m = cfg.model
+    data = load_words(cfg.data.max_chars, cfg.data.test_size, m.vocab_size)
+    vocab, tau, n = len(data.vocab), m.seq_len, cfg.train.batch_size
+    if len(data.train) < tau + 2 or len(data.test) < EVAL_STREAMS + 1:
+        raise ConfigError(f"the standard library's source gave {len(data.train)} training and {len(data.test)} "
+                          f"held-out tokens; model.seq_len {tau} needs {tau + 2} and evaluation {EVAL_STREAMS + 1}")
+    train = jnp.asarray(data.train)
+    loss_fn = pick_loss(rnn_loss, reference.rnn_loss, cfg.train.grad)
+    windows = len(data.train) - tau - 1
+
+    def gather(starts):
+        ids = _windows(train, starts, tau + 1)
+        return ids[:, :-1].T, ids[:, 1:].T  # token ids and next-token labels, (τ, N) each
+
+    def loss(params, b):  # per token: J / τ
+        X, Y = b
+        Z0 = jnp.zeros((X.shape[1], params.W.shape[0]), params.W.dtype)
+        return loss_fn(params, Z0, X, Y, head=m.head) / X.shape[0]
+
+    def report(params):
+        return {"vocab_size": vocab, "train_tokens": len(data.train), "test_tokens": len(data.test),
+                "test_unknown_rate": float(np.mean(data.test == 0))}
+
+    return Model(init=lambda key: init_rnn(key, vocab, m.hidden_size),
+                 loss=loss, batch=lambda key: gather(jax.random.randint(key, (n,), 0, windows, dtype=jnp.int32)),
+                 batch_axes=(1, 1), evaluate=lambda p: {"test_perplexity": perplexity(p, data.test, m.head, m.eval_chunk)},
+                 primary="test_perplexity", report=report)
+
+
+WORDLM = ModelSpec("rnn_wordlm", WordLMOptions, TEXT, build=build_wordlm, configs=CONFIGS,
+                   description="word-level tanh RNN LM, 16k vocabulary, fused softmax head (seed 000 §6.4, §6.3.1)")

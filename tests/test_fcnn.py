@@ -401,7 +401,7 @@ def test_integer_labels_are_rejected_with_a_one_hot_hint():
     _bad("classification", params, X, labels[:3], ["tanh"], r"Y has shape \(3,\); expected \(4,\) \(integer labels", **fused)
     with pytest.raises(ValueError, match=r"Y must hold class indices in \[0, 3\); got \[3\] \(first at row 2\)"):
         mdc_jax.fcnn_classification_loss(params, X, labels.at[2].set(3), ["tanh"], head="fused")  # concrete labels
-    _bad("classification", params, X, labels, ["tanh"], r"head must be 'plain' or 'fused'; got 'cut'", head="cut")
+    _bad("classification", params, X, labels, ["tanh"], r"head must be one of \('plain', 'fused'\); got 'cut'", head="cut")
     _bad("classification", params, X, labels, ["tanh"], r"head='fused' applies .*backward='general' needs the plain",
          head="fused", backward="general")
     _bad("classification", params, X, jax.nn.one_hot(labels, 3), ["tanh"], r"block_size applies to head='fused' only",

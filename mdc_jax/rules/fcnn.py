@@ -345,8 +345,8 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     fn = "fcnn_classification_loss"
     if backward not in ("simple", "general"):
         v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
-    if head not in ("plain", "fused"):
-        v.fail(fn, f"head must be 'plain' or 'fused'; got {head!r}.")
+    if head not in linear_ce.HEADS:
+        v.fail(fn, f"head must be one of {linear_ce.HEADS}; got {head!r}.")
     if head == "fused" and backward != "simple":
         v.fail(fn, f"head='fused' applies §6.3.1's simple E block by block; backward={backward!r} needs the "
                    f"plain head.")

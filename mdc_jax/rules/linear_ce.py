@@ -31,6 +31,7 @@ import numpy as np
 from .. import _validation as v
 
 REDUCTIONS = ("mean", "sum", "none")
+HEADS = ("plain", "fused")  # the output layers a softmax rule offers: logits held whole, or this module's blocks
 BLOCK_ELEMENTS = 2**22  # logits per block (16 MiB in float32): the default block's budget
 
 

@@ -264,9 +264,6 @@ _rnn_fused.defvjp(_rnn_fused_fwd, _rnn_fused_bwd)
 # Public API and input checks
 
 
-HEADS = ("plain", "fused")
-
-
 def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
     """Validates shapes at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast to one
     dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
@@ -333,8 +330,8 @@ def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
 
 def _check_head(fn: str, head: str, block_size, X, params):
     """``None`` for the plain head, the (token, vocabulary) blocks of the fused one."""
-    if head not in HEADS:
-        v.fail(fn, f"head must be one of {HEADS}; got {head!r}.")
+    if head not in linear_ce.HEADS:
+        v.fail(fn, f"head must be one of {linear_ce.HEADS}; got {head!r}.")
     if head == "plain":
         if block_size is not None:
             v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
