@@ -26,7 +26,7 @@ from ..reference.rnn import rnn_case
 from ..rules import fcnn, rnn
 from ..rules import per_example as pe
 from . import torch_cases
-from .timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, compiled, fmt, interleaved_medians
 
 CLIP = 1.0
 NOISE = 1.0
@@ -120,7 +120,7 @@ def format_details(results: list[CaseResult]) -> str:
     lines = ["| case | plain ms | clipped ms | clipped / plain | temp clipped / plain | vmap+clip ms | vmap / clipped "
              "| DP step ms | Opacus ghost DP step ms | DP step / Opacus |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    f = lambda x, spec=".2f": "-" if x is None else format(x, spec)
+    f = fmt
     for r in results:
         e = r.extra
         lines.append(f"| {r.name} | {f(e['plain_ms'])} | {f(r.closed_ms)} | {f(e['clipped_vs_plain'])} | "

@@ -105,3 +105,8 @@ def format_table(results: list[CaseResult], matmul: float | None = None) -> str:
         lines.append(f"| {r.name} | {r.closed_ms:.2f} | {r.autodiff_ms:.2f} | {r.ratio:.2f} | "
                      f"{mib(r.closed_temp_bytes)} | {mib(r.autodiff_temp_bytes)} | {tr} | {gf} | {torch} |")
     return "\n".join(lines)
+
+
+def fmt(x, spec: str = ".2f") -> str:
+    """A table cell: ``x`` formatted, or ``-`` for a figure that was not measured."""
+    return "-" if x is None else format(x, spec)
