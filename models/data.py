@@ -120,35 +120,40 @@ class TextDataset(NamedTuple):
     sources: list[str]
 
 
-def _stdlib_files(root, recursive: bool):
+def _stdlib_files(root, recursive: bool, exclude: tuple[str, ...]):
     """The stdlib's ``*.py`` files in name order; ``recursive`` walks packages too (a folder's entries in
-    name order, depth first), never installed packages (``site-packages``), which differ per machine."""
+    name order, depth first), never installed packages (``site-packages``), which differ per machine,
+    nor the folders named in ``exclude``."""
+    skip = {"site-packages", "dist-packages", "__pycache__", *exclude}
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.is_file() and entry.suffix == ".py":
             yield entry
-        elif recursive and entry.is_dir() and entry.name not in ("site-packages", "dist-packages", "__pycache__"):
-            yield from _stdlib_files(entry, recursive)
+        elif recursive and entry.is_dir() and entry.name not in skip:
+            yield from _stdlib_files(entry, recursive, exclude)
 
 
-def python_source_text(max_chars: int, recursive: bool = False) -> tuple[str, list[str]]:
-    """The Python standard library's own source, which every machine with Python has offline.
-
-    Reads the top-level ``*.py`` files of the stdlib (``recursive``: and its packages') in name order
-    until ``max_chars`` characters.
-    """
+def python_source_files(max_chars: int, recursive: bool = False, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """``(path relative to the stdlib, text)`` of the Python standard library's own source, which every
+    machine with Python has offline: the top-level ``*.py`` files (``recursive``: and its packages') in
+    name order, until ``max_chars`` characters (the last file cut there)."""
     import os
     from pathlib import Path
 
     root = Path(os.__file__).parent
-    chunks, sources, total = [], [], 0
-    for path in _stdlib_files(root, recursive):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        chunks.append(text)
-        sources.append(str(path.relative_to(root)))
+    files, total = [], 0
+    for path in _stdlib_files(root, recursive, exclude):
+        text = path.read_text(encoding="utf-8", errors="replace")[:max_chars - total]
+        files.append((str(path.relative_to(root)), text))
         total += len(text)
         if total >= max_chars:
             break
-    return "".join(chunks)[:max_chars], sources
+    return files
+
+
+def python_source_text(max_chars: int) -> tuple[str, list[str]]:
+    """The top-level stdlib source as one text of ``max_chars`` characters, and the files it came from."""
+    files = python_source_files(max_chars)
+    return "".join(text for _, text in files), [name for name, _ in files]
 
 
 def encode(text: str) -> np.ndarray:
@@ -173,6 +178,7 @@ def load_text(max_chars: int = 400_000, test_size: float = 0.1) -> TextDataset:
 # and newlines; spaces and tabs separate tokens and are dropped.
 WORD_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[^\s]|\n")
 UNKNOWN_WORD = "<unk>"
+WORD_EXCLUDE = ("encodings",)  # the codec tables: generated data (`'A'  #  0x41 -> LATIN CAPITAL LETTER A`), not code
 
 
 class WordDataset(NamedTuple):
@@ -183,17 +189,22 @@ class WordDataset(NamedTuple):
 
 
 def load_words(max_chars: int, test_size: float, vocab_size: int) -> WordDataset:
-    """Word-level token ids of the stdlib's source (packages included); the last ``test_size`` fraction of
-    the tokens is held out.
+    """Word-level token ids of the stdlib's source (packages included, the codec tables of ``encodings``
+    left out); the last ``test_size`` fraction of *every file's* tokens is held out, so both splits come
+    from the same mix of modules.
 
     The vocabulary is ``<unk>`` and the ``vocab_size − 1`` most frequent tokens of the training split (ties
     in token order), fewer when the text has fewer; every other token, in either split, is ``<unk>``.
     """
-    text, sources = python_source_text(max_chars, recursive=True)
-    tokens = WORD_TOKEN.findall(text)
-    cut = int(len(tokens) * (1 - test_size))
-    counts = collections.Counter(tokens[:cut])
+    files = python_source_files(max_chars, recursive=True, exclude=WORD_EXCLUDE)
+    train, test = [], []
+    for _, text in files:
+        tokens = WORD_TOKEN.findall(text)
+        cut = round(len(tokens) * (1 - test_size))
+        train += tokens[:cut]
+        test += tokens[cut:]
+    counts = collections.Counter(train)
     vocab = [UNKNOWN_WORD, *sorted(counts, key=lambda w: (-counts[w], w))[:vocab_size - 1]]
     index = {w: i for i, w in enumerate(vocab)}
-    ids = np.fromiter((index.get(w, 0) for w in tokens), dtype=np.int32, count=len(tokens))
-    return WordDataset(ids[:cut], ids[cut:], vocab, sources)
+    ids = lambda tokens: np.fromiter((index.get(w, 0) for w in tokens), dtype=np.int32, count=len(tokens))
+    return WordDataset(ids(train), ids(test), vocab, [name for name, _ in files])
