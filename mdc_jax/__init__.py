@@ -5,6 +5,7 @@ docstring); `mdc_jax.reference` holds plain-JAX forwards that `jax.grad` differe
 check them.
 """
 
+from . import bracket as bracket
 from . import identities as identities
 from . import per_example as per_example
 from . import reference as reference  # also registers mdc-jax's rules (see mdc_jax.registry)
@@ -46,6 +47,7 @@ __all__ = [
     "NewtonResult",
     "RNNParams",
     "SingularHessianError",
+    "bracket",
     "cross_entropy",
     "fcnn_classification_loss",
     "fcnn_forward",

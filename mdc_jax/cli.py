@@ -188,6 +188,15 @@ def _bench(args: argparse.Namespace) -> int:
     return _with_train_extra("bench", run)
 
 
+def _bracket(args: argparse.Namespace) -> int:
+    from .bracket import gradient, parse
+
+    expr = parse(args.expr)
+    for name in args.wrt or expr.names:
+        print(gradient(expr, name).equation(ascii=args.ascii))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdc-jax", description="Closed-form backpropagation rules for JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", nargs="*", metavar="FAMILY", help="rule families (fcnn, rnn, logistic)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_bench)
+
+    brk = sub.add_parser("bracket", help="the gradient of a bracket expression by seed 000's §4.2 rule")
+    brk.add_argument("expr", help="the explicit bracket form, e.g. '(a_i X_ij b_j | )' (see docs/bracket.md)")
+    brk.add_argument("--wrt", action="append", metavar="TENSOR",
+                     help="differentiate with respect to TENSOR (repeatable; default: every tensor)")
+    brk.add_argument("--ascii", action="store_true", help="spell ∇ as grad and δ as delta")
+    brk.set_defaults(func=_bracket)
     return parser
 
 

@@ -207,8 +207,11 @@ def build_wordlm(cfg) -> Model:
         return loss_fn(params, Z0, X, Y, head=m.head) / X.shape[0]
 
     def report(params):
+        # A baseline: the training split's token frequencies (add-one smoothed) as the prediction, context-free.
+        p = (np.bincount(data.train, minlength=vocab) + 1.0) / (len(data.train) + vocab)
         return {"vocab_size": vocab, "train_tokens": len(data.train), "test_tokens": len(data.test),
-                "test_unknown_rate": float(np.mean(data.test == 0))}
+                "test_unknown_rate": float(np.mean(data.test == 0)),
+                "unigram_test_perplexity": float(np.exp(-np.mean(np.log(p[data.test]))))}
 
     return Model(init=lambda key: init_rnn(key, vocab, m.hidden_size),
                  loss=loss, batch=lambda key: gather(jax.random.randint(key, (n,), 0, windows, dtype=jnp.int32)),

@@ -69,6 +69,7 @@ def test_the_word_lm_trains_and_reports_held_out_perplexity(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["vocab_size"] == 512 and summary["primary_metric"] == "test_perplexity"
     assert 1 < summary["test_perplexity"] < 512  # better than a uniform guess over the vocabulary
+    assert 1 < summary["unigram_test_perplexity"] < 512
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert losses[-1] < np.log(512) - 0.5  # it learned: below the uniform loss ln K

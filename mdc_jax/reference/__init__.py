@@ -9,6 +9,7 @@ The functions are re-exported here, so ``mdc_jax.reference.softmax`` is the soft
 (as it always was); the module of that name is ``sys.modules["mdc_jax.reference.softmax"]``.
 """
 
+from . import bracket as bracket  # registers the bracket rules (seed 000 §2–§4)
 from .fcnn import fcnn_classification_loss as fcnn_classification_loss
 from .fcnn import fcnn_regression_loss as fcnn_regression_loss
 from .identities import bilinear as bilinear
