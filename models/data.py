@@ -120,16 +120,19 @@ class TextDataset(NamedTuple):
     sources: list[str]
 
 
-def _stdlib_files(root, recursive: bool, exclude: tuple[str, ...]):
+def _stdlib_files(root, recursive: bool, exclude: tuple[str, ...], top=None):
     """The stdlib's ``*.py`` files in name order; ``recursive`` walks packages too (a folder's entries in
-    name order, depth first), never installed packages (``site-packages``), which differ per machine,
-    nor the folders named in ``exclude``."""
-    skip = {"site-packages", "dist-packages", "__pycache__", *exclude}
+    name order, depth first), never installed packages (``site-packages``), the build's ``config-*``
+    folder or ``_sysconfigdata*.py``, which differ per machine, nor the paths (relative to the stdlib) named in ``exclude``."""
+    top = top or root
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if entry.is_file() and entry.suffix == ".py":
+        if entry.relative_to(top).as_posix() in exclude:
+            continue
+        if entry.is_file() and entry.suffix == ".py" and not entry.name.startswith("_sysconfigdata"):
             yield entry
-        elif recursive and entry.is_dir() and entry.name not in skip:
-            yield from _stdlib_files(entry, recursive, exclude)
+        elif (recursive and entry.is_dir() and not entry.name.startswith("config-")
+              and entry.name not in ("site-packages", "dist-packages", "__pycache__")):
+            yield from _stdlib_files(entry, recursive, exclude, top)
 
 
 def python_source_files(max_chars: int, recursive: bool = False, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
@@ -178,7 +181,8 @@ def load_text(max_chars: int = 400_000, test_size: float = 0.1) -> TextDataset:
 # and newlines; spaces and tabs separate tokens and are dropped.
 WORD_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+|[^\s]|\n")
 UNKNOWN_WORD = "<unk>"
-WORD_EXCLUDE = ("encodings",)  # the codec tables: generated data (`'A'  #  0x41 -> LATIN CAPITAL LETTER A`), not code
+# Generated tables, not code: the codecs' (`'A'  #  0x41 -> LATIN CAPITAL LETTER A`) and HTML's entities.
+WORD_EXCLUDE = ("encodings", "html/entities.py")
 
 
 class WordDataset(NamedTuple):
@@ -189,8 +193,8 @@ class WordDataset(NamedTuple):
 
 
 def load_words(max_chars: int, test_size: float, vocab_size: int) -> WordDataset:
-    """Word-level token ids of the stdlib's source (packages included, the codec tables of ``encodings``
-    left out); the last ``test_size`` fraction of *every file's* tokens is held out, so both splits come
+    """Word-level token ids of the stdlib's source (packages included, the generated tables of
+    :data:`WORD_EXCLUDE` left out); the last ``test_size`` fraction of *every file's* tokens is held out, so both splits come
     from the same mix of modules.
 
     The vocabulary is ``<unk>`` and the ``vocab_size − 1`` most frequent tokens of the training split (ties

@@ -171,16 +171,18 @@ class WordLMOptions(ModelOptions):
         return problems
 
 
+_loss_and_state = jax.jit(rnn_loss_and_state, static_argnames=("head",))  # compiled once per shape, across evals
+
+
 def perplexity(params, ids: np.ndarray, head: str, chunk: int) -> float:
     """Held-out perplexity ``exp(mean −ln p(token))`` of the text as ``EVAL_STREAMS`` contiguous streams, the
     state carried from one call of ``chunk`` steps to the next (``<unk>`` counts as a token)."""
     length = (len(ids) - 1) // EVAL_STREAMS
     streams = np.stack([ids[i * length:(i + 1) * length + 1] for i in range(EVAL_STREAMS)])
     X, T = jnp.asarray(streams[:, :-1].T), jnp.asarray(streams[:, 1:].T)  # (length, streams), time-major
-    call = jax.jit(lambda p, Z, X, T: rnn_loss_and_state(p, Z, X, T, head=head))
     Z, total = jnp.zeros((EVAL_STREAMS, params.W.shape[0]), params.W.dtype), 0.0
     for t0 in range(0, length, chunk):
-        J, Z = call(params, Z, X[t0:t0 + chunk], T[t0:t0 + chunk])  # J = Σ_t (1/N) Σ_i −ln p
+        J, Z = _loss_and_state(params, Z, X[t0:t0 + chunk], T[t0:t0 + chunk], head=head)  # J = Σ_t (1/N) Σ_i −ln p
         total += float(J) * EVAL_STREAMS
     return float(np.exp(total / (length * EVAL_STREAMS)))
 

@@ -146,6 +146,24 @@ def test_fused_head_float32_and_integer_labels_equal_one_hot_rows():
     g_labels = jax.grad(lambda y: mdc_jax.fcnn_classification_loss(params, X, y, ["relu"], head="fused"),
                         allow_int=True)(labels)
     assert g_labels.dtype == jax.dtypes.float0
+    # under jit a label outside [0, K) is not checked; it is the zero row its one-hot would be, in both heads
+    bad = labels.at[0].set(-1).at[4].set(11)
+    fused = lambda p, y: mdc_jax.fcnn_classification_loss(p, X, y, ["relu"], head="fused", block_size=4)
+    plain = lambda p: mdc_jax.fcnn_classification_loss(p, X, jax.nn.one_hot(bad, 11, dtype=jnp.float64), ["relu"])
+    assert_close(jax.jit(jax.value_and_grad(fused))(params, bad), jax.value_and_grad(plain)(params), F64_RTOL,
+                 "labels under jit")
+
+
+def test_fused_head_follows_the_dtypes_of_all_its_inputs():
+    """float32 inputs into a float64 network: the fused head computes in float64, as the plain one does."""
+    params, X, _ = classification_case(4, 8, [5, 6, 9], jnp.float64)
+    labels = jnp.asarray(np.random.default_rng(4).integers(0, 9, 8), jnp.int32)
+    X32 = X.astype(jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):  # mixing float32 and float64 is what this test is about
+        fused = mdc_jax.fcnn_classification_loss(params, X32, labels, ["tanh"], head="fused")
+        plain = mdc_jax.fcnn_classification_loss(params, X32, jax.nn.one_hot(labels, 9, dtype=jnp.float64), ["tanh"])
+    assert fused.dtype == plain.dtype == jnp.float64
+    assert_close(fused, plain, F64_RTOL, "float32 X, float64 parameters")
 
 
 def test_classification_unnormalised_label_rows_match_autodiff():

@@ -146,10 +146,29 @@ def test_token_ids_and_integer_labels_equal_their_one_hot_rows(head):
     assert_close((Z, O), rnn_forward(params, Z0, dense[2]), F64_RTOL, "forward of token ids")
 
 
-def test_fused_truncated_bptt_equals_the_plain_head():
+def test_fused_truncated_bptt_equals_the_plain_head_also_for_token_ids():
     case = rnn_case(6, 7, 3, 2, 4, 6, jnp.float64, one_hot=False)
     plain = rnn_truncated_bptt_grads(*case, 3)
     assert_close(rnn_truncated_bptt_grads(*case, 3, head="fused", block_size=(4, 4)), plain, F64_RTOL, "fused TBPTT")
+    params, Z0, _, _ = rnn_case(7, 7, 3, 5, 4, 6, jnp.float64)
+    ids, labels = _tokens(7, 7, 3, 5, 6)
+    dense = (jax.nn.one_hot(ids, 5, dtype=jnp.float64), jax.nn.one_hot(labels, 6, dtype=jnp.float64))
+    expected = rnn_truncated_bptt_grads(params, Z0, *dense, 3)
+    for head in ("plain", "fused"):
+        assert_close(rnn_truncated_bptt_grads(params, Z0, ids, labels, 3, head=head), expected, F64_RTOL, f"ids ({head})")
+
+
+def test_out_of_range_ids_and_labels_under_jit_are_zero_rows_like_their_one_hot():
+    """Values are checked only when concrete; under jit an id or label outside its range stands for the
+    zero row that jax.nn.one_hot gives it, in both heads (loss and gradient)."""
+    params, Z0, _, _ = rnn_case(8, 5, 3, 4, 5, 6, jnp.float64)
+    ids, labels = _tokens(8, 5, 3, 4, 6)
+    ids, labels = ids.at[1, 2].set(4).at[2, 0].set(-1), labels.at[0, 0].set(-1).at[3, 1].set(6)
+    dense = (jax.nn.one_hot(ids, 4, dtype=jnp.float64), jax.nn.one_hot(labels, 6, dtype=jnp.float64))
+    expected = jax.value_and_grad(ref.rnn_loss)(params, Z0, *dense)
+    for head in ("plain", "fused"):
+        got = jax.jit(jax.value_and_grad(functools.partial(rnn_loss, head=head)))(params, Z0, ids, labels)
+        assert_close(got, expected, F64_RTOL, f"out-of-range under jit ({head})")
 
 
 def test_fused_head_never_holds_the_logits():

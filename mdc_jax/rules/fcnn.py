@@ -165,11 +165,6 @@ _classification.defvjp(_classification_fwd, _classification_bwd)
 # Classification with the fused head: §6.3.1's E block by block (linear_ce), never the N × d_L logits
 
 
-def _fused_targets(Y):
-    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
-    return (Y if soft else Y.astype(jnp.int32)), soft
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _classification_fused(acts, blocks, params, X, Y, l2):
     return _classification_fused_fwd(acts, blocks, params, X, Y, l2)[0]
@@ -178,9 +173,11 @@ def _classification_fused(acts, blocks, params, X, Y, l2):
 def _classification_fused_fwd(acts, blocks, params, X, Y, l2):
     Zs, As = _hidden_forward(params[:-1], X, acts)
     W, b = params[-1]
-    targets, soft = _fused_targets(Y)
-    lse, losses = linear_ce.forward(Zs[-1], W, b, targets, soft, *blocks, linear_ce.acc_dtype(X.dtype))
-    J = (jnp.sum(losses) / X.shape[0]).astype(X.dtype) + l2 * _penalty(params)
+    targets, soft = linear_ce.as_targets(Y)
+    acc = linear_ce.acc_dtype(jnp.result_type(Zs[-1], W, b))
+    lse, losses = linear_ce.forward(Zs[-1], W, b, targets, soft, *blocks, acc)
+    dtype = jnp.result_type(X, *(a for layer in params for a in layer), *([Y] if soft else []))  # the plain head's
+    J = (jnp.sum(losses) / X.shape[0]).astype(dtype) + l2 * _penalty(params)
     # Residuals: the hidden outputs Z_0..Z_{L−1} (and any A_j), Y, and the N log-sum-exps: the logits
     # A_L are recomputed block by block in the backward.
     return J, (params, Zs, As, Y, lse, l2)
@@ -189,8 +186,8 @@ def _classification_fused_fwd(acts, blocks, params, X, Y, l2):
 def _classification_fused_bwd(acts, blocks, res, g):
     params, Zs, As, Y, lse, l2 = res
     (W, b), N = params[-1], Zs[0].shape[0]
-    targets, soft = _fused_targets(Y)
-    acc = linear_ce.acc_dtype(Zs[0].dtype)
+    targets, soft = linear_ce.as_targets(Y)
+    acc = linear_ce.acc_dtype(jnp.result_type(Zs[-1], W, b))
     # E = (g/N)(Z_L − Y), applied block by block: ∇_{Z_{L−1}}J = E W_Lᵀ, ∇_{W_L}J = Z_{L−1}ᵀ E, ∇_{b_L}J = Eᵀ1
     dZ, dW, db, dY = linear_ce.backward(soft, *blocks, acc, (Zs[-1], W, b, targets, lse), jnp.full((N,), g / N, acc))
     dZ = dZ.astype(Zs[-1].dtype)
@@ -248,7 +245,8 @@ def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None, la
                        f"jax.nn.one_hot(labels, {width}){alt}.")
         else:
             v.require_floating(fn, "Y", Y)
-            v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns")
+            also = f"; or integer labels of shape ({N},)" if labels else ""
+            v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns{also}")
     if isinstance(activations, str) or not isinstance(activations, (list, tuple)):
         v.fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
     if len(activations) != n_activations:
@@ -345,13 +343,10 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     fn = "fcnn_classification_loss"
     if backward not in ("simple", "general"):
         v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
-    if head not in linear_ce.HEADS:
-        v.fail(fn, f"head must be one of {linear_ce.HEADS}; got {head!r}.")
+    linear_ce.check_head(fn, head, block_size, 1, 1)  # the names; the blocks once the shapes are known
     if head == "fused" and backward != "simple":
         v.fail(fn, f"head='fused' applies §6.3.1's simple E block by block; backward={backward!r} needs the "
                    f"plain head.")
-    if head == "plain" and block_size is not None:
-        v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
     pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden, labels=head == "fused")
     W_L = pairs[-1][0]
@@ -363,7 +358,7 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     if head == "fused":
         if jnp.issubdtype(jnp.result_type(Y), jnp.floating):
             v.require_label_rows(fn, "Y", Y)
-        blocks = linear_ce.resolve_blocks(fn, block_size, X.shape[0], W_L.shape[1])
+        blocks = linear_ce.check_head(fn, head, block_size, X.shape[0], W_L.shape[1])
         return _classification_fused(acts, blocks, pairs, X, jnp.asarray(Y), l2)
     v.require_label_rows(fn, "Y", Y)
     return _classification(backward, acts, pairs, X, Y, l2)

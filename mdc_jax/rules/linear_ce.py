@@ -33,6 +33,7 @@ from .. import _validation as v
 REDUCTIONS = ("mean", "sum", "none")
 HEADS = ("plain", "fused")  # the output layers a softmax rule offers: logits held whole, or this module's blocks
 BLOCK_ELEMENTS = 2**22  # logits per block (16 MiB in float32): the default block's budget
+VOCAB_BLOCK = 8192  # the default vocabulary block
 
 
 def _starts(total: int, block: int) -> np.ndarray:
@@ -45,7 +46,7 @@ def _starts(total: int, block: int) -> np.ndarray:
 def default_blocks(N: int, K: int) -> tuple[int, int]:
     """(token block, vocabulary block): the vocabulary in blocks of up to 8192 columns, tokens in blocks
     keeping a block of logits within ``BLOCK_ELEMENTS``."""
-    bk = min(K, 8192)
+    bk = min(K, VOCAB_BLOCK)
     bn = min(N, max(1, BLOCK_ELEMENTS // bk))
     return bn, bk
 
@@ -60,6 +61,14 @@ def _block_logits(Z_I, W, b, start, bk, acc):
     b_J = jax.lax.dynamic_slice_in_dim(b, start, bk)
     A = jnp.dot(Z_I, W_J, preferred_element_type=acc) + b_J.astype(acc)[None, :]
     return A, W_J
+
+
+def _row_sums(T_I, soft, K, acc):
+    """``Y1`` for the block's rows: the soft rows' sums, or 1 for a label in ``[0, K)`` and 0 for any other
+    (an ignored token's −1, or an out-of-range label under ``jit``: a zero row, as its one-hot would be)."""
+    if soft:
+        return jnp.sum(T_I.astype(acc), axis=1)
+    return ((T_I >= 0) & (T_I < K)).astype(acc)
 
 
 def _targets_block(targets, soft, start, bk, acc):
@@ -95,7 +104,7 @@ def forward(Z, W, b, targets, soft, bn, bk, acc):
         init = (jnp.full((bn,), -jnp.inf, acc), jnp.zeros((bn,), acc), jnp.zeros((bn,), acc))
         (m, s, ya), _ = jax.lax.scan(vocab_block, init, (jnp.arange(len(vstarts), dtype=jnp.int32), vstarts))
         lse = m + jnp.log(s)
-        ysum = jnp.sum(T_I.astype(acc), axis=1) if soft else 1.0
+        ysum = _row_sums(T_I, soft, K, acc)
         return (jax.lax.dynamic_update_slice_in_dim(lse_all, lse, t0, 0),
                 jax.lax.dynamic_update_slice_in_dim(loss_all, ysum * lse - ya, t0, 0)), None
 
@@ -129,7 +138,7 @@ def backward(soft, bn, bk, acc, res, g):
         fresh_rows = (t0 + jnp.arange(bn, dtype=jnp.int32)) >= i * bn
         g_I = jnp.where(fresh_rows, jax.lax.dynamic_slice_in_dim(g, t0, bn), 0)
         lse_I = jax.lax.dynamic_slice_in_dim(lse, t0, bn)
-        ysum = jnp.sum(T_I.astype(acc), axis=1, keepdims=True) if soft else 1.0
+        ysum = _row_sums(T_I, soft, K, acc)[:, None]
 
         def vocab_block(c, ys):
             dZ_I, dW, db, dT_I = c
@@ -168,6 +177,24 @@ def backward(soft, bn, bk, acc, res, g):
 _head.defvjp(_head_fwd, backward)
 
 
+def as_targets(Y):
+    """``(targets, soft)`` for the blocked head from a model's labels: rows of probabilities ``(..., K)``
+    flattened to ``(M, K)``, or integer labels ``(...)`` flattened to ``(M,)`` int32."""
+    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
+    return (Y.reshape(-1, Y.shape[-1]) if soft else Y.reshape(-1).astype(jnp.int32)), soft
+
+
+def check_head(fn, head, block_size, N, K):
+    """``None`` for ``head="plain"``, the (token block, vocabulary block) pair for ``head="fused"``."""
+    if head not in HEADS:
+        v.fail(fn, f"head must be one of {HEADS}; got {head!r}.")
+    if head == "plain":
+        if block_size is not None:
+            v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
+        return None
+    return resolve_blocks(fn, block_size, N, K)
+
+
 def resolve_blocks(fn, block_size, N, K):
     """(token block, vocabulary block) from a ``block_size`` argument, each at most its total."""
     if block_size is None:
@@ -179,7 +206,7 @@ def resolve_blocks(fn, block_size, N, K):
     out = []
     for name, size, total in zip(("token block", "vocabulary block"), sizes, (N, K)):
         if size is None:
-            out.append(default_blocks(N, K)[0] if name == "token block" else min(K, 8192))
+            out.append(default_blocks(N, K)[name == "vocabulary block"])
             continue
         size = v.static_int(size)
         if size is None or size < 1:
@@ -207,7 +234,8 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
       Z: ``(N, d)`` features (token states), rows are samples.
       W: ``(d, K)`` output projection; ``b``: ``(K,)`` bias.
       labels: ``(N,)`` integer class indices in ``[0, K)`` (or ``ignore_index``), or ``(N, K)`` soft
-        labels (rows of probabilities, floating).
+        labels (rows of probabilities, floating). Concrete labels are range-checked; under ``jit`` a
+        label outside ``[0, K)`` is the zero row its one-hot would be (it adds nothing to the sum).
       reduction: ``"mean"`` over the tokens that are not ignored (0 when all are), ``"sum"``, or
         ``"none"`` for the ``(N,)`` per-token losses (a per-token cotangent is honoured exactly).
       ignore_index: an integer label whose tokens contribute nothing (loss and gradient 0) and are

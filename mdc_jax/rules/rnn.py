@@ -77,8 +77,14 @@ def _chunks(A, k):
 def _input_term(X_k, U, b):
     """``X_tU + 1bᵀ`` for a chunk's steps at once; for token ids ``X_tU`` is the rows ``U[x_t]`` (the
     product with the one-hot rows, without forming them)."""
-    XU = U[X_k] if _is_ids(X_k) else X_k @ U
+    XU = U.at[_rows(X_k, U.shape[0])].get(mode="fill", fill_value=0) if _is_ids(X_k) else X_k @ U
     return XU + b[None, None, :]
+
+
+def _rows(ids, D: int):
+    """Token ids as rows of U; an id outside ``[0, D)`` (unchecked under ``jit``) becomes ``D``, which the
+    gather fills with a zero row and the scatter drops: what the id's one-hot row (all zeros) would give."""
+    return jnp.where(ids < 0, D, ids)
 
 
 def _is_ids(X) -> bool:
@@ -147,7 +153,7 @@ def _bptt(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc):
 
         R, G = jax.lax.scan(step, R, (Z_out, HV), reverse=True)
         if ids:  # Σ_t X_tᵀ ∇_{A_t}J with one-hot X_t: row x_ti of U gets row i of ∇_{A_t}J
-            dU = dU.at[X_k.reshape(-1)].add(G.reshape(-1, G.shape[-1]))
+            dU = dU.at[_rows(X_k, U.shape[0]).reshape(-1)].add(G.reshape(-1, G.shape[-1]), mode="drop")
         else:
             dU = dU + jnp.einsum("tnd,tng->dg", X_k, G)  # Σ_t X_tᵀ ∇_{A_t}J
         carry = (Z_in[0], R,
@@ -223,11 +229,6 @@ def _all_states(Zs, Z_tau):
     return jnp.concatenate([Zs.reshape(-1, *Z_tau.shape)[1:], Z_tau[None]]).reshape(-1, H)
 
 
-def _fused_targets(Y):
-    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
-    return (Y.reshape(-1, Y.shape[-1]) if soft else Y.reshape(-1).astype(jnp.int32)), soft
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _rnn_fused(params, Z0, X, Y, blocks):
     return _rnn_fused_fwd(params, Z0, X, Y, blocks)[0]
@@ -235,7 +236,7 @@ def _rnn_fused(params, Z0, X, Y, blocks):
 
 def _rnn_fused_fwd(params, Z0, X, Y, blocks):
     _J, Z_tau, Zs = _forward(params, Z0, X, None)  # the recursion alone: no logits
-    targets, soft = _fused_targets(Y)
+    targets, soft = linear_ce.as_targets(Y)
     acc = linear_ce.acc_dtype(Z0.dtype)
     lse, losses = linear_ce.forward(_all_states(Zs, Z_tau), params.V, params.c, targets, soft, *blocks, acc)
     J = (jnp.sum(losses) / X.shape[1]).astype(Z0.dtype)  # J = Σ_t J_t, each a mean over the N sequences
@@ -246,7 +247,7 @@ def _rnn_fused_fwd(params, Z0, X, Y, blocks):
 def _rnn_fused_bwd(blocks, res, cts):
     params, Zs, Z_tau, X, Y, lse = res
     gJ, gZ = cts
-    targets, soft = _fused_targets(Y)
+    targets, soft = linear_ce.as_targets(Y)
     acc = linear_ce.acc_dtype(Z_tau.dtype)
     g = jnp.full(lse.shape, gJ / X.shape[1], acc)  # ∂J/∂ℓ_ti = g/N for every token
     dZ, dV, dc, dT = linear_ce.backward(soft, *blocks, acc, (_all_states(Zs, Z_tau), params.V, params.c, targets, lse), g)
@@ -313,9 +314,10 @@ def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
             v.require_indices(fn, "Y", Y, K, "class")
         else:
             if labels or jnp.issubdtype(dtype, jnp.bool_):
+                hint = (f"or integer class labels of shape ({tau}, {N})" if tokens else
+                        f"for integer class labels pass jax.nn.one_hot(labels, {K})")
                 v.fail(fn, f"Y has dtype {dtype} and shape {v.shape_of(Y)}; expected floating rows of probabilities "
-                           f"of shape (τ, N, K) = ({tau}, {N}, {K}). For integer class labels pass "
-                           f"jax.nn.one_hot(labels, {K}).")
+                           f"of shape (τ, N, K) = ({tau}, {N}, {K}); {hint}.")
             v.require_floating(fn, "Y", Y)
             v.require_shape(fn, "Y", Y, (tau, N, K), f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns")
             v.require_label_rows(fn, "Y", Y)
@@ -329,14 +331,8 @@ def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
 
 
 def _check_head(fn: str, head: str, block_size, X, params):
-    """``None`` for the plain head, the (token, vocabulary) blocks of the fused one."""
-    if head not in linear_ce.HEADS:
-        v.fail(fn, f"head must be one of {linear_ce.HEADS}; got {head!r}.")
-    if head == "plain":
-        if block_size is not None:
-            v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
-        return None
-    return linear_ce.resolve_blocks(fn, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
+    """``None`` for the plain head, the (token, vocabulary) blocks of the fused one over the τN states."""
+    return linear_ce.check_head(fn, head, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
 
 
 def _loss_and_state(params, Z0, X, Y, blocks):
@@ -491,7 +487,7 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
         g = bwd(res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
         return (Z_next, J + J_k, jax.tree.map(jnp.add, grads, g)), None
 
-    carry = (Z0, jnp.zeros((), X.dtype), jax.tree.map(jnp.zeros_like, params))
+    carry = (Z0, jnp.zeros((), Z0.dtype), jax.tree.map(jnp.zeros_like, params))
     if full:
         split = lambda A: A[:full * chunk].reshape(full, chunk, *A.shape[1:])
         carry, _ = jax.lax.scan(one_chunk, carry, (split(X), split(Y)))
