@@ -9,6 +9,8 @@
   ``pytest --hypothesis-profile=thorough`` (200 random examples per test).
 """
 
+import os
+
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,6 +29,46 @@ def _strict_dtype_promotion(request):
         return
     with jax.numpy_dtype_promotion("strict"):
         yield
+
+
+_CACHE_OPTIONS = {"jax_persistent_cache_min_compile_time_secs": 0, "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@pytest.fixture(scope="session")
+def xla_cache_dir(tmp_path_factory):
+    """XLA's persistent compilation cache, one folder per test process (each xdist worker), shared by
+    the subprocesses it starts. The suite is bound by compilation: each `train()` jits its step afresh
+    (so the same config compiles again in every test that trains it), and each fresh process compiles
+    everything from scratch. With the cache, a program this process (or a subprocess it waited for)
+    already compiled is loaded instead. It is keyed by the program, the compile options, the backend
+    and XLA_FLAGS, so a hit is the executable that would have been compiled; it starts empty every run.
+    It is not shared between the workers: JAX writes entries without a lock, and a worker reading an
+    entry another is still writing would get a warning (a failure where warnings are errors)."""
+    cache = tmp_path_factory.getbasetemp() / "xla_cache"
+    cache.mkdir(exist_ok=True)
+    return cache
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _persistent_compilation_cache(xla_cache_dir):
+    """The test processes themselves use the run's cache too (see ``xla_cache_dir``)."""
+    saved = {name: getattr(jax.config, name) for name in ["jax_compilation_cache_dir", *_CACHE_OPTIONS]}
+    jax.config.update("jax_compilation_cache_dir", str(xla_cache_dir))
+    for name, value in _CACHE_OPTIONS.items():
+        jax.config.update(name, value)
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(xla_cache_dir):
+    """The environment for tests that start Python (``mdc-jax``) in a subprocess: the run's
+    compilation cache (``xla_cache_dir``), so a subprocess loads what this run has compiled already
+    (the same programs a user's fresh process would compile)."""
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(xla_cache_dir),
+            **{name.upper(): str(value) for name, value in _CACHE_OPTIONS.items()}}
+
 
 settings.register_profile(
     "default",

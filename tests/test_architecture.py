@@ -31,11 +31,11 @@ _BLOCK = textwrap.dedent(f"""
 """)
 
 
-def run_python(code: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+def run_python(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_the_rules_the_checker_and_the_solvers_work_with_the_core_install_alone(tmp_path):
+def test_the_rules_the_checker_and_the_solvers_work_with_the_core_install_alone(tmp_path, subprocess_env):
     code = _BLOCK + textwrap.dedent("""
         import jax, jax.numpy as jnp
         jax.config.update("jax_enable_x64", True)
@@ -55,24 +55,25 @@ def test_the_rules_the_checker_and_the_solvers_work_with_the_core_install_alone(
         assert not loaded & set(OPTIONAL), loaded & set(OPTIONAL)
         print("ok", len(specs))
     """).replace("OPTIONAL", repr(OPTIONAL))
-    proc = run_python(code, tmp_path)
+    proc = run_python(code, tmp_path, subprocess_env)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-3000:]
 
 
-def test_train_without_the_extra_names_the_extra_to_install(tmp_path):
+def test_train_without_the_extra_names_the_extra_to_install(tmp_path, subprocess_env):
     code = _BLOCK + textwrap.dedent(f"""
         from mdc_jax import cli
         sys.exit(cli.main(["train", r"{REPO / 'configs' / 'fcnn_classification_digits.yaml'}"]))
     """)
-    proc = run_python(code, tmp_path)
+    proc = run_python(code, tmp_path, subprocess_env)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "needs the 'train' extra" in proc.stderr and "pip install 'mdc-jax[train]'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_models_are_installed_as_mdc_jax_models_not_as_a_bare_models(tmp_path):
+def test_models_are_installed_as_mdc_jax_models_not_as_a_bare_models(tmp_path, subprocess_env):
     proc = run_python("import mdc_jax_models, sys; print(mdc_jax_models.CONFIGS)\n"
-                      "try:\n import models\nexcept ModuleNotFoundError:\n print('no bare models')", tmp_path)
+                      "try:\n import models\nexcept ModuleNotFoundError:\n print('no bare models')", tmp_path,
+                      subprocess_env)
     assert proc.returncode == 0, proc.stderr
     configs, bare = proc.stdout.splitlines()
     assert bare == "no bare models" and Path(configs, "fcnn_classification_digits.yaml").is_file()
@@ -88,7 +89,7 @@ def test_the_shipped_models_register_through_the_entry_point_group():
             assert model_registry.get_model(kind).options.__module__.startswith("mdc_jax_models")
 
 
-def test_a_model_from_another_package_trains_without_editing_mdc_jax(tmp_path):
+def test_a_model_from_another_package_trains_without_editing_mdc_jax(tmp_path, subprocess_env):
     """A user's package declares a model in the `mdc_jax.models` entry-point group; `mdc-jax train`
     finds it by its kind. The package is put on the path as an installed distribution would be."""
     site = tmp_path / "site"
@@ -127,7 +128,7 @@ def test_a_model_from_another_package_trains_without_editing_mdc_jax(tmp_path):
     config.write_text(yaml.safe_dump({"data": {"dataset": "argmax3"}, "model": {"kind": "linear_softmax", "scale": 2},
                                       "optimizer": {"name": "sgd", "learning_rate": 1.0},
                                       "train": {"steps": 30, "batch_size": 16, "eval_every": 30}}))
-    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    env = {**subprocess_env, "PYTHONPATH": str(site)}
     listed = subprocess.run([sys.executable, "-m", "mdc_jax.cli", "models"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0 and "linear_softmax" in listed.stdout, listed.stderr
@@ -148,7 +149,7 @@ def _fake_distribution(site: Path, name: str, entry_points: str, modules: dict[s
         (site / f"{module}.py").write_text(textwrap.dedent(code))
 
 
-def test_a_broken_plugin_is_skipped_with_a_warning_and_a_module_may_register_rules(tmp_path):
+def test_a_broken_plugin_is_skipped_with_a_warning_and_a_module_may_register_rules(tmp_path, subprocess_env):
     site = tmp_path / "site"
     _fake_distribution(site, "broken_plugin", "[mdc_jax.models]\nbroken = broken_models:SPEC\n"
                        "not_a_spec = broken_models:NOT\n\n[mdc_jax.rules]\nmine = my_rules\n",
@@ -159,7 +160,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning_and_a_module_may_register_rul
                             from mdc_jax.rules import softmax as rules
                             register_rule(RuleSpec("my_softmax", "mine", rules.softmax, softmax, sample_matrix))
                         """})
-    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    env = {**subprocess_env, "PYTHONPATH": str(site)}
     cli = [sys.executable, "-m", "mdc_jax.cli"]
     models = subprocess.run([*cli, "models"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert models.returncode == 0 and "mlp_classifier" in models.stdout, models.stderr

@@ -53,17 +53,23 @@ def test_poisson_sampling_draws_each_example_with_probability_q_padded_to_a_fixe
 def test_without_noise_the_dp_gradient_is_the_clipped_sum_over_the_drawn_examples_over_q_n(tmp_path):
     cfg = load_config(write(tmp_path, DP), ["train.dp.noise_multiplier=0"])
     model = get_model("mlp_classifier").build(cfg)
-    params = model.init(jax.random.PRNGKey(0))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0))  # one program, not op by op
     dp_grad, q, capacity = dp.make_dp_grad(model, cfg)
     key = jax.random.PRNGKey(7)
     _, grads = jax.jit(dp_grad)(params, key)
-    idx, valid = dp.poisson_batch(jax.random.split(key)[0], model.examples, q, capacity)
+    idx, valid = jax.jit(dp.poisson_batch, static_argnums=(1, 2, 3))(jax.random.split(key)[0], model.examples, q, capacity)
     X, Y = model.gather(np.asarray(idx)[np.asarray(valid)])
-    # (1/M) Σ_drawn clip(g_i) with M drawn examples, rescaled to the expected batch size q·n = 64
-    _, expected = per_example.fcnn_clipped_grad(params, X, Y, ["tanh"], 1e-3, clip_norm=1.0)
     M = X.shape[0]
-    penalty = [(1e-3 * W, jnp.zeros_like(b)) for W, b in params]
-    expected = jax.tree.map(lambda g, p: (g - p) * M / 64 + p, expected, penalty)
+
+    # (1/M) Σ_drawn clip(g_i) with M drawn examples, rescaled to the expected batch size q·n = 64
+    # (compiled as one program: op by op, each of its operations would compile on its own)
+    @jax.jit
+    def closed_form(params, X, Y):
+        _, expected = per_example.fcnn_clipped_grad(params, X, Y, ["tanh"], 1e-3, clip_norm=1.0)
+        penalty = [(1e-3 * W, jnp.zeros_like(b)) for W, b in params]
+        return jax.tree.map(lambda g, p: (g - p) * M / 64 + p, expected, penalty)
+
+    expected = closed_form(params, X, Y)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)
 
@@ -71,12 +77,14 @@ def test_without_noise_the_dp_gradient_is_the_clipped_sum_over_the_drawn_example
 def test_noise_has_standard_deviation_sigma_c_over_the_expected_batch_size(tmp_path):
     cfg = load_config(write(tmp_path, DP), ["model.hidden=[64]"])
     model = get_model("mlp_classifier").build(cfg)
-    params = jax.tree.map(jnp.zeros_like, model.init(jax.random.PRNGKey(0)))
+    # zero parameters of the model's shapes (init's shapes alone: nothing to compute)
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(model.init, jax.random.PRNGKey(0)))
     clean = load_config(write(tmp_path, DP, "clean.yaml"), ["model.hidden=[64]", "train.dp.noise_multiplier=0"])
     noisy, _, _ = dp.make_dp_grad(model, cfg)
     plain, _, _ = dp.make_dp_grad(model, clean)
     key = jax.random.PRNGKey(3)
-    diff = jax.tree.map(jnp.subtract, noisy(params, key)[1], plain(params, key)[1])
+    # One compiled program for both (as the trainer runs them: under jit), not op by op.
+    diff = jax.jit(lambda p, k: jax.tree.map(jnp.subtract, noisy(p, k)[1], plain(p, k)[1]))(params, key)
     noise = np.concatenate([np.ravel(x) for x in jax.tree.leaves(diff)])
     assert noise.size > 4000 and np.std(noise) == pytest.approx(1.2 * 1.0 / 64, rel=0.05) and abs(np.mean(noise)) < 1e-3
 
@@ -84,8 +92,9 @@ def test_noise_has_standard_deviation_sigma_c_over_the_expected_batch_size(tmp_p
 def test_a_dp_run_reports_epsilon_from_dp_accounting_and_closed_equals_the_vmap_baseline(tmp_path, capsys):
     path = write(tmp_path, DP)
     assert cli.main(["train", str(path), "--set", "model.l2=0", "--out", str(tmp_path / "closed")]) == 0
+    # The baseline run is only compared by its parameters: one evaluation (one accountant call) is enough.
     assert cli.main(["train", str(path), "--set", "train.grad=autodiff", "--set", "model.l2=0",
-                     "--out", str(tmp_path / "autodiff")]) == 0
+                     "--set", "train.eval_every=30", "--out", str(tmp_path / "autodiff")]) == 0
     summary = json.loads((tmp_path / "closed" / "summary.json").read_text())
     q = 64 / get_model("mlp_classifier").build(load_config(path)).examples
     event = dp_accounting.SelfComposedDpEvent(
@@ -135,11 +144,13 @@ def test_each_models_closed_form_clipping_equals_clipping_vmap_of_grad_of_its_lo
     raw = {**raw, "train": {"steps": 2, "batch_size": 6, "dp": {"clip_norm": 0.05, "noise_multiplier": 1.0}}}
     cfg = load_config(write(tmp_path, raw))
     model = get_model(raw["model"]["kind"]).build(cfg)
-    params = model.init(jax.random.PRNGKey(1))
+    params = jax.jit(model.init)(jax.random.PRNGKey(1))
     batch = model.gather(jnp.arange(6, dtype=jnp.int32) * 7)
     weights = jnp.asarray([1.0, 0.0, 2.0, 1.0, 1.0, 0.5], jnp.float32)
-    loss, grads = model.clipped_grad(params, batch, weights, 0.05)
-    loss_v, grads_v = dp.vmap_clipped_grad(model.loss, model.batch_axes, params, batch, weights, 0.05)
+    # Both under jit, as the trainer runs them (op by op, each operation would compile on its own).
+    loss, grads = jax.jit(lambda p, b, w: model.clipped_grad(p, b, w, 0.05))(params, batch, weights)
+    loss_v, grads_v = jax.jit(lambda p, b, w: dp.vmap_clipped_grad(model.loss, model.batch_axes, p, b, w, 0.05))(
+        params, batch, weights)
     np.testing.assert_allclose(loss, loss_v, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_v)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)

@@ -78,7 +78,7 @@ def test_shipped_configs_validate_and_are_found_by_name_but_never_instead_of_a_p
     ({"data": {"dataset": "digits", "test_size": 1.5}}, r"data\.test_size must be in \(0, 1\)"),
     ({"model": {**SMALL["model"], "kind": "mlp"}}, r"model\.kind: unknown model kind 'mlp'; registered kinds: .*mlp_classifier"),
     ({"model": {**SMALL["model"], "seq_len": 8}},
-     r"unknown key 'model\.seq_len'; allowed keys in model: activation, hidden, kind, l2"),
+     r"unknown key 'model\.seq_len'; allowed keys in model: activation, head, hidden, kind, l2"),
     ({"model": {**SMALL["model"], "hidden": [0]}}, r"model\.hidden widths must be > 0"),
     ({"model": {**SMALL["model"], "activation": "swishy"}}, r"model\.activation is 'swishy'; expected one of"),
     ({"data": {"dataset": "diabetes"}}, r"data\.dataset 'diabetes' does not fit model\.kind 'mlp_classifier'"),
@@ -160,13 +160,12 @@ def mdc_jax_cli(*args) -> list[str]:
     return [sys.executable, "-m", "mdc_jax.cli", *map(str, args)]
 
 
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
+def test_resume_after_sigkill_is_bit_identical(tmp_path, subprocess_env):
     """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed."""
     raw = {**SMALL, "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
     path = write_config(tmp_path, raw)
-    # The three processes compile the same programs: XLA's persistent cache compiles them once.
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    # The three processes compile the same programs: XLA's persistent cache (conftest.py) compiles them once.
+    env = subprocess_env
     reference = tmp_path / "uninterrupted"
     subprocess.run(mdc_jax_cli("train", path, "--out", reference), check=True, capture_output=True, cwd=REPO, env=env)
 
@@ -526,7 +525,7 @@ def test_sweep_writes_a_table(tmp_path):
     assert table[0].startswith("| config |") and len(table) == 4
 
 
-def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
+def test_data_parallel_on_4_devices_matches_1_device(tmp_path, subprocess_env):
     path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "steps": 20}})
     script = (
         "import sys, jax; from mdc_jax.experiment.config import load_config; "
@@ -534,7 +533,7 @@ def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
         f"train(load_config(r'{path}', ['train.devices=4']), out_dir=r'{tmp_path / 'four'}'); "
         f"train(load_config(r'{path}', ['train.devices=1']), out_dir=r'{tmp_path / 'one'}')"
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**subprocess_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, capture_output=True)
     four, one = load_npz(tmp_path / "four" / "final.npz"), load_npz(tmp_path / "one" / "final.npz")
     for k in one:

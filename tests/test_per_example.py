@@ -94,7 +94,7 @@ def test_fcnn_quantities_float32_and_under_jit(task):
     got = f(params, X, Y)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(got))
     p64, X64, Y64 = jax.tree.map(lambda a: a.astype(jnp.float64), (params, X, Y))
-    expected, _ = fcnn_expected(p64, X64, Y64, acts, task, 0.01)
+    expected, _ = jax.jit(lambda p, X, Y: fcnn_expected(p, X, Y, acts, task, 0.01))(p64, X64, Y64)
     assert_quantities(got, expected, F32, f"{task} float32")
 
 
@@ -149,7 +149,7 @@ def test_rnn_quantities_and_clipping_match_vmap_of_grad_float64(monkeypatch, set
 def test_rnn_quantities_float32_under_jit():
     params, Z0, X, Y = rnn_case(2, 6, 5, 3, 6, 4, jnp.float32)
     got = jax.jit(lambda *a: pe.rnn_quantities(*a, quantities=ALL))(params, Z0, X, Y)
-    expected, _ = rnn_expected(*jax.tree.map(lambda a: a.astype(jnp.float64), (params, Z0, X, Y)))
+    expected, _ = jax.jit(rnn_expected)(*jax.tree.map(lambda a: a.astype(jnp.float64), (params, Z0, X, Y)))
     assert_quantities(got, expected, F32, "rnn float32")
 
 
@@ -181,14 +181,17 @@ def test_weights_mask_rows_out_as_if_they_were_not_there():
     params, X, Y, acts = fcnn_setup(5, 7, [4, 3, 3], "classification", jnp.float64)
     keep = np.array([1, 0, 1, 1, 0, 0, 1], bool)
     w = jnp.asarray(keep * (7 / keep.sum()))  # padding rows out, the mean over the kept ones
-    masked = pe.fcnn_clipped_grad(params, X, Y, acts, 0.2, clip_norm=0.7, weights=w)
-    alone = pe.fcnn_clipped_grad(params, X[keep], Y[keep], acts, 0.2, clip_norm=0.7)
+    # Compiled (one program per shape), as in a DP step; clip_norm and l2 stay concrete.
+    fcnn = jax.jit(lambda X, Y, w: pe.fcnn_clipped_grad(params, X, Y, acts, 0.2, clip_norm=0.7, weights=w))
+    masked = fcnn(X, Y, w)
+    alone = fcnn(X[keep], Y[keep], None)
     assert_close(masked, alone, F64, "masked vs the kept rows alone")
     p, Z0, Xr, Yr = rnn_case(1, 4, 5, 2, 3, 3, jnp.float64)
     keep = np.array([0, 1, 1, 0, 1], bool)
     w = jnp.asarray(keep * (5 / keep.sum()))
-    masked = pe.rnn_clipped_grad(p, Z0, Xr, Yr, clip_norm=0.4, weights=w)
-    alone = pe.rnn_clipped_grad(p, Z0[keep], Xr[:, keep], Yr[:, keep], clip_norm=0.4)
+    rnn = jax.jit(lambda Z0, X, Y, w: pe.rnn_clipped_grad(p, Z0, X, Y, clip_norm=0.4, weights=w))
+    masked = rnn(Z0, Xr, Yr, w)
+    alone = rnn(Z0[keep], Xr[:, keep], Yr[:, keep], None)
     assert_close(masked, alone, F64, "rnn masked vs the kept sequences alone")
 
 
