@@ -35,31 +35,96 @@ import numpy as np
 from .. import _validation as v
 from .softmax import log_softmax
 
-# Column-block width of the weighted Gram matrix Xᵀ diag(w) X. Only the upper block triangle is
-# multiplied (the lower one is its mirror), which saves (b − 1)/2b of the FLOPs with b blocks.
-_GRAM_BLOCK = 512
+# The weighted Gram matrix Xᵀ diag(w) X, the cost of every Hessian here, is accumulated over row
+# chunks (so that diag(w) X of a chunk is formed and multiplied while it is in cache, never for the
+# whole of X) and, within a chunk, over column blocks of the upper block triangle only (its lower
+# triangle is the mirror), which saves (b − 1)/2b of the FLOPs with b blocks. The sizes were chosen
+# by timing XLA:CPU on a 2-core x86 machine (float64, n = 20000..1000000, d = 50..1000; see
+# BENCHMARKS.md): blocks narrower than ~128 columns or chunks far from a few MiB run slower per FLOP.
+_GRAM_BLOCK = 512  # the block width before row chunks were added: kept as the default above d = 1024
 
 
-def weighted_gram(X: jax.Array, w: jax.Array, block: int = _GRAM_BLOCK) -> jax.Array:
-    """``Xᵀ diag(w) X`` computing only the upper block triangle and mirroring it.
+def gram_sizes(n: int, d: int) -> tuple[int, int]:
+    """``(rows, block)``: the row-chunk height and the column-block width :func:`weighted_gram` uses by
+    default for an ``(n, d)`` matrix."""
+    block = d if d <= 160 else 128 if d <= 512 else 256 if d <= 1024 else _GRAM_BLOCK
+    rows = 4096 if d <= 64 else 1024 if d <= 512 else 2048
+    return min(rows, n), block
 
-    Column block ``j`` of the upper triangle is ``X[:, :hi]ᵀ (w ∘ X[:, lo:hi])``: one matmul per
-    block, contracting over the samples. With ``d ≤ block`` this is a single matmul. The diagonal
-    blocks are averaged with their transposes, so the result is exactly symmetric.
-    """
+
+def _upper_gram(X, B, block):
+    """The upper block triangle of ``Xᵀ B`` (``B = diag(w) X``), zeros below it; ``(d, d)``."""
     d = X.shape[1]
-    B = X * w[:, None]  # diag(w) X, the explicit broadcast
-    if d <= block:
-        G = X.T @ B
-        return (G + G.T) / 2
-    U = jnp.zeros((d, d), jnp.result_type(X, w))
     contract_rows = (((0,), (0,)), ((), ()))
+    if block >= d:
+        return jax.lax.dot_general(X, B, contract_rows)
+    columns = []
     for lo in range(0, d, block):
         hi = min(d, lo + block)
-        U = U.at[:hi, lo:hi].set(jax.lax.dot_general(X[:, :hi], B[:, lo:hi], contract_rows))
-    blk = jnp.arange(d) // block
-    above, same = blk[:, None] < blk[None, :], blk[:, None] == blk[None, :]
-    return jnp.where(above, U, jnp.where(same, (U + U.T) / 2, U.T))
+        top = jax.lax.dot_general(X[:, :hi], B[:, lo:hi], contract_rows)  # rows 0..hi of column block lo..hi
+        columns.append(jnp.pad(top, ((0, d - hi), (0, 0))))
+    return jnp.concatenate(columns, axis=1)
+
+
+def row_chunk_sum(part, arrays, rows: int):
+    """``Σ_chunks part(*chunk_of_each_array, valid)`` over row chunks of height ``rows``.
+
+    One ``lax.fori_loop`` over ``⌈n/rows⌉`` chunks, so ``part`` is traced once. The last chunk is
+    moved back to end at row ``n`` and its rows already counted are flagged ``valid = False``
+    (``part`` must give them zero weight). ``part`` returns a pytree of sums.
+    """
+    n = arrays[0].shape[0]
+    rows = min(rows, n)
+    chunks = -(-n // rows)
+
+    def chunk(i):
+        start = jnp.minimum(i * rows, n - rows)
+        valid = start + jnp.arange(rows) >= i * rows
+        return part(*(jax.lax.dynamic_slice_in_dim(A, start, rows) for A in arrays), valid)
+
+    if chunks == 1:
+        return part(*arrays, jnp.ones(n, bool))
+    first = chunk(0)
+    return jax.lax.fori_loop(1, chunks, lambda i, acc: jax.tree.map(jnp.add, acc, chunk(i)), first)
+
+
+def weighted_gram(X: jax.Array, w: jax.Array, block: int | None = None, rows: int | None = None,
+                  ones: bool = False) -> jax.Array:
+    """``Xᵀ diag(w) X``, exactly symmetric, computing only the upper block triangle and mirroring it.
+
+    The rows are taken ``rows`` at a time (:func:`row_chunk_sum`), so ``diag(w) X`` exists one
+    chunk at a time; within a chunk, column block ``j`` of the upper triangle is
+    ``X_c[:, :hi]ᵀ (w_c ∘ X_c[:, lo:hi])``. The diagonal blocks are averaged with their transposes,
+    so the result is exactly symmetric. ``block`` and ``rows`` default to :func:`gram_sizes`;
+    ``block ≥ d`` is one matmul per chunk.
+
+    With ``ones=True`` the result is the ``(d + 1) × (d + 1)`` Gram matrix of ``[X 1]`` (a model's
+    intercept), whose last row and column ``wᵀX`` and ``Σw`` are accumulated in the same pass over
+    the chunks: ``[X 1]`` is never formed.
+    """
+    n, d = X.shape
+    default_rows, default_block = gram_sizes(n, d)
+    block = default_block if block is None else block
+    rows = default_rows if rows is None else rows
+    w = w.astype(X.dtype)
+
+    def part(Xc, wc, valid):  # the chunk's upper block triangle, and (with ones) wᵀX_c and Σw_c
+        wc = jnp.where(valid, wc, 0)
+        U = _upper_gram(Xc, Xc * wc[:, None], block)  # diag(w) X, the explicit broadcast
+        return (U, wc @ Xc, jnp.sum(wc)) if ones else (U,)
+
+    acc = row_chunk_sum(part, (X, w), rows)
+    U = acc[0]
+    if block >= d:
+        G = (U + U.T) / 2
+    else:
+        blk = jnp.arange(d) // block
+        above, same = blk[:, None] < blk[None, :], blk[:, None] == blk[None, :]
+        G = jnp.where(above, U, jnp.where(same, (U + U.T) / 2, U.T))
+    if not ones:
+        return G
+    v, total = acc[1], acc[2]
+    return jnp.block([[G, v[:, None]], [v[None, :], total[None, None]]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +153,7 @@ def _logistic_loss_fwd(theta, X, y, l2):
 def _logistic_loss_bwd(res, g):
     theta, X, y, z, l2 = res
     e = jax.nn.sigmoid(z) - y  # π − y
-    dtheta = g * (X.T @ e + l2 * theta)  # ∇_θ L = Xᵀ(π − y) + λθ
+    dtheta = g * (e @ X + l2 * theta)  # ∇_θ L = Xᵀ(π − y) + λθ (as eᵀX: XLA:CPU's Xᵀe is ~8× slower)
     dX = g * (e[:, None] * theta[None, :])  # ∇_X L = (π − y)θᵀ
     dy = -g * z  # ∇_y L = softplus(−z) − softplus(z) = −z
     dl2 = g * jnp.sum(theta * theta) / 2
@@ -154,7 +219,7 @@ def logistic_gradient(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | 
     without the loss. Arguments as in :func:`logistic_loss`; returns ``(d,)``.
     """
     l2 = _check_binary("logistic_gradient", theta, X, y, l2)
-    return X.T @ (jax.nn.sigmoid(X @ theta) - y) + l2 * theta
+    return (jax.nn.sigmoid(X @ theta) - y) @ X + l2 * theta  # (π − y)ᵀX: see _logistic_loss_bwd
 
 
 def logistic_hessian(theta: jax.Array, X: jax.Array, y: jax.Array, l2: float | jax.Array = 0.0) -> jax.Array:
