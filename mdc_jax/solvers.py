@@ -74,7 +74,8 @@ class SingularHessianError(ValueError):
 
 # Status codes of the compiled loop. _NON_FINITE: the gradient at the start is not finite, which
 # (since every entry of X meets a non-zero residual there) means X holds a NaN or inf, or values so
-# large that Xᵀ(π − y) overflows; the host then names the first one.
+# large that Xᵀ(π − y) overflows; or a Hessian is not finite (X's squares overflow). The host then
+# names the first NaN or inf, or says that X's values are too large.
 _RUNNING, _CONVERGED, _SINGULAR, _LINE_SEARCH_FAILED, _NON_FINITE = 0, 1, 2, 3, 4
 _MAX_ITER = 2**31 - 1  # the loop's step counter is an int32
 
@@ -87,6 +88,9 @@ class _Objective(NamedTuple):
     * ``ray(w, aux, p)``: the change of ``aux`` along ``p`` (``Xp``: one pass over ``X``);
     * ``move(aux, ray, t)``: ``aux`` at ``w + t p`` (``aux + t·ray``).
 
+    * ``grad_hess(w, aux)`` (optional): ``(∇J, ∇²J)`` from one pass over ``X``; the loop uses it
+      after a step that surely is not the last (its Newton decrement is above ``tol``).
+
     The autodiff baseline has no cache: ``aux = ()``, and ``value`` recomputes ``J(w + tp)``.
     """
 
@@ -95,6 +99,7 @@ class _Objective(NamedTuple):
     hess: Callable
     ray: Callable
     move: Callable
+    grad_hess: Callable | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,16 +124,22 @@ def _newton(obj: _Objective, w0, aux0, n, tol, max_iter):
     Each step: the Hessian at ``w``, ``p = −H⁻¹g`` by Cholesky, one ray ``Xp``, a backtracking
     (Armijo) line search on the cached predictor, and the gradient at the new point. As in
     scikit-learn, convergence is tested after each step, on the new gradient and the decrement of the
-    step just taken, so no Hessian is formed at the final point.
+    step just taken, so no Hessian is formed at the final point. When the decrement already rules
+    convergence out, the next Hessian is formed with the new gradient (``obj.grad_hess``, one pass
+    over ``X`` for both) instead of in a pass of its own.
     """
     eps = jnp.finfo(w0.dtype).eps
+    fused = obj.grad_hess is not None
 
     def cond(state):
-        return (state[5] == _RUNNING) & (state[4] < max_iter)
+        return (state[-1] == _RUNNING) & (state[-2] < max_iter)
 
     def body(state):
-        w, aux, f0, g, it, _ = state
-        p, singular = _newton_step(g, obj.hess(w, aux))
+        w, aux, f0, g, H, have_H, it, _ = state
+        H = jax.lax.cond(have_H, lambda: H, lambda: obj.hess(w, aux)) if fused else obj.hess(w, aux)
+        overflow = ~jnp.all(jnp.isfinite(H))  # a finite X whose squares overflow (|x| ≳ 1e154 in float64)
+        p, singular = _newton_step(g, H)
+        singular = singular | overflow
         slope = g @ p  # = −gᵀH⁻¹g < 0
         ray = obj.ray(w, aux, p)
         value_at = lambda t: obj.value(w + t * p, obj.move(aux, ray, t))
@@ -148,15 +159,25 @@ def _newton(obj: _Objective, w0, aux0, n, tol, max_iter):
         w_new = jnp.where(moved, w + t * p, w)
         aux_new = jax.tree.map(lambda new, old: jnp.where(moved, new, old), obj.move(aux, ray, t), aux)
         f_new = jnp.where(moved, f_t, f0)
-        g_new = obj.grad(w_new, aux_new)
-        converged = moved & (jnp.max(jnp.abs(g_new)) / n <= tol) & (-slope / (2 * n) <= tol)
-        status = jnp.select([singular, failed, converged], [_SINGULAR, _LINE_SEARCH_FAILED, _CONVERGED], _RUNNING)
-        return w_new, aux_new, f_new, g_new, it + moved.astype(it.dtype), status
+        decrement_ok = -slope / (2 * n) <= tol
+        if fused:  # another step is certain: its Hessian comes with this gradient
+            another = moved & ~decrement_ok & (it + 1 < max_iter)
+            g_new, H_new = jax.lax.cond(another, lambda: obj.grad_hess(w_new, aux_new),
+                                        lambda: (obj.grad(w_new, aux_new), H))
+        else:
+            another, g_new, H_new = jnp.zeros((), bool), obj.grad(w_new, aux_new), H
+        converged = moved & (jnp.max(jnp.abs(g_new)) / n <= tol) & decrement_ok
+        status = jnp.select([overflow, singular, failed, converged],
+                            [_NON_FINITE, _SINGULAR, _LINE_SEARCH_FAILED, _CONVERGED], _RUNNING)
+        return w_new, aux_new, f_new, g_new, H_new, another, it + moved.astype(it.dtype), status
 
-    g0 = obj.grad(w0, aux0)
+    if fused:
+        g0, H0 = obj.grad_hess(w0, aux0)
+    else:
+        g0, H0 = obj.grad(w0, aux0), jnp.zeros((w0.size, w0.size), w0.dtype)
     status0 = jnp.where(jnp.all(jnp.isfinite(g0)), _RUNNING, _NON_FINITE)
-    state = (w0, aux0, obj.value(w0, aux0), g0, jnp.zeros((), jnp.int32), status0)
-    w, aux, _, g, it, status = jax.lax.while_loop(cond, body, state)
+    state = (w0, aux0, obj.value(w0, aux0), g0, H0, jnp.asarray(fused), jnp.zeros((), jnp.int32), status0)
+    w, aux, _, g, _, _, it, status = jax.lax.while_loop(cond, body, state)
     return w, aux, it, status, jnp.max(jnp.abs(g)) / n
 
 
@@ -213,10 +234,17 @@ def _fit_binary(X, y, l2, tol, max_iter, fit_intercept, hessian_dtype, derivativ
         G = weighted_gram(Xh, s, ones=fit_intercept)  # of [X 1] with an intercept, without forming it
         return G.astype(X.dtype) + jnp.diag(jnp.where(mask, l2, 0))
 
+    def grad_hess(w, z):
+        if jnp.dtype(hessian_dtype) != X.dtype:  # the gradient must stay in X's precision: two passes
+            return grad(w, z), hess(w, z)
+        s = jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
+        G, g = weighted_gram(X, s, ones=fit_intercept, v=jax.nn.sigmoid(z) - y)  # Hessian and (π − y)ᵀ[X 1]
+        return g + l2 * jnp.where(mask, w, 0), G + jnp.diag(jnp.where(mask, l2, 0))
+
     def ray(w, z, p):
         return X @ p[:d] + p[d] if fit_intercept else X @ p
 
-    obj = _Objective(value, grad, hess, ray, move=lambda z, u, t: z + t * u)
+    obj = _Objective(value, grad, hess, ray, move=lambda z, u, t: z + t * u, grad_hess=grad_hess)
     z0 = jax.lax.optimization_barrier(jnp.zeros(n, X.dtype))  # margins at w = 0 (not constant-folded at compile time)
     w, z, it, status, gnorm = _newton(obj, jnp.zeros(D, X.dtype), z0, n, tol, max_iter)
     return w, it, status, gnorm, jnp.all((2 * y - 1) * z > 0)
@@ -363,7 +391,8 @@ def _fit_input(fn, X):
     X = _as_numpy(fn, "X", X, "an (n, d) array-like of numbers, samples as rows")
     _check_X_shape(fn, tuple(X.shape), X.dtype)
     dtype = X.dtype if jnp.issubdtype(X.dtype, jnp.floating) else np.dtype(np.float64)
-    dtype = jax.dtypes.canonicalize_dtype(dtype)  # float64 becomes float32 without jax_enable_x64
+    # float64 becomes float32 without jax_enable_x64; big-endian data is copied to the native order
+    dtype = np.dtype(jax.dtypes.canonicalize_dtype(dtype)).newbyteorder("=")
     if not _CAN_ALIAS:
         return jnp.asarray(X, dtype)
     if not (X.dtype == dtype and X.flags.c_contiguous and X.ctypes.data % _ALIGN == 0):
@@ -376,8 +405,10 @@ def _raise_non_finite(fn, X, hessian_dtype=None):
     problem = describe_non_finite("X", np.asarray(X))
     if problem:
         raise ValueError(f"{fn}: {problem}; expected finite values.")
+    dtypes = {np.dtype(X.dtype).name, np.dtype(hessian_dtype or X.dtype).name}
     raise ValueError(f"{fn}: X's values are too large (max |x| = {float(np.max(np.abs(np.asarray(X)))):.3g}): the "
-                     f"gradient Xᵀ(π − y) overflows {np.dtype(X.dtype).name}; rescale the columns of X.")
+                     f"gradient Xᵀ(π − y) or the Hessian XᵀWX overflows {' / '.join(sorted(dtypes))}; rescale the "
+                     f"columns of X.")
 
 
 def _check_options(fn, l2, tol, max_iter):
@@ -422,6 +453,9 @@ def _check_labels(fn, name, labels, n, allowed: str):
     if labels.dtype.kind in "fc" and (not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels))):
         bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
         raise ValueError(f"{fn}: {name} must hold integer labels in {allowed}; got non-integer value(s) {bad[:5]}.")
+    if labels.dtype.kind in "fc" and np.any(np.abs(labels) >= 2**62):  # would wrap around as int64
+        raise ValueError(f"{fn}: {name} must hold integer labels in {allowed}; got value(s) "
+                         f"{np.unique(labels[np.abs(labels) >= 2**62])[:5]} outside it.")
     return labels.astype(np.int64)
 
 
@@ -518,7 +552,7 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
         hessian_dtype=jnp.dtype(hessian_dtype).name, derivatives=derivatives)
     status, it = int(status), int(it)
     if status == _NON_FINITE:
-        _raise_non_finite(fn, X)
+        _raise_non_finite(fn, X, hessian_dtype)
     _raise_on_failure(fn, status, it, l2)
     _raise_if_separable(fn, bool(separated), l2)
     coef, intercept = w[:d], (w[d] if fit_intercept else jnp.zeros((), w.dtype))

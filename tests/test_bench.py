@@ -1,8 +1,9 @@
 """The benchmark harness produces the fields users and BENCHMARKS.md rely on (no timing asserted)."""
 
+import importlib.util
 import json
 
-from mdc_jax.bench import fcnn, linear_ce, main, rnn, timing
+from mdc_jax.bench import fcnn, linear_ce, logistic, main, rnn, timing
 
 FIELDS = {"name", "closed_ms", "autodiff_ms", "ratio", "closed_temp_bytes", "autodiff_temp_bytes"}
 
@@ -53,3 +54,37 @@ def test_linear_ce_bench_reports_fused_vs_autodiff_and_optax(tmp_path, capsys, m
             "temp_target_met"} <= set(extra) and extra["optax_ms"] > 0
     # the three programs compute the same loss and gradients w.r.t. (Z, W, b)
     assert extra["fused_rel_err_vs_autodiff"] < 1e-5 and extra["optax_rel_err_vs_autodiff"] < 1e-5
+
+
+def test_logistic_bench_reports_every_kind_and_agrees_with_its_peers():
+    results = logistic.run_cases("small", rounds=2)
+    by_kind = {}
+    for r in results:
+        assert FIELDS <= set(r.as_dict()) and r.closed_ms > 0 and r.autodiff_ms > 0
+        by_kind.setdefault(r.extra["kind"], []).append(r)
+    has_statsmodels = importlib.util.find_spec("statsmodels") is not None
+    assert {k: len(v) for k, v in by_kind.items()} == {
+        "hessian": 1, "multinomial_hessian": 1, "binary_fit": 3, "multinomial_fit": 1,
+        **({"statsmodels_fit": 1} if has_statsmodels else {})}
+    for r in by_kind["hessian"] + by_kind["multinomial_hessian"]:  # float32 against jax.hessian
+        assert r.extra["max_rel_err_vs_jax_hessian"] < 1e-4 and r.closed_temp_bytes is not None and r.flops > 0
+    for r in by_kind["binary_fit"]:  # NumPy input, JAX input, float32 Hessian: all at sklearn's solution
+        e = r.extra
+        assert e["converged"] and e["n_iter"] >= 1 and e["sklearn_n_iter"] >= 1 and "sklearn" in e["baseline"]
+        assert e["coef_max_rel_diff_vs_sklearn"] < 1e-6 and e["ours_vs_sklearn"] == r.ratio
+    steps = by_kind["binary_fit"][0].extra
+    assert all(steps[f"step_{key}_ms"] > 0 for key in ("input", "gram", "cholesky", "gradient", "line_search"))
+    assert "step_overhead_ms" in steps
+    if has_statsmodels:
+        e = by_kind["statsmodels_fit"][0].extra
+        assert e["sklearn_ms"] > 0 and e["statsmodels_n_iter"] >= 1
+        assert max(e["coef_max_rel_diff_vs_sklearn"], e["coef_max_rel_diff_vs_statsmodels"],
+                   e["sklearn_vs_statsmodels_coef_max_rel_diff"]) < 1e-6
+    e = by_kind["multinomial_fit"][0].extra
+    assert e["converged"] and e["lbfgs_ms"] > 0 and e["lbfgs_n_iter"] < logistic.LBFGS_MAX_ITER
+    assert e["proba_max_abs_diff_vs_sklearn"] < 1e-6 and e["proba_max_abs_diff_vs_lbfgs"] < 1e-5
+    tables = logistic.format_details(results)
+    for header in ("| Hessian |", "| binary fit, l2=1 (C=1) |", "| Newton step parts (ms), NumPy input |",
+                   "| multinomial fit, l2=1 (C=1) |"):
+        assert header in tables
+    assert ("| unpenalised fit (l2=0, C=inf) |" in tables) == has_statsmodels

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from mdc_jax.reference import logistic as ref
 from mdc_jax.rules import logistic as lg
 
-from .helpers import F32_RTOL, F64_RTOL, assert_close, uniform
+from .helpers import F32_RTOL, F64_RTOL, assert_close, probability_rows, uniform
 
 ARGNUMS = (0, 1, 2, 3)  # θ, X, y, λ: every argument has a cotangent
 dtypes = st.sampled_from([jnp.float64, jnp.float32])
@@ -178,6 +178,150 @@ def test_multinomial_logits_of_1e4_give_finite_correct_gradients():
     (value, grads), (_, ref_grads) = _pair("multinomial_loss")(Theta, X, Y, jnp.float32(0.0))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in (value, *grads))
     assert_close(grads, ref_grads, F32_RTOL, "gradients at 1e4")
+
+
+# ---------------------------------------------------------------------------------------------
+# Row chunks: row_chunk_sum, weighted_gram and softmax_weighted_gram against dense references
+
+
+def _dense_gram(X, w, ones=False):
+    """``[X 1]ᵀ diag(w) [X 1]`` (or ``Xᵀ diag(w) X``) by NumPy, the reference."""
+    X, w = np.asarray(X), np.asarray(w)
+    Xa = np.c_[X, np.ones(len(X))] if ones else X
+    return Xa.T @ (w[:, None] * Xa)
+
+
+def _dense_softmax_gram(X, P, r=None, ones=False):
+    """``Σ_n r_n x̃_n x̃_nᵀ ⊗ (diag π_n − π_n π_nᵀ)`` by one einsum over an ``n × k × k`` array."""
+    X, P = np.asarray(X), np.asarray(P)
+    Xa = np.c_[X, np.ones(len(X))] if ones else X
+    r = np.ones(len(X)) if r is None else np.asarray(r)
+    J = P[:, :, None] * np.eye(P.shape[1]) - P[:, :, None] * P[:, None, :]
+    return np.einsum("ni,nab,nj->iajb", Xa * r[:, None], J, Xa)
+
+
+@given(st.integers(1, 40), st.integers(1, 50))
+@example(1, 7)  # rows > n = 1
+@example(6, 6)  # rows == n: one chunk
+@example(7, 3)  # n % rows != 0: the last chunk moved back by 2 rows
+def test_row_chunk_sum_counts_every_row_exactly_once(n, rows):
+    """The plain sum; ``valid`` is False on exactly the rows of the moved-back last chunk that an
+    earlier chunk counted, and every row is visited."""
+    rng = np.random.default_rng(n * 100 + rows)
+    X = jnp.asarray(rng.uniform(-1, 1, (n, 3)))
+
+    def part(Xc, ic, valid):
+        return {"sum": jnp.sum(jnp.where(valid[:, None], Xc, 0), axis=0),
+                "counted": jnp.zeros(n, jnp.int32).at[ic].add(valid.astype(jnp.int32)),
+                "seen": jnp.zeros(n, jnp.int32).at[ic].add(1)}
+
+    out = jax.jit(lambda X, index: lg.row_chunk_sum(part, (X, index), rows))(X, jnp.arange(n))
+    np.testing.assert_allclose(out["sum"], np.asarray(X).sum(axis=0), rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(out["counted"], np.ones(n))
+    height = min(rows, n)
+    chunks = -(-n // height)
+    seen_twice = np.arange(n - height, (chunks - 1) * height)  # the moved-back chunk's rows counted before
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(out["seen"]) == 2), seen_twice)
+    assert np.asarray(out["seen"]).min() == 1 and int(jnp.sum(out["seen"])) == chunks * height
+
+
+# (n, d, block, rows): block not dividing d, block == d, block > d, rows not dividing n, rows == n,
+# rows > n, single rows and columns, one sample
+_GRAM_CASES = [(13, 7, 3, 4), (13, 7, 7, 13), (13, 7, 10, 20), (12, 6, 4, 4), (1, 1, 1, 1), (1, 5, 2, 3), (4, 1, 3, 3)]
+
+
+@pytest.mark.parametrize("ones", [False, True])
+def test_weighted_gram_equals_dense_reference_for_explicit_blocks_and_rows(ones):
+    rng = np.random.default_rng(11)
+    gram = jax.jit(lg.weighted_gram, static_argnames=("block", "rows", "ones"))
+    for n, d, block, rows in _GRAM_CASES:
+        X, w = uniform(rng, (n, d), jnp.float64, 2.0), uniform(rng, (n,), jnp.float64) + 1.0
+        G = gram(X, w, block=block, rows=rows, ones=ones)
+        assert G.shape == (d + ones, d + ones)
+        assert_close(G, _dense_gram(X, w, ones), 1e-12, f"n={n}, d={d}, block={block}, rows={rows}, ones={ones}")
+        np.testing.assert_array_equal(G, G.T)
+
+
+@given(st.integers(1, 13), st.integers(1, 9), st.integers(1, 12), st.integers(1, 16), st.booleans(), seeds)
+def test_weighted_gram_equals_dense_reference_for_drawn_blocks_and_rows(n, d, block, rows, ones, seed):
+    rng = np.random.default_rng(seed)
+    X, w = uniform(rng, (n, d), jnp.float64, 3.0), uniform(rng, (n,), jnp.float64) + 1.0
+    G = jax.jit(lambda X, w: lg.weighted_gram(X, w, block=block, rows=rows, ones=ones))(X, w)
+    assert_close(G, _dense_gram(X, w, ones), 1e-12, f"n={n}, d={d}, block={block}, rows={rows}, ones={ones}")
+    np.testing.assert_array_equal(G, G.T)
+
+
+def test_weighted_gram_default_sizes_above_160_columns_use_column_blocks_and_a_row_tail():
+    """At d > 160 the defaults take column blocks and row chunks; n = 1100 leaves a short last chunk."""
+    n, d = 1100, 170
+    rows, block = lg.gram_sizes(n, d)
+    assert block < d and rows < n and n % rows != 0, "the case no longer exercises blocks and a row tail"
+    rng = np.random.default_rng(12)
+    X, w = uniform(rng, (n, d), jnp.float64), uniform(rng, (n,), jnp.float64) + 1.0
+    G, Ga = jax.jit(lambda X, w: (lg.weighted_gram(X, w), lg.weighted_gram(X, w, ones=True)))(X, w)
+    assert_close(G, _dense_gram(X, w), 1e-12, "default sizes")
+    assert_close(Ga, _dense_gram(X, w, ones=True), 1e-12, "default sizes, ones")
+    np.testing.assert_array_equal(G, G.T)
+    np.testing.assert_array_equal(Ga, Ga.T)
+    np.testing.assert_array_equal(Ga[:d, :d], G)  # the intercept's row and column leave X's block alone
+
+
+@pytest.mark.parametrize("ones", [False, True])
+def test_weighted_gram_with_v_returns_the_product_from_the_same_pass(ones):
+    """``v``: ``(G, vᵀX)`` (``vᵀ[X 1]`` with ``ones``), G unchanged, over row chunks with a tail."""
+    rng = np.random.default_rng(13)
+    X, w, v = uniform(rng, (13, 7), jnp.float64), uniform(rng, (13,), jnp.float64) + 1.0, uniform(rng, (13,), jnp.float64)
+    G, g = jax.jit(lambda X, w, v: lg.weighted_gram(X, w, block=3, rows=5, ones=ones, v=v))(X, w, v)
+    Xa = np.c_[X, np.ones(13)] if ones else np.asarray(X)
+    assert_close(G, _dense_gram(X, w, ones), 1e-12, "G with v")
+    assert_close(g, np.asarray(v) @ Xa, 1e-12, "vᵀX")
+    np.testing.assert_array_equal(G, G.T)
+
+
+@given(st.integers(1, 12), st.integers(1, 4), st.integers(1, 3), st.integers(1, 14), st.booleans(), st.booleans(), seeds)
+@example(1, 1, 2, 1, False, False, 0)  # one sample
+@example(7, 3, 3, 3, True, True, 1)  # rows not dividing n: the last chunk moved back
+@example(5, 2, 1, 2, True, True, 4)  # one class
+def test_softmax_weighted_gram_equals_the_einsum_reference(n, d, k, rows, ones, with_r, seed):
+    rng = np.random.default_rng(seed)
+    X, P = uniform(rng, (n, d), jnp.float64, 2.0), probability_rows(rng, (n, k), jnp.float64, one_hot=False)
+    r = uniform(rng, (n,), jnp.float64) + 1.5 if with_r else None
+    H = jax.jit(lambda X, P, r: lg.softmax_weighted_gram(X, P, r, rows=rows, ones=ones))(X, P, r)
+    D = d + ones
+    assert H.shape == (D, k, D, k) and H.dtype == jnp.float64
+    assert_close(H, _dense_softmax_gram(X, P, r, ones), 1e-12, f"n={n}, d={d}, k={k}, rows={rows}, ones={ones}")
+    flat = np.asarray(H).reshape(D * k, D * k)
+    np.testing.assert_array_equal(flat, flat.T)
+
+
+def test_multinomial_hessian_with_default_row_chunks_matches_the_einsum_reference():
+    """n above the default chunk height (256 rows at d = 51, k = 10) with a tail, soft labels (r ≠ 1)."""
+    n, d, k = 300, 51, 10
+    assert lg.softmax_rows(n, d, k) < n and n % lg.softmax_rows(n, d, k) != 0
+    rng = np.random.default_rng(14)
+    X, Theta = uniform(rng, (n, d), jnp.float64), uniform(rng, (d, k), jnp.float64, 0.3)
+    Y = probability_rows(rng, (n, k), jnp.float64, one_hot=False) * (1.0 + uniform(rng, (n, 1), jnp.float64, 0.5))
+    H = jax.jit(lg.multinomial_hessian)(Theta, X, Y, 0.25)
+    P = jax.nn.softmax(X @ Theta, axis=1)
+    expected = _dense_softmax_gram(X, P, jnp.sum(Y, axis=1)) + 0.25 * np.einsum("ij,ab->iajb", np.eye(d), np.eye(k))
+    assert_close(H, expected, 1e-12, "multinomial_hessian by row chunks")
+    np.testing.assert_array_equal(np.asarray(H).reshape(d * k, d * k), np.asarray(H).reshape(d * k, d * k).T)
+
+
+def _temp_bytes(fn, *args):
+    return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_softmax_weighted_gram_and_multinomial_hessian_form_no_n_by_d_by_k_by_k_array():
+    """XLA's temporary memory at n = 20000, d = 20, k = 10 (float64) stays far below the 320 MB of an
+    ``n × d × k × k`` intermediate (compiled only, nothing runs)."""
+    n, d, k = 20000, 20, 10
+    f64 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float64)
+    intermediate = n * d * k * k * 8
+    temp = _temp_bytes(lambda X, P, r: lg.softmax_weighted_gram(X, P, r, ones=True), f64(n, d), f64(n, k), f64(n))
+    assert temp < intermediate / 20, f"softmax_weighted_gram(ones=True): {temp} bytes of temporaries"
+    temp = _temp_bytes(lg.multinomial_hessian, f64(d, k), f64(n, d), f64(n, k), f64())
+    assert temp < intermediate / 20, f"multinomial_hessian: {temp} bytes of temporaries"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mdc_jax import solvers
 from mdc_jax.reference import logistic as ref
+from mdc_jax.rules.logistic import gram_sizes
 from mdc_jax.testing import rel_err
 
 TIGHT = 1e-10  # our tol; scikit-learn gets 1e-12 below
@@ -271,3 +274,180 @@ def test_autodiff_derivatives_reach_the_same_solution(name):
     assert rel_err(auto.coef, closed.coef) <= 1e-9
     with pytest.raises(ValueError, match="derivatives must be 'closed' or 'autodiff'; got 'fd'"):
         fit(X, y, derivatives="fd")
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawn problems: scikit-learn and the autodiff path
+
+SHAPE = (203, 9)  # the input-form, non-finite and autodiff tests share it: one compilation per fit
+problem_shapes = st.sampled_from([(3, 1), SHAPE])  # a degenerate shape (one sample per class) and a moderate one
+l2s = st.floats(0.05, 5.0)
+FITS = [(solvers.fit_logistic_newton, 2), (solvers.fit_multinomial_newton, 3)]  # with k classes
+
+
+def random_problem(seed, n, d, k=2):
+    """Columns of different scales and offsets; labels ``0..k−1`` of a noisy linear model (classes
+    overlap), each present."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, d) + rng.normal(size=d)
+    labels = np.argmax(X @ rng.normal(size=(d, k)) / np.sqrt(d) + 1.5 * rng.gumbel(size=(n, k)), axis=1)
+    labels[:k] = np.arange(k)
+    return X, labels
+
+
+@given(problem_shapes, st.integers(0, 2**31 - 1), l2s, st.booleans())
+def test_drawn_problems_equal_sklearn_newton_cholesky(shape, seed, l2, fit_intercept):
+    """Binary coefficients to 1e-8 and multinomial probabilities to 1e-6, with and without intercept."""
+    X, y = random_problem(seed, *shape, k=2)
+    fit = solvers.fit_logistic_newton(X, y, l2=l2, fit_intercept=fit_intercept, tol=TIGHT)
+    sk = sklearn_fit(X, y, l2, fit_intercept)
+    assert fit.converged
+    assert rel_err(fit.coef, sk.coef_[0]) <= 1e-8
+    np.testing.assert_allclose(fit.intercept, sk.intercept_[0] if fit_intercept else 0.0, rtol=1e-8, atol=1e-10)
+    X, labels = random_problem(seed, *shape, k=3)
+    fit = solvers.fit_multinomial_newton(X, labels, l2=l2, fit_intercept=fit_intercept, tol=TIGHT)
+    sk = sklearn_fit(X, labels, l2, fit_intercept)
+    assert fit.converged
+    np.testing.assert_allclose(solvers.predict_proba_multinomial(fit, X), sk.predict_proba(X), rtol=0, atol=1e-6)
+
+
+def test_binary_fit_with_column_blocks_and_a_row_tail_equals_sklearn():
+    """d > 160: the Hessian's Gram matrix by column blocks, and n not a multiple of the chunk height."""
+    n, d = 1100, 170
+    rows, block = gram_sizes(n, d)
+    assert block < d and rows < n and n % rows != 0, "the case no longer exercises column blocks and a row tail"
+    X, y = random_problem(6, n, d)
+    fit = solvers.fit_logistic_newton(X, y, l2=1.0, tol=TIGHT)
+    sk = sklearn_fit(X, y, 1.0)
+    assert fit.converged
+    assert rel_err(fit.coef, sk.coef_[0]) <= 1e-8
+    np.testing.assert_allclose(fit.intercept, sk.intercept_[0], rtol=1e-8, atol=1e-10)
+
+
+@given(st.integers(0, 2**31 - 1), l2s)
+def test_autodiff_derivatives_equal_the_closed_form_on_drawn_problems(seed, l2):
+    for fit_fn, k in FITS:
+        X, labels = random_problem(seed, *SHAPE, k=k)
+        closed = fit_fn(X, labels, l2=l2, tol=TIGHT)
+        auto = fit_fn(X, labels, l2=l2, tol=TIGHT, derivatives="autodiff")
+        assert closed.converged and auto.converged
+        assert rel_err(auto.coef, closed.coef) <= 1e-9, fit_fn.__name__
+        np.testing.assert_allclose(auto.intercept, closed.intercept, rtol=1e-9, atol=1e-12, err_msg=fit_fn.__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input forms: NumPy (aligned, misaligned, Fortran, strided, integer), lists and JAX arrays
+
+
+def at_offset(shape, offset, dtype=np.float64):
+    """An uninitialised C-order array whose data start ``offset`` bytes past a 64-byte boundary."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    out = raw[start:start + nbytes].view(dtype).reshape(shape)
+    assert out.ctypes.data % 64 == offset % 64
+    return out
+
+
+def input_forms(X):
+    """The same (integer-valued) matrix in every form a fit takes."""
+    forms = {"C order": X.copy(), "Fortran order": np.asfortranarray(X), "int32": X.astype(np.int32),
+             "list": X.tolist(), "JAX": jnp.asarray(X), "JAX int32": jnp.asarray(X.astype(np.int32))}
+    for offset in (0, 8, 16):  # 64-byte aligned (aliased), and two misaligned views (copied once)
+        forms[f"{offset} bytes past 64"] = at_offset(X.shape, offset)
+        forms[f"{offset} bytes past 64"][...] = X
+    wide = np.zeros((2 * X.shape[0], 2 * X.shape[1]))
+    wide[::2, ::2] = X
+    forms["non-contiguous slice"] = wide[::2, ::2]
+    forms["read-only"] = X.copy()
+    forms["read-only"].flags.writeable = False
+    return forms
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("fit_fn, k", FITS, ids=["binary", "multinomial"])
+def test_every_input_form_gives_the_same_fit_and_leaves_X_unchanged(fit_fn, k, fit_intercept):
+    X, labels = random_problem(1, *SHAPE, k=k)
+    X = np.round(2 * X)  # integer-valued: integer input is the same matrix
+    expected = fit_fn(X, labels, l2=0.5, fit_intercept=fit_intercept, tol=TIGHT)
+    assert expected.converged
+    for name, form in input_forms(X).items():
+        before = np.array(form, copy=True)
+        fit = fit_fn(form, labels, l2=0.5, fit_intercept=fit_intercept, tol=TIGHT)
+        assert fit.coef.dtype == np.float64, name
+        assert rel_err(fit.coef, expected.coef) <= 1e-12, name
+        np.testing.assert_allclose(fit.intercept, expected.intercept, rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_array_equal(np.asarray(form), before, err_msg=f"{name}: the fit changed X")
+
+
+def test_fit_input_aliases_aligned_c_order_numpy_and_copies_the_rest_into_aligned_buffers():
+    if not solvers._CAN_ALIAS:
+        pytest.skip("this JAX's device_put has no may_alias")
+    X = np.round(2 * random_problem(2, *SHAPE)[0])
+    for dtype in (np.float64, np.float32):
+        A = at_offset(SHAPE, 0, dtype)
+        A[...] = X
+        J = solvers._fit_input("fit", A)
+        assert J.dtype == dtype and J.unsafe_buffer_pointer() == A.ctypes.data, f"aligned {dtype.__name__}: copied"
+    forms = input_forms(X)
+    for name in ("C order", "8 bytes past 64", "16 bytes past 64", "Fortran order", "non-contiguous slice", "int32"):
+        form = forms[name]
+        J = solvers._fit_input("fit", form)
+        assert J.dtype == np.float64 and J.unsafe_buffer_pointer() % 64 == 0, name
+        if form.ctypes.data % 64 or not form.flags.c_contiguous or form.dtype != np.float64:
+            assert J.unsafe_buffer_pointer() != form.ctypes.data, name
+        np.testing.assert_array_equal(J, X, err_msg=name)
+
+
+def test_non_native_byte_order_X_is_accepted():
+    """Big-endian float64 (from a file, say) is the same matrix: scikit-learn takes it."""
+    X, y = random_problem(5, *SHAPE)
+    expected = solvers.fit_logistic_newton(X, y, tol=TIGHT)
+    fit = solvers.fit_logistic_newton(X.astype(X.dtype.newbyteorder()), y, tol=TIGHT)
+    assert rel_err(fit.coef, expected.coef) <= 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite and overflowing X: found by the fit's first gradient, named on the host
+
+
+@pytest.mark.parametrize("derivatives", ["closed", "autodiff"])
+@pytest.mark.parametrize("fit_fn, k", FITS, ids=["binary", "multinomial"])
+def test_non_finite_X_is_named_by_row_and_column(fit_fn, k, derivatives):
+    X, labels = random_problem(3, *SHAPE, k=k)
+    n, d = SHAPE
+    fn = fit_fn.__name__
+    for value, shown in [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")]:
+        for row, col in [(17, 2), (n - 1, d - 1), (0, 0)]:
+            bad = X.copy()
+            bad[row, col] = value
+            with pytest.raises(ValueError, match=rf"^{fn}: X contains 1 NaN or inf value\(s\) \(first at row {row}, "
+                                                 rf"column {col}, value {shown}\); expected finite values\.$"):
+                fit_fn(bad, labels, derivatives=derivatives)
+    bad = X.copy()
+    bad[40, 0], bad[17, 2], bad[17, 5] = np.inf, -np.inf, np.nan
+    for form in (bad, jnp.asarray(bad)):  # NumPy and JAX input alike
+        with pytest.raises(ValueError, match=rf"^{fn}: X contains 3 NaN or inf value\(s\) \(first at row 17, column 2, "
+                                             rf"value -inf\)"):
+            fit_fn(form, labels, derivatives=derivatives)
+
+
+@pytest.mark.parametrize("derivatives", ["closed", "autodiff"])
+@pytest.mark.parametrize("fit_fn, k", FITS, ids=["binary", "multinomial"])
+def test_finite_X_whose_gradient_overflows_is_reported_as_too_large(fit_fn, k, derivatives):
+    """A column of ±1e308 signed so that every term of Xᵀ(π − y) at the start has the same sign."""
+    X, labels = random_problem(4, *SHAPE, k=k)
+    X[:, 3] = np.where(labels == 0, 1e308, -1e308)
+    with pytest.raises(ValueError, match=rf"^{fit_fn.__name__}: X's values are too large \(max \|x\| = 1e\+308\)") as info:
+        fit_fn(X, labels, derivatives=derivatives)
+    assert not isinstance(info.value, solvers.SingularHessianError)
+
+
+@pytest.mark.parametrize("fit_fn, k", FITS, ids=["binary", "multinomial"])
+def test_finite_X_whose_hessian_overflows_is_reported_as_too_large(fit_fn, k):
+    """A column of size 1e200: the gradient at the start (~1e200) is finite, the Hessian (~1e400) is not.
+    The error should say the values are too large, not blame duplicated or constant columns."""
+    X, labels = random_problem(4, *SHAPE, k=k)
+    X[:, 3] *= 1e200
+    with pytest.raises(ValueError, match=r"too large"):
+        fit_fn(X, labels)

@@ -89,7 +89,7 @@ def row_chunk_sum(part, arrays, rows: int):
 
 
 def weighted_gram(X: jax.Array, w: jax.Array, block: int | None = None, rows: int | None = None,
-                  ones: bool = False) -> jax.Array:
+                  ones: bool = False, v: jax.Array | None = None):
     """``Xᵀ diag(w) X``, exactly symmetric, computing only the upper block triangle and mirroring it.
 
     The rows are taken ``rows`` at a time (:func:`row_chunk_sum`), so ``diag(w) X`` exists one
@@ -101,30 +101,41 @@ def weighted_gram(X: jax.Array, w: jax.Array, block: int | None = None, rows: in
     With ``ones=True`` the result is the ``(d + 1) × (d + 1)`` Gram matrix of ``[X 1]`` (a model's
     intercept), whose last row and column ``wᵀX`` and ``Σw`` are accumulated in the same pass over
     the chunks: ``[X 1]`` is never formed.
+
+    With a vector ``v`` (``(n,)``) it returns ``(G, vᵀX)`` (``vᵀ[X 1]`` with ``ones``), the product
+    accumulated from the same chunks: a gradient ``Xᵀr`` beside its Hessian, one pass over ``X``.
     """
     n, d = X.shape
     default_rows, default_block = gram_sizes(n, d)
     block = default_block if block is None else block
     rows = default_rows if rows is None else rows
     w = w.astype(X.dtype)
+    vs = () if v is None else (v.astype(X.dtype),)
 
-    def part(Xc, wc, valid):  # the chunk's upper block triangle, and (with ones) wᵀX_c and Σw_c
+    def part(Xc, wc, *rest):  # the chunk's upper block triangle; with ones wᵀX_c, Σw_c; with v vᵀX_c, Σv_c
+        valid = rest[-1]
         wc = jnp.where(valid, wc, 0)
-        U = _upper_gram(Xc, Xc * wc[:, None], block)  # diag(w) X, the explicit broadcast
-        return (U, wc @ Xc, jnp.sum(wc)) if ones else (U,)
+        out = {"U": _upper_gram(Xc, Xc * wc[:, None], block)}  # diag(w) X, the explicit broadcast
+        if ones:
+            out.update(wX=wc @ Xc, w1=jnp.sum(wc))
+        if v is not None:
+            vc = jnp.where(valid, rest[0], 0)
+            out.update(vX=vc @ Xc, v1=jnp.sum(vc))
+        return out
 
-    acc = row_chunk_sum(part, (X, w), rows)
-    U = acc[0]
+    acc = row_chunk_sum(part, (X, w, *vs), rows)
+    U = acc["U"]
     if block >= d:
         G = (U + U.T) / 2
     else:
         blk = jnp.arange(d) // block
         above, same = blk[:, None] < blk[None, :], blk[:, None] == blk[None, :]
         G = jnp.where(above, U, jnp.where(same, (U + U.T) / 2, U.T))
-    if not ones:
+    if ones:
+        G = jnp.block([[G, acc["wX"][:, None]], [acc["wX"][None, :], acc["w1"][None, None]]])
+    if v is None:
         return G
-    v, total = acc[1], acc[2]
-    return jnp.block([[G, v[:, None]], [v[None, :], total[None, None]]])
+    return G, (jnp.concatenate([acc["vX"], acc["v1"][None]]) if ones else acc["vX"])
 
 
 def softmax_rows(n: int, D: int, k: int) -> int:
