@@ -40,7 +40,7 @@ from .softmax import log_softmax
 # whole of X) and, within a chunk, over column blocks of the upper block triangle only (its lower
 # triangle is the mirror), which saves (b − 1)/2b of the FLOPs with b blocks. The sizes were chosen
 # by timing XLA:CPU on a 2-core x86 machine (float64, n = 20000..1000000, d = 50..1000; see
-# BENCHMARKS.md): blocks narrower than ~128 columns or chunks far from a few MiB run slower per FLOP.
+# docs/newton.md): blocks narrower than ~128 columns or chunks far from a few MiB run slower per FLOP.
 _GRAM_BLOCK = 512  # the block width before row chunks were added: kept as the default above d = 1024
 
 
