@@ -199,11 +199,12 @@ def _with_ones(X):
 def _fit_binary(X, y, l2, tol, max_iter, fit_intercept, hessian_dtype, derivatives):
     """The binary fit, one compiled program: ``w = [θ, b]`` (``b`` only with an intercept).
 
-    The closed form carries the margins ``z = Xθ + b``. Per Newton step it reads ``X`` three times:
-    the Hessian ``[Xᵀ diag(s) X, Xᵀs; sᵀX, Σs]`` (``s = σ(z)σ(−z)``, eq. 3.14, the Gram matrix by
-    row chunks and upper column blocks), the ray ``Xp``, and the gradient ``[(π − y)ᵀX + λθ, Σ(π − y)]``
-    (eq. 3.9). The intercept's row and column are a matrix-vector product and a sum: ``[X 1]`` is
-    never formed.
+    The closed form carries the margins ``z = Xθ + b``. Per Newton step it reads ``X`` twice: the
+    ray ``Xp``, and the gradient ``[(π − y)ᵀX + λθ, Σ(π − y)]`` (eq. 3.9) together with the next
+    Hessian ``[Xᵀ diag(s) X, Xᵀs; sᵀX, Σs]`` (``s = σ(z)σ(−z)``, eq. 3.14; the Gram matrix by row
+    chunks and upper column blocks) in one pass, or the gradient alone after the last step (see
+    :func:`_newton`). The intercept's row and column come from the same chunks: ``[X 1]`` is never
+    formed. With ``hessian_dtype`` below ``X``'s the Hessian reads a lower-precision copy of ``X``.
     """
     n, d = X.shape
     D = d + int(fit_intercept)
@@ -255,7 +256,7 @@ def _fit_multinomial(X, labels, l2, tol, max_iter, n_classes, fit_intercept, fix
     """The multinomial fit, one compiled program, over the free entries of ``Φ = [Θ; bᵀ]`` (``D × k``).
 
     The closed form carries the logits ``A = XΘ + 1bᵀ``; per step it reads ``X`` for the Hessian
-    (:func:`_multinomial_hessian_upper`), the ray ``XP`` and the gradient ``Xᵀ(Π − Y)``.
+    (:func:`~mdc_jax.rules.logistic.softmax_weighted_gram`), the ray ``XP`` and the gradient ``Xᵀ(Π − Y)``.
     """
     (n, d), k = X.shape, n_classes
     D = d + int(fit_intercept)
@@ -356,7 +357,7 @@ def _aligned_buffer(nbytes: int):
     """A writable buffer of ``nbytes`` aligned to ``_ALIGN`` bytes. On Linux a private anonymous
     mapping advised for transparent huge pages (page-aligned; 160 MB is then ~80 page faults instead
     of ~40000: measured 38 vs 147 ms to fill without the advice); elsewhere a NumPy allocation."""
-    if nbytes and hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_PRIVATE"):
+    if nbytes and all(hasattr(mmap, name) for name in ("MADV_HUGEPAGE", "MAP_PRIVATE", "MAP_ANONYMOUS")):
         try:
             buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             buf.madvise(mmap.MADV_HUGEPAGE)
@@ -387,7 +388,7 @@ def _fit_input(fn, X):
     """
     if isinstance(X, jax.Array):
         _check_X_shape(fn, tuple(X.shape), X.dtype)
-        return X if jnp.issubdtype(X.dtype, jnp.floating) else X.astype(jnp.float64)
+        return X if jnp.issubdtype(X.dtype, jnp.floating) else X.astype(jax.dtypes.canonicalize_dtype(np.float64))
     X = _as_numpy(fn, "X", X, "an (n, d) array-like of numbers, samples as rows")
     _check_X_shape(fn, tuple(X.shape), X.dtype)
     dtype = X.dtype if jnp.issubdtype(X.dtype, jnp.floating) else np.dtype(np.float64)
