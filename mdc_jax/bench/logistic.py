@@ -106,33 +106,31 @@ def _multinomial_data(n, d, k, seed=0):
     return X, T, labels
 
 
+def _hessian_vs_jax(name, kind, rule, ref_loss, args, flops, rounds):
+    """One closed-form Hessian rule against ``jax.hessian`` of its reference loss, on float32 ``args``."""
+    run_closed, temp_closed = compiled(rule, *args)
+    run_auto, temp_auto = compiled(jax.hessian(ref_loss), *args)
+    rel = rel_err(np.asarray(run_closed(), np.float64), np.asarray(run_auto(), np.float64))
+    ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds, warmup=1)
+    return [CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto, flops=flops,
+                       extra={"kind": kind, "max_rel_err_vs_jax_hessian": rel,
+                              "speedup": ms["autodiff"] / ms["closed"], "rounds": rounds})]
+
+
 def _hessian_case(n, d, rounds):
     X, theta, y = _binary_data(n, d)
     X, theta, y = (jnp.asarray(a, jnp.float32) for a in (X, 0.1 * theta, y))
-    l2 = jnp.float32(L2)
-    run_closed, temp_closed = compiled(logistic_hessian, theta, X, y, l2)
-    run_auto, temp_auto = compiled(jax.hessian(reference.logistic_loss), theta, X, y, l2)
-    rel = rel_err(np.asarray(run_closed(), np.float64), np.asarray(run_auto(), np.float64))
-    ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds, warmup=1)
-    return [CaseResult(f"logistic_hessian n={n} d={d} f32 vs jax.hessian", ms["closed"], ms["autodiff"],
-                       temp_closed, temp_auto, flops=hessian_flops(n, d),
-                       extra={"kind": "hessian", "max_rel_err_vs_jax_hessian": rel,
-                              "speedup": ms["autodiff"] / ms["closed"], "rounds": rounds})]
+    return _hessian_vs_jax(f"logistic_hessian n={n} d={d} f32 vs jax.hessian", "hessian", logistic_hessian,
+                           reference.logistic_loss, (theta, X, y, jnp.float32(L2)), hessian_flops(n, d), rounds)
 
 
 def _multinomial_hessian_case(n, d, k, rounds):
     X, T, labels = _multinomial_data(n, d, k)
-    X, Theta = jnp.asarray(X, jnp.float32), jnp.asarray(T, jnp.float32)
-    Y = jax.nn.one_hot(labels, k, dtype=jnp.float32)
-    l2 = jnp.float32(L2)
-    run_closed, temp_closed = compiled(multinomial_hessian, Theta, X, Y, l2)
-    run_auto, temp_auto = compiled(jax.hessian(reference.multinomial_loss), Theta, X, Y, l2)
-    rel = rel_err(np.asarray(run_closed(), np.float64), np.asarray(run_auto(), np.float64))
-    ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds, warmup=1)
-    return [CaseResult(f"multinomial_hessian n={n} d={d} k={k} f32 vs jax.hessian", ms["closed"], ms["autodiff"],
-                       temp_closed, temp_auto, flops=multinomial_hessian_flops(n, d, k),
-                       extra={"kind": "multinomial_hessian", "max_rel_err_vs_jax_hessian": rel,
-                              "speedup": ms["autodiff"] / ms["closed"], "rounds": rounds})]
+    args = (jnp.asarray(T, jnp.float32), jnp.asarray(X, jnp.float32), jax.nn.one_hot(labels, k, dtype=jnp.float32),
+            jnp.float32(L2))
+    return _hessian_vs_jax(f"multinomial_hessian n={n} d={d} k={k} f32 vs jax.hessian", "multinomial_hessian",
+                           multinomial_hessian, reference.multinomial_loss, args, multinomial_hessian_flops(n, d, k),
+                           rounds)
 
 
 def _binary_w(fit):
