@@ -125,12 +125,9 @@ def weighted_gram(X: jax.Array, w: jax.Array, block: int | None = None, rows: in
 
     acc = row_chunk_sum(part, (X, w, *vs), rows)
     U = acc["U"]
-    if block >= d:
-        G = (U + U.T) / 2
-    else:
-        blk = jnp.arange(d) // block
-        above, same = blk[:, None] < blk[None, :], blk[:, None] == blk[None, :]
-        G = jnp.where(above, U, jnp.where(same, (U + U.T) / 2, U.T))
+    blk = jnp.arange(d) // block  # one block when block ≥ d: then G = (U + Uᵀ)/2
+    above, same = blk[:, None] < blk[None, :], blk[:, None] == blk[None, :]
+    G = jnp.where(above, U, jnp.where(same, (U + U.T) / 2, U.T))
     if ones:
         G = jnp.block([[G, acc["wX"][:, None]], [acc["wX"][None, :], acc["w1"][None, None]]])
     if v is None:
