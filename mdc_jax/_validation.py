@@ -183,18 +183,17 @@ def require_floating(fn: str, name: str, x, hint: str = "") -> None:
         fail(fn, f"{name} has dtype {dtype} (shape {shape_of(x)}); expected a floating dtype.{extra}")
 
 
-def require_penalty(fn: str, name: str, x) -> None:
-    """A penalty weight: a non-negative, finite number: a Python or NumPy scalar, or a floating or
-    integer 0-d array (its value is checked when concrete; a traced one is checked for shape and dtype
-    only). Bools are refused. An integer penalty is cast by :func:`as_penalty` before use."""
+def _require_scalar(fn: str, name: str, x, *, positive: bool) -> None:
+    bound = "> 0" if positive else ">= 0"
+    ok = (lambda value: math.isfinite(value) and value > 0) if positive else (lambda value: math.isfinite(value) and value >= 0)
     if is_bool(x):
         fail(fn, f"{name} must be a number; got {x!r}.")
     if isinstance(x, numbers.Real):
-        if not (math.isfinite(x) and x >= 0):
-            fail(fn, f"{name} must be a finite number >= 0; got {x}.")
+        if not ok(x):
+            fail(fn, f"{name} must be a finite number {bound}; got {x}.")
         return
     if not (hasattr(x, "shape") and hasattr(x, "dtype")) or isinstance(x, str):
-        fail(fn, f"{name} must be a finite number >= 0 (a Python or NumPy number, or a 0-d array); got {x!r}.")
+        fail(fn, f"{name} must be a finite number {bound} (a Python or NumPy number, or a 0-d array); got {x!r}.")
     shape = shape_of(x)
     if shape != ():
         fail(fn, f"{name} must be a scalar; got shape {shape}.")
@@ -202,8 +201,53 @@ def require_penalty(fn: str, name: str, x) -> None:
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
         fail(fn, f"{name} has dtype {dtype} (shape {shape}); expected a floating or integer dtype.")
     value = concrete(x)
-    if value is not None and not (np.isfinite(value) and value >= 0):
-        fail(fn, f"{name} must be a finite number >= 0; got {value}.")
+    if value is not None and not ok(float(value)):
+        fail(fn, f"{name} must be a finite number {bound}; got {value}.")
+
+
+def require_penalty(fn: str, name: str, x) -> None:
+    """A penalty weight: a non-negative, finite number: a Python or NumPy scalar, or a floating or
+    integer 0-d array (its value is checked when concrete; a traced one is checked for shape and dtype
+    only). Bools are refused. An integer penalty is cast by :func:`as_penalty` before use."""
+    _require_scalar(fn, name, x, positive=False)
+
+
+def require_positive(fn: str, name: str, x) -> None:
+    """A finite number ``> 0`` (a bound such as a clipping norm), in the forms :func:`require_penalty` takes."""
+    if x is None:
+        fail(fn, f"{name} is required (a finite number > 0).")
+    _require_scalar(fn, name, x, positive=True)
+
+
+def require_choice(fn: str, name: str, x, choices: Sequence) -> None:
+    """``x`` is one of ``choices`` (names, usually): ``"task must be one of ('a', 'b'); got 'c'."``"""
+    if isinstance(x, list | dict | set) or x not in tuple(choices):
+        fail(fn, f"{name} must be one of {tuple(choices)}; got {x!r}.")
+
+
+def require_weights(fn: str, name: str, w, n: int, what: str = "one weight per example"):
+    """Optional per-row weights: ``None``, or a floating ``(n,)`` array whose concrete entries are finite
+    and ``>= 0`` (an infinite weight would make the loss infinite). Returns ``w`` (``None`` passes)."""
+    if w is None:
+        return None
+    require_floating(fn, name, w)
+    require_shape(fn, name, w, (n,), f"{what}, n = {n}")
+    value = concrete(w)
+    if value is not None:
+        problem = describe_where(name, value, ~(value >= 0) | ~np.isfinite(value), "negative or non-finite")
+        if problem:
+            fail(fn, f"{name} must hold finite values >= 0 (0 masks a row out); {problem}.")
+    return w
+
+
+def require_unit_interval(fn: str, name: str, x, what: str = "labels (or probabilities)") -> None:
+    """Concrete ``x`` lies in ``[0, 1]`` (NaN refused); traced: skipped (shapes only under ``jit``)."""
+    values = concrete(x)
+    if values is None:
+        return
+    bad = values[~((values >= 0) & (values <= 1))]
+    if bad.size:
+        fail(fn, f"{name} must hold {what} in [0, 1]; got value(s) {np.unique(bad)[:5].tolist()}.")
 
 
 def as_penalty(x, dtype):

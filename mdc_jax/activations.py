@@ -107,8 +107,20 @@ def list_activations() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def tanh_derivative(Z: jax.Array) -> jax.Array:
+    """``tanh'(A) = 1 − Z²`` from ``Z = tanh(A)``, as ``(1 − Z)(1 + Z)``: no cancellation as ``|Z| → 1``.
+    The one place this formula is written (the tanh activation, the RNN's BPTT step, the bracket's tanh)."""
+    return (1 - Z) * (1 + Z)
+
+
+def sigmoid_derivative(Z: jax.Array) -> jax.Array:
+    """``σ'(A) = σ(A)(1 − σ(A))`` from ``Z = σ(A)`` (seed 004 eq. 2.4): the sigmoid activation, the
+    sigmoid rule and the bracket's sigmoid."""
+    return Z * (1 - Z)
+
+
 register_activation("identity", lambda a: a, jnp.ones_like, from_output=True)
-register_activation("tanh", jnp.tanh, lambda z: (1 - z) * (1 + z), from_output=True)
-register_activation("sigmoid", jax.nn.sigmoid, lambda z: z * (1 - z), from_output=True)
+register_activation("tanh", jnp.tanh, tanh_derivative, from_output=True)
+register_activation("sigmoid", jax.nn.sigmoid, sigmoid_derivative, from_output=True)
 register_activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), from_output=True)
 register_activation("softplus", jax.nn.softplus, lambda z: -jnp.expm1(-z), from_output=True)

@@ -21,6 +21,7 @@ A pytest check of your own rule is two lines::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -301,3 +302,119 @@ def assert_vjp_matches(fn: Callable, reference: Callable, args: Sequence, **kwar
         name = getattr(fn, "__name__", repr(fn))
         raise AssertionError(f"{name} does not match its reference:\n{report}")
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients against a reference under one jit, tree shapes and dtypes, trace counts
+
+
+def assert_grads_match(rule: Callable, reference: Callable, args: Sequence, *, argnums: Sequence[int] | int = 0,
+                       rtol: float | None = None, what: str = "") -> None:
+    """``jax.value_and_grad`` of ``rule`` equals that of ``reference`` (differentiated by autodiff), leaf by leaf.
+
+    Both run under one ``jax.jit`` (one compilation per shape: far cheaper than eager dispatch in a
+    test that draws many cases). Each gradient leaf must be within ``rtol`` relatively; in float32 and
+    narrower, a leaf that is small by cancellation (a bias gradient ``Σ_n S_n`` near zero) is judged
+    absolutely, against ten float32 roundings of the whole gradient's largest entry. The gradients
+    must also have the shapes and dtypes of the arguments they belong to.
+
+    Args:
+      rule, reference: functions of ``*args`` returning a scalar.
+      args: the positional arguments (arrays or pytrees of arrays).
+      argnums: an int or a tuple of ints, as for ``jax.grad``.
+      rtol: default by the arguments' floating dtype (:data:`DEFAULT_RTOL`).
+      what: a prefix for the failure messages.
+
+    Raises:
+      AssertionError: naming the leaf (its tree path) that differs.
+    """
+    args = tuple(args)
+    dtype = _floating_dtype(args)
+    rtol = DEFAULT_RTOL[dtype] if rtol is None else _tolerance("assert_grads_match", "rtol", rtol, positive=True)
+    both = jax.jit(lambda *a: (jax.value_and_grad(rule, argnums=argnums)(*a),
+                               jax.value_and_grad(reference, argnums=argnums)(*a)))
+    (value, grads), (ref_value, ref_grads) = both(*args)
+    prefix = f"{what}: " if what else ""
+    assert_close(value, ref_value, rtol, f"{prefix}loss value")
+    leaves = [x for x in jax.tree.leaves(ref_grads) if np.size(x)]
+    scale = max((float(jnp.max(jnp.abs(x))) for x in leaves), default=0.0)
+    atol = 0.0 if dtype == "float64" else 10 * float(jnp.finfo(jnp.float32).eps) * scale
+    if jax.tree.structure(grads) != jax.tree.structure(ref_grads):
+        raise AssertionError(f"{prefix}gradient structures differ: {jax.tree.structure(grads)} vs "
+                             f"{jax.tree.structure(ref_grads)}")
+    for (path, g), g_ref in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(ref_grads)):
+        assert_close(g, g_ref, rtol, f"{prefix}gradient {jax.tree_util.keystr(path)}", atol=atol)
+    wrt = args[argnums] if isinstance(argnums, int) else tuple(args[i] for i in argnums)
+    floating = lambda x: jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    expected = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) if floating(x) else None, wrt)
+    got = jax.tree.map(lambda g, x: g if floating(x) else None, grads, wrt)
+    assert_tree_shapes_and_dtypes(got, expected, what=f"{prefix}gradients vs arguments")
+
+
+def _chex():
+    try:
+        import chex
+    except ImportError:  # chex is in the `test` extra, not the core
+        raise ImportError("this check uses chex: pip install 'mdc-jax[test]' (or pip install chex).") from None
+    return chex
+
+
+def assert_tree_shapes_and_dtypes(actual, expected, *, what: str = "") -> None:
+    """``actual`` and ``expected`` have the same tree structure and, leaf by leaf, the same shape and dtype.
+
+    ``expected`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape``'s output).
+    Uses ``chex.assert_trees_all_equal_shapes_and_dtypes`` (chex is in the ``test`` extra).
+
+    Raises:
+      AssertionError: naming the first mismatching leaf.
+    """
+    chex = _chex()
+    as_struct = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+    try:
+        chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.map(as_struct, actual), jax.tree.map(as_struct, expected))
+    except AssertionError as err:
+        raise AssertionError(f"{what}: {err}" if what else str(err)) from None
+
+
+class TraceCounts(dict):
+    """``{function name: times traced}`` for the jitted functions traced inside :func:`count_traces`."""
+
+    @property
+    def total(self) -> int:
+        return sum(self.values())
+
+
+@contextlib.contextmanager
+def count_traces():
+    """Counts the top-level ``jax.jit`` traces that happen inside the ``with`` block, by function name.
+
+    A compiled program is traced once per new static argument and input shape/dtype; a trace on a
+    second call with only new *values* means it is compiled again (a Python float that should have
+    been an array argument, a closure over a changing value). For a function you own, prefer
+    ``chex.assert_max_traces``; this one also sees the jitted functions inside a library call
+    (``fit_logistic_newton``'s loop, the trainer's step). It listens to JAX's own monitoring event
+    for tracing (``/jax/core/compile/jaxpr_trace_duration``), so nested ``jit`` calls inside a trace
+    are not counted separately.
+
+    Example::
+
+        with count_traces() as traces:
+            fit_logistic_newton(X, y, l2=1.0)
+            fit_logistic_newton(X, y, l2=2.0)
+        assert traces["_fit_binary"] == 1  # (0 if an earlier call compiled it already)
+    """
+    counts = TraceCounts()
+
+    def listener(event, duration, **kwargs):
+        if event == _TRACE_EVENT:
+            name = kwargs.get("fun_name", "?")
+            counts[name] = counts.get(name, 0) + 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counts
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
