@@ -30,6 +30,19 @@ def log_softmax(A: jax.Array, axis: int = -1) -> jax.Array:
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
 
 
+def cross_entropy_error(P: jax.Array, Y: jax.Array, row_sums: jax.Array | None = None) -> jax.Array:
+    """§6.3.1's error term without the ``1/N``: ``E = P ⊙ (Y1)1ᵀ − Y``, the gradient of ``−ln s¹(A)·Y``
+    with respect to the logits ``A``, for ``P = s¹(A)`` (rows along the last axis).
+
+    The seed drops ``1ᵀy_i`` using ``Σ_k y_ik = 1`` (``E = P − Y``); keeping it makes ``E`` exact for rows
+    that do not sum to one. ``row_sums`` gives ``Y1`` when ``Y`` is only a block of the row's columns (the
+    fused head's vocabulary blocks); by default it is ``Y``'s own row sums. The one place this formula is
+    written: the FCNN and RNN heads, the per-example rows, the fused head's blocks, multinomial regression.
+    """
+    r = jnp.sum(Y, axis=-1, keepdims=True) if row_sums is None else row_sums
+    return P * r - Y
+
+
 def softmax_vjp(s: jax.Array, g: jax.Array, axis: int = -1) -> jax.Array:
     """``(diag(s) − ssᵀ) g`` along ``axis``, without forming the Jacobian (§4.3.5)."""
     return s * (g - jnp.sum(s * g, axis=axis, keepdims=True))
