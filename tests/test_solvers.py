@@ -16,9 +16,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mdc_jax import solvers
+from mdc_jax.kernels import gram_sizes
 from mdc_jax.reference import logistic as ref
-from mdc_jax.rules.logistic import gram_sizes
-from mdc_jax.testing import rel_err
+from mdc_jax.solvers import ingest
+from mdc_jax.testing import count_traces, rel_err
 
 TIGHT = 1e-10  # our tol; scikit-learn gets 1e-12 below
 
@@ -381,22 +382,40 @@ def test_every_input_form_gives_the_same_fit_and_leaves_X_unchanged(fit_fn, k, f
 
 
 def test_fit_input_aliases_aligned_c_order_numpy_and_copies_the_rest_into_aligned_buffers():
-    if not solvers._CAN_ALIAS:
+    if not ingest.CAN_ALIAS:
         pytest.skip("this JAX's device_put has no may_alias")
     X = np.round(2 * random_problem(2, *SHAPE)[0])
     for dtype in (np.float64, np.float32):
         A = at_offset(SHAPE, 0, dtype)
         A[...] = X
-        J = solvers._fit_input("fit", A)
+        J = solvers.fit_input("fit", A)
         assert J.dtype == dtype and J.unsafe_buffer_pointer() == A.ctypes.data, f"aligned {dtype.__name__}: copied"
     forms = input_forms(X)
     for name in ("C order", "8 bytes past 64", "16 bytes past 64", "Fortran order", "non-contiguous slice", "int32"):
         form = forms[name]
-        J = solvers._fit_input("fit", form)
+        J = solvers.fit_input("fit", form)
         assert J.dtype == np.float64 and J.unsafe_buffer_pointer() % 64 == 0, name
         if form.ctypes.data % 64 or not form.flags.c_contiguous or form.dtype != np.float64:
             assert J.unsafe_buffer_pointer() != form.ctypes.data, name
         np.testing.assert_array_equal(J, X, err_msg=name)
+
+
+@pytest.mark.parametrize("fit_fn, k", FITS, ids=["binary", "multinomial"])
+def test_half_precision_X_is_fitted_in_float32(fit_fn, k):
+    """float16 and bfloat16 X, NumPy or JAX: XLA has no Cholesky for them (this ended in a
+    NotImplementedError), so the fit computes in float32: the same fit as of X cast to float32."""
+    X, labels = random_problem(7, *SHAPE, k=k)
+    for dtype in (np.float16, jnp.bfloat16):
+        half = X.astype(dtype)
+        expected = fit_fn(half.astype(np.float32), labels, tol=1e-4)
+        assert expected.converged
+        for form in (half, jnp.asarray(half)):
+            fit = fit_fn(form, labels, tol=1e-4)
+            assert fit.coef.dtype == jnp.float32 and fit.converged, (dtype, type(form))
+            np.testing.assert_array_equal(fit.coef, expected.coef)
+            np.testing.assert_array_equal(fit.intercept, expected.intercept)
+    predict = solvers.predict_proba_logistic if k == 2 else solvers.predict_proba_multinomial
+    np.testing.assert_array_equal(predict(fit, half), predict(fit, half.astype(np.float32)))
 
 
 def test_non_native_byte_order_X_is_accepted():
@@ -451,3 +470,24 @@ def test_finite_X_whose_hessian_overflows_is_reported_as_too_large(fit_fn, k):
     X[:, 3] *= 1e200
     with pytest.raises(ValueError, match=r"too large"):
         fit_fn(X, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# One compiled program per shape and structure: the options are its arguments
+
+
+@pytest.mark.parametrize("fit_fn, k, program", [(solvers.fit_logistic_newton, 2, "_fit_binary"),
+                                                (solvers.fit_multinomial_newton, 3, "_fit_multinomial")],
+                         ids=["binary", "multinomial"])
+def test_a_new_l2_tol_or_max_iter_does_not_trace_the_fit_again(fit_fn, k, program):
+    """l2, tol and max_iter are arguments of the compiled Newton loop, not constants in it. (l2 = 0 is a
+    program of its own for the multinomial fit, which then also holds the reference column fixed.)"""
+    X, labels = random_problem(8, 37, 4, k=k)  # a shape no other test uses: the first call traces
+    with count_traces() as first:
+        fit_fn(X, labels, l2=1.0, tol=1e-8, max_iter=50)
+    assert first[program] == 1, dict(first)
+    with count_traces() as again:
+        for options in [dict(l2=2.5), dict(tol=1e-4), dict(max_iter=7), dict(l2=0.3, tol=1e-6, max_iter=3),
+                        dict(l2=np.float32(0.5), tol=jnp.asarray(1e-5), max_iter=np.int64(4))]:
+            fit_fn(X, labels, **options)
+    assert again.get(program, 0) == 0, f"{program} traced again: {dict(again)}"

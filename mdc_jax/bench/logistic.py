@@ -31,9 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..kernels import gram_sizes, softmax_rows
 from ..reference import logistic as reference
-from ..rules.logistic import gram_sizes, logistic_hessian, multinomial_hessian, softmax_rows, weighted_gram
-from ..solvers import _fit_input, _newton_step, fit_logistic_newton, fit_multinomial_newton, predict_proba_multinomial
+from ..rules.logistic import logistic_hessian, multinomial_hessian
+from ..solvers import fit_input, fit_logistic_newton, fit_multinomial_newton, newton_step, predict_proba_multinomial
+from ..solvers.objectives import binary_objective
 from ..testing import rel_err
 from .timing import CaseResult, compiled, fmt, interleaved_medians
 
@@ -58,14 +60,14 @@ SK_NEWTON = "sklearn LogisticRegression(solver='newton-cholesky')"
 
 
 def _rows_done(n: int, rows: int) -> int:
-    """Rows that :func:`~mdc_jax.rules.logistic.row_chunk_sum` multiplies: ``⌈n/rows⌉`` chunks of
+    """Rows that :func:`~mdc_jax.kernels.row_chunk_sum` multiplies: ``⌈n/rows⌉`` chunks of
     ``rows`` (the last one moved back over rows already counted, which get zero weight)."""
     rows = min(rows, n)
     return -(-n // rows) * rows
 
 
 def hessian_flops(n: int, d: int) -> float:
-    """FLOPs of :func:`logistic_hessian` with :func:`weighted_gram`'s default sizes: ``z = Xθ``, the
+    """FLOPs of :func:`logistic_hessian` with :func:`~mdc_jax.kernels.weighted_gram`'s default sizes: ``z = Xθ``, the
     scaling ``diag(w) X`` and the upper block triangle of ``Xᵀ diag(w) X``, chunk by chunk."""
     rows, block = gram_sizes(n, d)
     upper = sum(2 * min(d, lo + block) * (min(d, lo + block) - lo) for lo in range(0, d, block))
@@ -151,36 +153,31 @@ def _binary_steps(X, Xj, y, fit, total_ms, rounds):
 
     ``gram`` (the Hessian alone) is reported beside it for reference.
     """
-    d = Xj.shape[1]
     yj = jnp.asarray(y, Xj.dtype)
     w = jnp.append(fit.coef, fit.intercept)
     z = Xj @ fit.coef + fit.intercept
+    objective = lambda X, y: binary_objective(X, y, L2, True, X.dtype.name)  # the solver's, on [X 1]
 
-    def gram(X, z):  # the solver's hess: π(1 − π), [X 1]ᵀdiag(s)[X 1] and the ridge
-        s = jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
-        return weighted_gram(X, s, ones=True) + jnp.diag(jnp.where(jnp.arange(d + 1) < d, L2, 0.0))
+    def gram(X, y, w, z):  # the solver's hess: [X 1]ᵀdiag(π(1 − π))[X 1] and the ridge
+        return objective(X, y).hess(w, z)
 
-    def gradient(X, z, y, w):
-        r = jax.nn.sigmoid(z) - y
-        return jnp.concatenate([r @ X + L2 * w[:d], jnp.sum(r, keepdims=True)])
+    def gradient(X, y, w, z):
+        return objective(X, y).grad(w, z)
 
-    def line_search(X, z, y, w, p):  # the ray Xp and the objective at t = 1
-        zt = z + (X @ p[:d] + p[d])
-        nll = jnp.sum(y * jax.nn.softplus(-zt) + (1 - y) * jax.nn.softplus(zt))
-        return nll + L2 * jnp.sum((w[:d] + p[:d]) ** 2) / 2
+    def line_search(X, y, w, z, p):  # the ray Xp and the objective at t = 1
+        obj = objective(X, y)
+        return obj.value(w + p, obj.move(z, obj.ray(w, z, p), 1.0))
 
-    def gram_gradient(X, z, y, w):  # the solver's grad_hess: both from one pass over X
-        s, r = jax.nn.sigmoid(z) * jax.nn.sigmoid(-z), jax.nn.sigmoid(z) - y
-        G, g = weighted_gram(X, s, ones=True, v=r)
-        mask = jnp.arange(d + 1) < d
-        return g + L2 * jnp.where(mask, w, 0.0), G + jnp.diag(jnp.where(mask, L2, 0.0))
+    def gram_gradient(X, y, w, z):  # the solver's grad_hess: both from one pass over X
+        return objective(X, y).grad_hess(w, z)
 
-    run = {"gram": compiled(gram, Xj, z)[0], "gradient": compiled(gradient, Xj, z, yj, w)[0],
-           "gram_gradient": compiled(gram_gradient, Xj, z, yj, w)[0]}
+    args = (Xj, yj, w, z)
+    run = {"gram": compiled(gram, *args)[0], "gradient": compiled(gradient, *args)[0],
+           "gram_gradient": compiled(gram_gradient, *args)[0]}
     H, g = run["gram"](), run["gradient"]()
-    run["cholesky"] = compiled(_newton_step, g, H)[0]
-    run["line_search"] = compiled(line_search, Xj, z, yj, w, run["cholesky"]()[0])[0]
-    run["input"] = lambda: _fit_input("fit_logistic_newton", X)
+    run["cholesky"] = compiled(newton_step, g, H)[0]
+    run["line_search"] = compiled(line_search, *args, run["cholesky"]()[0])[0]
+    run["input"] = lambda: fit_input("fit_logistic_newton", X)
     ms = interleaved_medians(run, rounds=rounds, warmup=1)
     it = fit.n_iter
     overhead = total_ms - ms["input"] - it * (ms["gram_gradient"] + ms["cholesky"] + ms["line_search"]) - ms["gradient"]

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 from ..registry import RuleSpec, register_rule
 from ..rules import logistic
 from ._sampling import integers, numpy_rng, probability_rows, uniform
-from .jacobians import cross_entropy  # noqa: F401  (its home before reference/jacobians.py existed)
 
 SEED = "004_c4a3fcbc5e77e7ce.txt"
 
