@@ -2,6 +2,9 @@
 
 Seed: ``000_3fed0c34b422d74e.txt`` §4.3.1: for an element-wise f, ``df = f'(X) ⊙ dX``. The FCNN and
 RNN rules use ``S_j = ∇_{Z_j}J ⊙ f'_j(A_j)`` (§6.2), so every activation carries its f'.
+:class:`Activation` is the one type for an element-wise function and its derivative: the rules'
+activations (by name, from the registry) and ``mdc_jax.bracket``'s element-wise functions for
+``apply`` (``bracket.tanh`` and ``bracket.sigmoid`` are the registered ones) alike.
 
 Where f' is cheaper, or as exact, from the output ``Z = f(A)`` the derivative is written in terms of
 ``Z`` (``from_output=True``): the rules then keep only ``Z_j`` as a residual, not ``A_j``.
@@ -25,10 +28,11 @@ from . import _validation as v
 
 
 class Activation(NamedTuple):
-    """An element-wise activation f and its derivative.
+    """An element-wise function f and its derivative: an activation of the rules, or an f for
+    ``mdc_jax.bracket.apply`` (``bracket.Elementwise(fn, derivative)`` builds one).
 
     Attributes:
-      name: the registry key.
+      name: the registry key (for an unregistered one, as ``bracket.exp``: its name in messages).
       fn: ``A -> Z``, element-wise.
       derivative: ``f'`` evaluated element-wise; its argument is ``Z`` when ``from_output`` is
         true, else ``A``.

@@ -1,7 +1,8 @@
 """Seed 000's Part I, executable: the bracket-notation operators, ``f^P`` and §4.2's symbolic gradient.
 
-Positions are 1-based, as in the seed. The rules (forwards, closed-form VJPs, the parser) live in
-``mdc_jax.rules.bracket``; ``docs/bracket.md`` walks through §2–§5 with runnable examples.
+Positions are 1-based, as in the seed. The rules (forwards, closed-form VJPs, the parser) live in the
+package ``mdc_jax.rules.bracket``, one module per job; ``docs/bracket.md`` walks through §2–§5 with
+runnable examples. ``Elementwise`` builds an :class:`mdc_jax.Activation`, the one element-wise type.
 """
 
 from .rules.bracket import Elementwise as Elementwise

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
+import pkgutil
 import re
 from pathlib import Path
 
@@ -15,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mdc_jax.bracket as bk
-from mdc_jax import cli
+from mdc_jax import activations, cli
 from mdc_jax.reference import bracket as ref
 from mdc_jax.rules import bracket as rules
+from mdc_jax.rules.bracket import application, engine
+from mdc_jax.testing import count_traces
 
 from .helpers import F64_RTOL, assert_close
 
@@ -130,7 +134,7 @@ def test_bracket_and_apply_value_and_vjp_match_jnp_einsum_autodiff_float64(sizes
 def test_operators_are_custom_vjp_rules_whose_backward_runs(monkeypatch):
     """Every public function is a custom_vjp call, and jax.grad runs its closed-form backward."""
     calls = []
-    for core in (rules._contract, rules._apply):  # watched before tracing: a trace keeps the backward it saw
+    for core in (engine.contract, application.apply_rule):  # watched before tracing: a trace keeps the backward it saw
         monkeypatch.setattr(core, "bwd", lambda *a, original=core.bwd: calls.append(1) or original(*a))
     A, B = jnp.ones((7, 5)), jnp.ones((5, 7))  # shapes no other test uses, so nothing is cached yet
     for loss, args in [(lambda A, B: bk.odot(A, B, (2,), (1,)), (A, B)), (lambda A: bk.permute(A, "[~12]"), (A[:5],)),
@@ -143,7 +147,9 @@ def test_operators_are_custom_vjp_rules_whose_backward_runs(monkeypatch):
 
 
 def test_the_rules_never_call_autodiff():
-    source = inspect.getsource(rules)
+    modules = [importlib.import_module(f"{rules.__name__}.{m.name}") for m in pkgutil.iter_modules(rules.__path__)]
+    assert {m.__name__.rsplit(".", 1)[1] for m in modules} >= {"expr", "engine", "operators", "positions", "application"}
+    source = "\n".join(inspect.getsource(m) for m in [rules, *modules])
     for call in ("vjp", "grad", "jacrev", "jacfwd", "linearize", "jvp", "hessian", "value_and_grad"):
         assert not re.search(rf"\b{call}\(", source), call
 
@@ -494,6 +500,55 @@ def test_jit_vmap_and_second_derivatives():
         assert_close(ours, expected, 1e-12, what)
 
 
+def test_one_elementwise_type_serves_the_activations_and_apply():
+    """Issue 20: an element-wise function and its derivative is one type, activations.Activation: the
+    bracket's built-ins are Activations (tanh and sigmoid the registered ones, their f' written once),
+    Elementwise(fn, derivative) builds one, and a registered activation applies as it is."""
+    assert bk.tanh is activations.get_activation("tanh") and bk.sigmoid is activations.get_activation("sigmoid")
+    assert bk.tanh.derivative is activations.tanh_derivative and bk.sigmoid.derivative is activations.sigmoid_derivative
+    assert all(isinstance(f, activations.Activation) for f in (bk.exp, bk.log, bk.tanh, bk.sigmoid))
+    cube = bk.Elementwise(lambda x: x**3, lambda x, y: 3 * x**2, "cube")  # the docs' spelling: derivative(x, y)
+    assert isinstance(cube, activations.Activation) and cube.name == "cube"
+    softplus = activations.get_activation("softplus")
+    rng = np.random.default_rng(13)
+    X, G = _rand(rng, 2, 3, 4), _rand(rng, 4, 2, 3)
+
+    @jax.jit
+    def run(X, G):
+        pull = lambda f, X: jax.vjp(f, X)[1](G)[0]
+        return [(f(X), pull(f, X), ref(X), pull(ref, X)) for f, ref in [
+            (lambda X: bk.apply(cube, X, "3"), lambda X: jnp.transpose(X**3, (2, 0, 1))),
+            (lambda X: bk.apply(softplus, X, "3"), lambda X: jnp.transpose(jax.nn.softplus(X), (2, 0, 1))),
+            (lambda X: bk.apply(bk.log, X**2 + 1, "3"), lambda X: jnp.transpose(jnp.log(X**2 + 1), (2, 0, 1))),
+            (lambda X: bk.apply(bk.exp, X, "3"), lambda X: jnp.transpose(jnp.exp(X), (2, 0, 1)))]]
+
+    for what, (value, ct, ref_value, ref_ct) in zip(["Elementwise", "softplus", "log", "exp"], run(X, G)):
+        assert_close(value, ref_value, F64_RTOL, f"{what} value")
+        assert_close(ct, ref_ct, F64_RTOL, f"{what} VJP")
+
+
+def test_evaluating_again_with_new_values_traces_nothing():
+    """Issue 20: one compiled program per sum of terms and shapes (the specs static), per f and
+    positions for apply and apply_gradient; a second call with new values of the same shapes traces
+    nothing, the check of a Function's ∇f shape (jax.eval_shape) included."""
+    rng = np.random.default_rng(14)
+
+    def calls(A, B):  # shapes (6, 11) and (11, 4): this test's own, so the first call compiles
+        g = bk.gradient("(A_ij B_jk | ik)", "A")
+        return [bk.bracket("(A_ij B_jk | ik) + (A_ij B_jl | il)", A=A, B=B), bk.parse("(A_ij B_jk | ik)")(A=A, B=B),
+                bk.odot(A, B, (2,), (1,)), bk.dot_k(A, B, 1), bk.permute(A, "~21"), g(A=A, B=B),
+                bk.apply(bk.softmax, A, (1,)), bk.apply_gradient(bk.softmax, A, (2,)), bk.apply(bk.tanh, A, (2,)),
+                bk.apply_gradient(bk.tanh, A, (1,)), bk.apply(outer, B, (2,))]
+
+    with count_traces() as first:
+        calls(_rand(rng, 6, 11), _rand(rng, 11, 4))
+    assert first["sum_terms"] >= 5 and first["apply_rule"] >= 3 and first["_apply_gradient"] >= 2, dict(first)
+    with count_traces() as again:
+        for _ in range(2):
+            calls(_rand(rng, 6, 11), _rand(rng, 11, 4))
+    assert again.total == 0, dict(again)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 
@@ -549,6 +604,23 @@ BAD = [
 def test_bad_input_raises_naming_the_argument_shapes_and_positions(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_gradient_needing_more_than_52_indices_is_refused_by_name():
+    """Issue 20, defect 5: the parser refuses a term of more than 52 indices (einsum's labels); the
+    gradient's construction, which adds X's fresh indices, raised a bare IndexError on evaluation."""
+    names = "ijklmnopqrstuvwxyzabcdefghIJKLMNOPQRSTUVWXYZABCDEFGH"
+    expr = f"(X_{names[:3]} A_{names[3:50]} | {names[:3]})"  # 50 indices; X's three are in the result: 3 δ's
+    assert len(bk.parse(expr).terms[0].indices) == 50
+    with pytest.raises(ValueError, match=r"^gradient: ∇_X \(X_ijk A_lmn.*\) needs 53 distinct indices in its term "
+                                         r".*; at most 52 are supported"):
+        bk.gradient(expr, "X")
+    assert len(bk.gradient(expr, "A").expr.terms[0].indices) == 50  # A's indices are summed: renamed, none added
+    diagonal = f"(X_ii A_{names[1:]} | )"  # 52 indices; ∇_X of the diagonal X_ii keeps a δ_pq: 53
+    with pytest.raises(ValueError, match=r"^gradient: ∇_X .* needs 53 distinct indices"):
+        bk.gradient(diagonal, "X")
+    with pytest.raises(ValueError, match=r"^bracket: the VJP of .* for X, .* needs 53 distinct indices; at most 52"):
+        jax.make_jaxpr(jax.grad(lambda X: bk.bracket(diagonal, X=X, A=jnp.ones((1,) * 51))))(jnp.ones((1, 1)))
 
 
 def test_bad_input_raises_under_jit_too():
