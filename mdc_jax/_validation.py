@@ -187,7 +187,7 @@ def _require_scalar(fn: str, name: str, x, *, positive: bool) -> None:
     bound = "> 0" if positive else ">= 0"
     ok = (lambda value: math.isfinite(value) and value > 0) if positive else (lambda value: math.isfinite(value) and value >= 0)
     if is_bool(x):
-        fail(fn, f"{name} must be a number; got {x!r}.")
+        fail(fn, f"{name} must be a number{' > 0' if positive else ''}; got {x!r}.")
     if isinstance(x, numbers.Real):
         if not ok(x):
             fail(fn, f"{name} must be a finite number {bound}; got {x}.")
@@ -212,10 +212,11 @@ def require_penalty(fn: str, name: str, x) -> None:
     _require_scalar(fn, name, x, positive=False)
 
 
-def require_positive(fn: str, name: str, x) -> None:
-    """A finite number ``> 0`` (a bound such as a clipping norm), in the forms :func:`require_penalty` takes."""
+def require_positive(fn: str, name: str, x, what: str = "a finite number > 0") -> None:
+    """A finite number ``> 0`` (a bound such as a clipping norm), in the forms :func:`require_penalty` takes;
+    ``what`` says what it is when it is missing (``"the per-example gradient norm bound C > 0"``)."""
     if x is None:
-        fail(fn, f"{name} is required (a finite number > 0).")
+        fail(fn, f"{name} is required ({what}).")
     _require_scalar(fn, name, x, positive=True)
 
 
@@ -223,6 +224,106 @@ def require_choice(fn: str, name: str, x, choices: Sequence) -> None:
     """``x`` is one of ``choices`` (names, usually): ``"task must be one of ('a', 'b'); got 'c'."``"""
     if isinstance(x, list | dict | set) or x not in tuple(choices):
         fail(fn, f"{name} must be one of {tuple(choices)}; got {x!r}.")
+
+
+def require_names(fn: str, name: str, xs, choices: Sequence, what: str) -> tuple:
+    """A sequence of names from ``choices`` (``what`` names one: ``"quantity"``); returns them as a tuple
+    without repeats, in their order. A bare string is refused (it is not a sequence of names here)."""
+    if isinstance(xs, str) or not isinstance(xs, Sequence):
+        fail(fn, f"{name} must be a sequence of names from {tuple(choices)}; got {xs!r}.")
+    for x in xs:
+        if isinstance(x, list | dict | set) or x not in tuple(choices):
+            fail(fn, f"{name}: unknown {what} {x!r}; expected names from {tuple(choices)}.")
+    return tuple(dict.fromkeys(xs))
+
+
+def require_axis(fn: str, name: str, axis, shape: tuple[int, ...], of: str) -> int:
+    """``axis`` as a non-negative int for an array ``of`` (its name) of ``shape``: a Python or NumPy int
+    (not a bool) in ``[−ndim, ndim)``; the array must have an axis, with at least one entry along it."""
+    if len(shape) == 0:
+        fail(fn, f"{of} must have at least one axis; got a scalar.")
+    ax = static_int(axis)
+    if ax is None or not -len(shape) <= ax < len(shape):
+        fail(fn, f"{name} must be an int in [{-len(shape)}, {len(shape) - 1}] for {of} of shape {shape}; got {axis!r}.")
+    if shape[ax] == 0:
+        fail(fn, f"{of} has shape {shape}, with no entries along axis {axis}; the softmax needs at least one.")
+    return ax % len(shape)
+
+
+def require_sequence(fn: str, name: str, x, what: str, length: int | None = None) -> None:
+    """A list or tuple (of ``length`` entries when given; non-empty when ``length`` is ``None``):
+    ``"params must be a non-empty sequence of (W_j, b_j) pairs; got dict."``"""
+    if isinstance(x, list | tuple) and (len(x) == length if length is not None else len(x) > 0):
+        return
+    size = f" of length {len(x)}" if isinstance(x, list | tuple) else ""
+    fail(fn, f"{name} must be {what}; got {type(x).__name__}{size}.")
+
+
+def require_mlp_params(fn: str, params, width: int) -> tuple[tuple, int]:
+    """The layers ``[(W_1, b_1), ..., (W_L, b_L)]`` of an MLP fed ``width = d_0`` columns: each ``W_j``
+    floating ``(d_{j−1}, d_j)``, each ``b_j`` floating ``(d_j,)``. Returns the pairs as a tuple and ``d_L``."""
+    require_sequence(fn, "params", params, "a non-empty sequence of (W_j, b_j) pairs")
+    pairs = []
+    for j, layer in enumerate(params):
+        require_sequence(fn, f"params[{j}]", layer, "a (W, b) pair", length=2)
+        W, b = layer
+        name_W, name_b = f"params[{j}][0] (W_{j + 1})", f"params[{j}][1] (b_{j + 1})"
+        require_floating(fn, name_W, W)
+        require_floating(fn, name_b, b)
+        rows, cols = require_ndim(fn, name_W, W, 2, f"(d_{j}, d_{j + 1})")
+        if rows != width:
+            source = f"X's columns (d_0 = {width})" if j == 0 else f"the width of layer {j} (d_{j} = {width})"
+            fail(fn, f"{name_W} has shape {(rows, cols)}; expected ({width}, d_{j + 1}): its rows must equal {source}.")
+        require_shape(fn, name_b, b, (cols,), f"one bias per column of W_{j + 1}")
+        pairs.append((W, b))
+        width = cols
+    return tuple(pairs), width
+
+
+def require_activations(fn: str, activations, count: int, per: str, lookup, known: Sequence[str]) -> tuple:
+    """``count`` activations (``per`` says why: ``"for 2 layers (one per layer)"``), each resolved by ``lookup`` (a name to
+    its activation; raises ``ValueError`` for an unknown one; ``known`` lists the registered names)."""
+    if isinstance(activations, str) or not isinstance(activations, list | tuple):
+        fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
+    if len(activations) != count:
+        fail(fn, f"activations has {len(activations)} entries; expected {count} {per}.")
+    acts = []
+    for i, name in enumerate(activations):
+        try:
+            acts.append(lookup(name))
+        except ValueError:
+            fail(fn, f"activations[{i}]: unknown activation {name!r}; registered activations: {', '.join(known)}.")
+    return tuple(acts)
+
+
+def require_labels(fn: str, name: str, Y, rows: tuple[int, ...], K: int, *, dims: str, why: str,
+                   integer: str | None = None, what: str = "rows of probabilities", hint: str = "",
+                   probabilities: bool = True, ignore: int | None = None) -> bool:
+    """Targets of a softmax over ``K`` classes at each position of ``rows`` (``(N,)``, or ``(τ, N)``).
+
+    Floating rows ``(*rows, K)`` (``dims`` names that shape: ``"(N, d_L)"``; ``why`` says where each size
+    comes from), non-negative and finite when concrete if ``probabilities``; or, when ``integer`` is given
+    (the reason the shape is ``rows``), integer class indices of shape ``rows`` in ``[0, K)`` (``ignore``
+    aside). ``hint`` follows the refusal of integer or bool labels where they are not taken. Returns
+    whether ``Y`` holds integer labels.
+    """
+    require_array(fn, name, Y)
+    dtype, shape, full = jnp.result_type(Y), shape_of(Y), (*rows, K)
+    if integer is not None and jnp.issubdtype(dtype, jnp.integer):
+        require_shape(fn, name, Y, rows, integer)
+        require_indices(fn, name, Y, K, "class", ignore=ignore)
+        return True
+    if integer is not None and jnp.issubdtype(dtype, jnp.floating) and len(shape) == len(rows):
+        fail(fn, f"{name} has dtype {dtype} and shape {shape}; expected integer class indices of shape {rows}, "
+                 f"or floating {what} of shape {dims} = {full}.")
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        fail(fn, f"{name} has dtype {dtype} and shape {shape}; expected floating {what} of shape {dims} = {full}"
+                 + (f"; {hint}." if hint else "."))
+    require_floating(fn, name, Y)
+    require_shape(fn, name, Y, full, why)
+    if probabilities:
+        require_label_rows(fn, name, Y)
+    return False
 
 
 def require_weights(fn: str, name: str, w, n: int, what: str = "one weight per example"):

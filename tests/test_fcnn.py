@@ -14,6 +14,7 @@ import mdc_jax
 from mdc_jax import reference as ref
 from mdc_jax.reference.fcnn import mlp_case
 from mdc_jax.rules import fcnn as fcnn_module
+from mdc_jax.testing import assert_grads_match, assert_tree_shapes_and_dtypes
 
 from .helpers import F32_RTOL, F64_RTOL, assert_close, assert_runs_through_custom_rule, uniform
 
@@ -38,20 +39,10 @@ def rule_and_reference(kind, activations, **kw):
 
 
 def assert_matches_autodiff(kind, activations, case, l2, rtol, **kw):
+    """Loss and every argument's gradient against autodiff of the reference, in the arguments' shapes and
+    dtypes (``l2`` in ``X``'s dtype, as the rule casts an integer one)."""
     rule, reference = rule_and_reference(kind, activations, **kw)
-    # One jit for both: one compilation per shape is far cheaper than eager op-by-op dispatch.
-    both = jax.jit(lambda *a: (jax.value_and_grad(rule, argnums=ARGNUMS)(*a),
-                               jax.value_and_grad(reference, argnums=ARGNUMS)(*a)))
-    (value, grads), (ref_value, ref_grads) = both(*case, l2)
-    assert_close(value, ref_value, rtol, "loss value")
-    # Per leaf: relative error ≤ rtol. In float32 a leaf that is small by cancellation (a bias
-    # gradient Σ_n S_n near zero) is judged absolutely, against float32 rounding of the whole gradient.
-    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(ref_grads) if x.size)
-    atol = 0.0 if rtol <= F64_RTOL else 10 * float(jnp.finfo(jnp.float32).eps) * scale
-    for path, g, g_ref in zip(*zip(*jax.tree_util.tree_flatten_with_path(grads)[0]), jax.tree.leaves(ref_grads)):
-        assert_close(g, g_ref, rtol, f"gradient {jax.tree_util.keystr(path)}", atol=atol)
-    for g, x in zip(jax.tree.leaves(grads[:3]), jax.tree.leaves(case)):
-        assert g.dtype == x.dtype and g.shape == x.shape
+    assert_grads_match(rule, reference, (*case, jnp.asarray(l2, case[1].dtype)), argnums=ARGNUMS, rtol=rtol)
 
 
 layer_dims = st.lists(st.integers(1, 9), min_size=2, max_size=5)  # d_0 .. d_L, so L = 1..4
@@ -152,6 +143,17 @@ def test_fused_head_float32_and_integer_labels_equal_one_hot_rows():
     plain = lambda p: mdc_jax.fcnn_classification_loss(p, X, jax.nn.one_hot(bad, 11, dtype=jnp.float64), ["relu"])
     assert_close(jax.jit(jax.value_and_grad(fused))(params, bad), jax.value_and_grad(plain)(params), F64_RTOL,
                  "labels under jit")
+
+
+def test_fused_head_int64_labels_out_of_range_under_jit_equal_the_plain_heads_zero_rows():
+    """An int64 label of 2**32 + 1 under jit is the zero row (as jax.nn.one_hot gives it to the plain head),
+    not class 1 after a cast to int32."""
+    params, X, _ = classification_case(5, 6, [4, 5, 3], jnp.float64)
+    labels = jnp.asarray([0, 2**32 + 1, 2, 1, 2**33, 0], jnp.int64)
+    fused = lambda p, y: mdc_jax.fcnn_classification_loss(p, X, y, ["tanh"], head="fused", block_size=(4, 2))
+    plain = lambda p: mdc_jax.fcnn_classification_loss(p, X, jax.nn.one_hot(labels, 3, dtype=jnp.float64), ["tanh"])
+    assert_close(jax.jit(jax.value_and_grad(fused))(params, labels), jax.value_and_grad(plain)(params), F64_RTOL,
+                 "int64 labels under jit")
 
 
 def test_fused_head_follows_the_dtypes_of_all_its_inputs():
@@ -277,8 +279,7 @@ def test_dtypes_are_preserved_and_bfloat16_values_match_float32():
                                  ("regression", regression_case(1, 4, [3, 5, 2], dtype), ["relu", "identity"])]:
             rule, reference = rule_and_reference(kind, acts)
             value, grads = jax.jit(jax.value_and_grad(rule, argnums=(0, 1, 2)))(*case, 0.0)
-            for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
-                assert g.dtype == x.dtype and g.shape == x.shape
+            assert_tree_shapes_and_dtypes(grads, tuple(case), what=f"{dtype.__name__} {kind} gradients")
             if dtype == jnp.bfloat16:
                 case32 = jax.tree.map(lambda a: a.astype(jnp.float32), case)
                 ref_value, ref_grads = jax.jit(jax.value_and_grad(reference, argnums=(0, 1, 2)))(*case32, 0.0)

@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from mdc_jax import reference as ref_act  # softmax, sigmoid
 from mdc_jax.reference import jacobians as ref
+from mdc_jax.reference.softmax import sigmoid as ref_sigmoid
+from mdc_jax.reference.softmax import softmax as ref_softmax
 from mdc_jax.rules import jacobians as jac
 
 from .helpers import F32_RTOL, F64_RTOL, assert_close, rel_err, uniform
@@ -35,7 +36,7 @@ def _rtol(dtype):
 def _softmax_pair(axis):
     """x ↦ (blocks, full block-diagonal matrix, jax.jacobian of the reference)."""
     def both(x):
-        J = jax.jacobian(lambda a: ref_act.softmax(a, axis=axis))(x)
+        J = jax.jacobian(lambda a: ref_softmax(a, axis=axis))(x)
         return jac.softmax_jacobian(x, axis), jac.softmax_jacobian(x, axis, block_diagonal=True), J
     return jax.jit(both)
 
@@ -43,7 +44,7 @@ def _softmax_pair(axis):
 @functools.cache
 def _sigmoid_pair():
     return jax.jit(lambda x: (jac.sigmoid_jacobian(x), jac.sigmoid_jacobian(x, block_diagonal=True),
-                              jax.jacobian(ref_act.sigmoid)(x)))
+                              jax.jacobian(ref_sigmoid)(x)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def test_softmax_jacobian_is_differentiable_and_vmaps():
     x = uniform(3, (4, 5), jnp.float64, 2.0)
     W = uniform(4, (5, 5), jnp.float64)
     rule = lambda a: jnp.sum(W * jac.softmax_jacobian(a))
-    reference = lambda a: jnp.sum(W * jax.jacobian(ref_act.softmax)(a))
+    reference = lambda a: jnp.sum(W * jax.jacobian(ref_softmax)(a))
     both = jax.jit(lambda a: (jax.vmap(jax.grad(rule))(a), jax.vmap(jax.grad(reference))(a),
                               jax.vmap(jac.softmax_jacobian)(a), jac.softmax_jacobian(a)))
     g, g_ref, per_row, batched = both(x)
@@ -118,7 +119,7 @@ def test_softmax_jacobian_rows_sum_to_zero_for_large_logits():
     x = jnp.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4 - 1.0, -1e4]], jnp.float32)
     blocks = jac.softmax_jacobian(x)
     np.testing.assert_allclose(jnp.sum(blocks, axis=1), 0.0, atol=1e-6)
-    expected = jax.vmap(jax.jacobian(ref_act.softmax))(x.astype(jnp.float64))  # float64 autodiff, row by row
+    expected = jax.vmap(jax.jacobian(ref_softmax))(x.astype(jnp.float64))  # float64 autodiff, row by row
     assert_close(blocks, expected, F32_RTOL, "softmax Jacobian at ±1e4 vs float64", atol=1e-7)
 
 

@@ -94,6 +94,20 @@ def test_the_logits_are_never_held_whole():
     assert temp(fused) < N * K * 4 / 4 < temp(plain)  # one block of 64 × 512, not 256 × 4096
 
 
+def test_wide_int64_labels_out_of_range_under_jit_are_zero_rows():
+    """A label of 2**32 + 1 (int64, under jit: not checked) is the zero row its one-hot is, not class 1:
+    the range is tested before any narrowing cast."""
+    Z, W, b, labels = linear_ce_case(8, 4, 3, 5, jnp.float64)
+    wide = labels.astype(jnp.int64).at[1].set(2**32 + 1).at[2].set(-(2**32) + 2)
+    rows = jax.nn.one_hot(wide, 5, dtype=jnp.float64)
+    assert not rows[1].any() and not rows[2].any()
+    for reduction in ("none", "mean"):
+        loss = lambda Z, W, b, y: jnp.sum(lce(Z, W, b, y, reduction=reduction))
+        got = jax.jit(jax.value_and_grad(loss, (0, 1, 2)))(Z, W, b, wide)  # labels traced: not checked
+        assert_close(got, jax.value_and_grad(loss, (0, 1, 2))(Z, W, b, rows), 1e-12, f"int64 labels ({reduction})")
+    assert float(jax.jit(lambda *a: lce(*a, reduction="none"))(Z, W, b, wide)[1]) == 0
+
+
 def test_all_ignored_tokens_give_zero_loss_and_gradients():
     Z, W, b, _ = linear_ce_case(7, 4, 3, 5, jnp.float64)
     value, grads = jax.value_and_grad(lambda *a: lce(*a, jnp.full(4, -1), ignore_index=-1), (0, 1, 2))(Z, W, b)

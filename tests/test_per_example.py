@@ -230,11 +230,15 @@ def test_numpy_inputs_and_numpy_scalars_are_accepted():
     (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=jnp.ones(2)), r"clip_norm must be a scalar; got shape \(2,\)"),
     (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=True), r"clip_norm must be a number > 0; got True"),
     (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=None), r"clip_norm is required"),
-    (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=1.0, weights=-jnp.ones(4)), r"weights must be >= 0"),
+    (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=1.0, weights=-jnp.ones(4)),
+     r"weights must hold finite values >= 0 \(0 masks a row out\); weights contains 4 negative"),
+    (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=1.0, weights=jnp.full(4, jnp.inf)),
+     r"fcnn_clipped_grad: weights must hold finite values >= 0 .*weights contains 4 negative or non-finite value\(s\) "
+     r"\(first at row 0, value inf\)"),
     (lambda a: pe.fcnn_clipped_grad(*a, clip_norm=1.0, weights=jnp.ones(3)), r"weights has shape \(3,\); expected \(4,\)"),
     (lambda a: pe.fcnn_quantities(*a, quantities=("batch_l2", "hessian")), r"quantities: unknown quantity 'hessian'"),
     (lambda a: pe.fcnn_quantities(*a, quantities="batch_l2"), r"quantities must be a sequence of names"),
-    (lambda a: pe.fcnn_quantities(*a, task="ranking"), r"task must be 'classification' or 'regression'; got 'ranking'"),
+    (lambda a: pe.fcnn_quantities(*a, task="ranking"), r"task must be one of \('classification', 'regression'\); got 'ranking'"),
     (lambda a: pe.fcnn_quantities(*a, task="regression"), r"activations has 1 entries; expected 2"),
     (lambda a: pe.fcnn_quantities(a[0], a[1][:, :2], *a[2:]), r"params\[0\]\[0\] \(W_1\) has shape \(3, 2\)"),
     (lambda a: pe.fcnn_quantities(a[0], a[1], a[2], a[3], -1.0), r"l2 must be a finite number >= 0"),
@@ -250,6 +254,8 @@ def test_rnn_bad_input_raises_naming_the_argument():
     params, Z0, X, Y = rnn_case(0, 3, 2, 2, 3, 2, jnp.float64)
     with pytest.raises(ValueError, match=r"rnn_clipped_grad: clip_norm must be a finite number > 0"):
         pe.rnn_clipped_grad(params, Z0, X, Y, clip_norm=-0.5)
+    with pytest.raises(ValueError, match=r"rnn_clipped_grad: weights must hold finite values >= 0 .*value inf"):
+        pe.rnn_clipped_grad(params, Z0, X, Y, clip_norm=1.0, weights=jnp.array([1.0, jnp.inf]))
     with pytest.raises(ValueError, match=r"rnn_quantities: quantities: unknown quantity 'norms'"):
         pe.rnn_quantities(params, Z0, X, Y, quantities=["norms"])
     with pytest.raises(ValueError, match=r"rnn_quantities: Y has shape \(3, 1, 2\); expected \(3, 2, 2\)"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from jax.test_util import check_grads
 from mdc_jax.reference import rnn as ref
 from mdc_jax.rules import rnn as rnn_module
 from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss, rnn_loss_and_state, rnn_truncated_bptt_grads
+from mdc_jax.testing import assert_grads_match, assert_tree_shapes_and_dtypes
 
 from .helpers import F32_RTOL, F64_RTOL, assert_close, assert_runs_through_custom_rule
 
@@ -27,16 +29,16 @@ def rnn_case(seed, tau, n, d, h, k, dtype, one_hot=True, weight_scale=1.0):
 
 
 def assert_matches_autodiff(case, rtol, rule=rnn_loss, reference=ref.rnn_loss):
-    # One jit for both: one compilation per shape is far cheaper than eager op-by-op dispatch.
-    both = jax.jit(lambda *a: (jax.value_and_grad(rule, argnums=ARGNUMS)(*a),
-                               jax.value_and_grad(reference, argnums=ARGNUMS)(*a)))
-    (value, grads), (ref_value, ref_grads) = both(*case)
-    assert_close(value, ref_value, rtol, "loss value")
-    assert_close(grads, ref_grads, rtol, "gradients")
+    """Loss and every argument's gradient (an RNNParams for ``params``, like the reference's) against
+    autodiff of the reference, in the arguments' shapes and dtypes."""
+    assert_grads_match(rule, reference, case, argnums=ARGNUMS, rtol=rtol)
+
+
+def assert_finite_value_and_grads(case):
+    value, grads = jax.jit(jax.value_and_grad(rnn_loss, argnums=ARGNUMS))(*case)
     assert isinstance(grads[0], RNNParams)
-    for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
-        assert g.dtype == x.dtype and g.shape == x.shape
-    return value, grads
+    chex.assert_tree_all_finite((value, grads))
+    return value
 
 
 @st.composite
@@ -171,6 +173,17 @@ def test_out_of_range_ids_and_labels_under_jit_are_zero_rows_like_their_one_hot(
         assert_close(got, expected, F64_RTOL, f"out-of-range under jit ({head})")
 
 
+def test_int64_labels_out_of_range_under_jit_agree_in_both_heads():
+    """An int64 label of 2**32 + 1 under jit is the zero row in the fused head as in the plain one (and in
+    jax.nn.one_hot), not class 1 after a cast to int32."""
+    params, Z0, X, _ = rnn_case(9, 4, 3, 2, 5, 3, jnp.float64)
+    labels = jnp.asarray(np.random.default_rng(9).integers(0, 3, (4, 3)), jnp.int64).at[1, 2].set(2**32 + 1)
+    expected = jax.value_and_grad(ref.rnn_loss)(params, Z0, X, jax.nn.one_hot(labels, 3, dtype=jnp.float64))
+    for head in ("plain", "fused"):
+        got = jax.jit(jax.value_and_grad(functools.partial(rnn_loss, head=head)))(params, Z0, X, labels)
+        assert_close(got, expected, F64_RTOL, f"int64 labels under jit ({head})")
+
+
 def test_fused_head_never_holds_the_logits():
     """XLA's compiled temp memory: the plain head holds each chunk's k·N × K logits (and more), the
     fused one only a block of them."""
@@ -249,9 +262,8 @@ def test_thousand_steps_use_a_scan_and_give_finite_gradients():
     assert sizes[0] == sizes[1], f"jaxpr grows with τ: {sizes}"
 
     case = rnn_case(1, 1000, 2, 3, 4, 3, jnp.float64, weight_scale=4.0)  # |A_t| large: tanh saturates
-    value, grads = assert_matches_autodiff(case, F64_RTOL)
-    assert np.isfinite(float(value))
-    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    assert_matches_autodiff(case, F64_RTOL)
+    assert_finite_value_and_grads(case)
 
 
 def test_logits_of_1e4_give_finite_correct_gradients():
@@ -259,9 +271,8 @@ def test_logits_of_1e4_give_finite_correct_gradients():
     params = params._replace(V=params.V * 1e4)
     for dtype, rtol in [(jnp.float64, F64_RTOL), (jnp.float32, F32_RTOL)]:
         case = jax.tree.map(lambda a: a.astype(dtype), (params, Z0, X, Y))
-        value, grads = assert_matches_autodiff(case, rtol)
-        assert np.isfinite(float(value)) and float(value) > 1e2
-        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+        assert_matches_autodiff(case, rtol)
+        assert float(assert_finite_value_and_grads(case)) > 1e2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,8 +336,7 @@ def test_bfloat16_keeps_its_dtype_and_matches_float32():
     autodiff on the same (bfloat16-rounded) inputs, to bfloat16's precision."""
     case = rnn_case(1, 5, 3, 2, 4, 3, jnp.bfloat16)
     value, grads = jax.jit(jax.value_and_grad(rnn_loss, argnums=ARGNUMS))(*case)
-    for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(case)):
-        assert g.dtype == x.dtype and g.shape == x.shape
+    assert_tree_shapes_and_dtypes(grads, tuple(case), what="bfloat16 gradients")
     case32 = jax.tree.map(lambda a: a.astype(jnp.float32), case)
     ref_value, ref_grads = jax.jit(jax.value_and_grad(ref.rnn_loss, argnums=ARGNUMS))(*case32)
     assert_close(value.astype(jnp.float32), ref_value, 2e-2, "bfloat16 loss")

@@ -46,7 +46,7 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
         extra = {**({"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}),
                  "closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
                  "hidden_states_bytes": tau * n * h * jnp.dtype(jnp.float32).itemsize,
-                 "chunk": rnn._chunk_size(tau)}
+                 "chunk": rnn.chunk_size(tau)}
         results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
                                   flops=training_flops(tau, n, d, h, k), extra=extra))
     return results

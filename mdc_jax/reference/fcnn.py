@@ -9,7 +9,6 @@ from ..activations import get_activation
 from ..registry import RuleSpec, register_rule
 from ..rules import fcnn
 from ._sampling import fan_in_weights, integers, numpy_rng, probability_rows, uniform
-from .softmax import sigmoid, softmax  # noqa: F401  (their home before reference/softmax.py existed)
 
 SEED = "000_3fed0c34b422d74e.txt"
 
@@ -25,14 +24,15 @@ def _mlp(params, X, activations):
     return Z
 
 
-def _l2_penalty(params):
+def l2_penalty(params):
+    """``½ Σ_j W_j·W_j`` (biases are not penalised), in plain JAX."""
     return sum(jnp.sum(W * W) for W, _ in params) / 2
 
 
 def fcnn_regression_loss(params, X, Y, activations, l2=0.0):
     """J = (1/2N)(Z_L − Y)·(Z_L − Y) + (λ/2) Σ W_j·W_j, differentiated by autodiff."""
     R = _mlp(params, X, activations) - Y
-    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _l2_penalty(params)
+    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * l2_penalty(params)
 
 
 def fcnn_classification_loss(params, X, Y, activations, l2=0.0, **head):
@@ -44,7 +44,7 @@ def fcnn_classification_loss(params, X, Y, activations, l2=0.0, **head):
     logp = jax.nn.log_softmax(Z @ W + b[None, :], axis=-1)
     if jnp.issubdtype(Y.dtype, jnp.integer):
         Y = jax.nn.one_hot(Y, W.shape[1], dtype=logp.dtype)
-    return -jnp.sum(Y * logp) / X.shape[0] + l2 * _l2_penalty(params)
+    return -jnp.sum(Y * logp) / X.shape[0] + l2 * l2_penalty(params)
 
 
 # --------------------------------------------------------------------------------------------

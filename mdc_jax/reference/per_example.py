@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .fcnn import _l2_penalty, fcnn_classification_loss, fcnn_regression_loss
+from .fcnn import fcnn_classification_loss, fcnn_regression_loss, l2_penalty
 from .rnn import rnn_loss
 
 
@@ -52,4 +52,4 @@ def clipped_from_batch_grads(batch_grads, clip_norm, weights=None, penalty_grad=
 
 def fcnn_penalty_grad(params, l2):
     """``∇(λ/2 Σ_j W_j·W_j)`` in the structure of ``params``."""
-    return jax.grad(lambda p: l2 * _l2_penalty(p))(params)
+    return jax.grad(lambda p: l2 * l2_penalty(p))(params)

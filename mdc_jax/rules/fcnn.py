@@ -43,17 +43,18 @@ import jax.numpy as jnp
 from .. import _validation as v
 from ..activations import Activation, get_activation, list_activations
 from . import linear_ce
-from .softmax import log_softmax, softmax_vjp
+from .softmax import cross_entropy_error, log_softmax, softmax_vjp
 
 Params = Sequence[tuple[jax.Array, jax.Array]]
 
 
 # --------------------------------------------------------------------------------------------
-# Shared forward and backward of §6.2
+# Shared forward and backward of §6.2: the in-package API (the per-example rules use it too)
 
 
-def _hidden_forward(params, X, acts):
-    """Z_0..Z_m and the A_j an activation needs (``None`` where f' is taken from Z_j)."""
+def hidden_forward(params, X, acts):
+    """§6.2's forward: ``Z_0..Z_m`` (``Z_0 = X``) and the ``A_j`` an activation needs (``None`` where
+    ``f'`` is taken from ``Z_j``), for checked ``params`` (pairs) and :class:`~mdc_jax.activations.Activation` tuple."""
     Zs, As = [X], []
     for (W, b), act in zip(params, acts):
         A = Zs[-1] @ W + b[None, :]  # 1bᵀ: the broadcast made explicit
@@ -62,23 +63,29 @@ def _hidden_forward(params, X, acts):
     return Zs, As
 
 
-def _backward(params, Zs, As, acts, S, l2):
-    """From ``S_L = ∇_{A_L}J`` down to layer 1 (§6.2 final equations).
+def layer_errors(params, Zs, As, acts, S):
+    """§6.2's backward recursion from ``S_L = ∇_{A_L}J`` down to layer 1: ``[S_1, ..., S_L]``.
 
-    ``Zs[j]`` is the input of layer ``j`` (0-based), so ``∇_{W_j}J = Zs[j]ᵀ S``.
-    Returns the ``(∇W_j, ∇b_j)`` list and ``∇_X J``.
+    ``S_{j−1} = (S_j W_jᵀ) ⊙ f'_{j−1}(A_{j−1})``; ``Zs``, ``As`` as :func:`hidden_forward` returns them
+    (``Zs[j]`` is layer ``j``'s input, 0-based). The recursion acts on each row alone, so an ``S_L`` built
+    from one example's loss gives that example's rows (the per-example quantities).
     """
-    grads = []
-    for j in range(len(params) - 1, -1, -1):
-        W = params[j][0]
-        grads.append((Zs[j].T @ S + l2 * W, jnp.sum(S, axis=0)))
-        G = S @ W.T  # ∇_{Z_{j−1}}J = S_j W_jᵀ
-        if j > 0:
-            S = G * acts[j - 1].grad_from(As[j - 1], Zs[j])
-    return grads[::-1], G
+    Ss = [S]
+    for j in range(len(params) - 1, 0, -1):
+        S = (S @ params[j][0].T) * acts[j - 1].grad_from(As[j - 1], Zs[j])  # S_j W_jᵀ ⊙ f'(A_{j−1})
+        Ss.append(S)
+    return Ss[::-1]
 
 
-def _penalty(params):
+def _backward(params, Zs, As, acts, S, l2):
+    """``(∇W_j, ∇b_j)`` per layer and ``∇_X J`` from ``S_L`` (§6.2 final equations)."""
+    Ss = layer_errors(params, Zs, As, acts, S)
+    grads = [(Z.T @ S + l2 * W, jnp.sum(S, axis=0)) for (W, _), Z, S in zip(params, Zs, Ss)]  # Z_{j−1}ᵀS_j + λW_j, S_jᵀ1
+    return grads, Ss[0] @ params[0][0].T  # ∇_X J = S_1 W_1ᵀ
+
+
+def penalty(params):
+    """``½ Σ_j W_j·W_j`` (biases are not penalised): the L2 term, times λ in the losses."""
     return sum(jnp.sum(W * W) for W, _ in params) / 2
 
 
@@ -93,15 +100,15 @@ def _cotangents(params, X, Y, l2, grads, dX, dY, dl2):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _regression(acts, params, X, Y, l2):
-    Zs, _ = _hidden_forward(params, X, acts)
+    Zs, _ = hidden_forward(params, X, acts)
     R = Zs[-1] - Y
-    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _penalty(params)
+    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * penalty(params)
 
 
 def _regression_fwd(acts, params, X, Y, l2):
-    Zs, As = _hidden_forward(params, X, acts)
+    Zs, As = hidden_forward(params, X, acts)
     R = Zs[-1] - Y
-    J = jnp.sum(R * R) / (2 * X.shape[0]) + l2 * _penalty(params)
+    J = jnp.sum(R * R) / (2 * X.shape[0]) + l2 * penalty(params)
     # Residuals: the layer outputs Z_j (needed for ∇W_j = Z_{j−1}ᵀS_j and, for tanh, sigmoid,
     # relu, softplus, identity, f'_j), A_j only for activations whose f' needs the input, and Y.
     # Z_L − Y is recomputed in the backward: one subtraction, not an N × d_L buffer kept alive.
@@ -114,7 +121,7 @@ def _regression_bwd(acts, res, g):
     grad_ZL = g * (Zs[-1] - Y) / N  # ∇_{Z_L}J = (Z_L − Y)/N
     S = grad_ZL * acts[-1].grad_from(As[-1], Zs[-1])  # S_L = ∇_{Z_L}J ⊙ f'_L(A_L)
     grads, dX = _backward(params, Zs, As, acts, S, g * l2)
-    return _cotangents(params, Zs[0], Y, l2, grads, dX, -grad_ZL, g * _penalty(params))
+    return _cotangents(params, Zs[0], Y, l2, grads, dX, -grad_ZL, g * penalty(params))
 
 
 _regression.defvjp(_regression_fwd, _regression_bwd)
@@ -125,10 +132,10 @@ _regression.defvjp(_regression_fwd, _regression_bwd)
 
 
 def _classification_forward(acts, params, X, Y, l2):
-    Zs, As = _hidden_forward(params[:-1], X, acts)
+    Zs, As = hidden_forward(params[:-1], X, acts)
     W, b = params[-1]
     logZ_L = log_softmax(Zs[-1] @ W + b[None, :])  # ln s¹(A_L), finite even for logits of ±1e4
-    J = -jnp.sum(Y * logZ_L) / X.shape[0] + l2 * _penalty(params)
+    J = -jnp.sum(Y * logZ_L) / X.shape[0] + l2 * penalty(params)
     return J, Zs, As, logZ_L
 
 
@@ -150,12 +157,12 @@ def _classification_bwd(backward, acts, res, g):
     Z_L = jnp.exp(logZ_L)
     if backward == "simple":
         # §6.3.1 eq. 43–44, keeping 1ᵀy_i: E = (Z_L ⊙ (Y1)1ᵀ − Y)/N
-        E = (g / N) * (Z_L * jnp.sum(Y, axis=1, keepdims=True) - Y)
+        E = (g / N) * cross_entropy_error(Z_L, Y)
     else:
         # §6.3 eq. 40: E_i = −(1/N) ∇s(a_i) (y_i ⊘ s(a_i)), ∇s = diag(s) − ssᵀ applied row-wise
         E = softmax_vjp(Z_L, -(g / N) * (Y / Z_L), axis=1)
     grads, dX = _backward(params, Zs, As, acts, E, g * l2)
-    return _cotangents(params, Zs[0], Y, l2, grads, dX, -(g / N) * logZ_L, g * _penalty(params))
+    return _cotangents(params, Zs[0], Y, l2, grads, dX, -(g / N) * logZ_L, g * penalty(params))
 
 
 _classification.defvjp(_classification_fwd, _classification_bwd)
@@ -171,13 +178,13 @@ def _classification_fused(acts, blocks, params, X, Y, l2):
 
 
 def _classification_fused_fwd(acts, blocks, params, X, Y, l2):
-    Zs, As = _hidden_forward(params[:-1], X, acts)
+    Zs, As = hidden_forward(params[:-1], X, acts)
     W, b = params[-1]
-    targets, soft = linear_ce.as_targets(Y)
+    targets, soft = linear_ce.as_targets(Y, W.shape[1])
     acc = linear_ce.acc_dtype(jnp.result_type(Zs[-1], W, b))
     lse, losses = linear_ce.forward(Zs[-1], W, b, targets, soft, *blocks, acc)
     dtype = jnp.result_type(X, *(a for layer in params for a in layer), *([Y] if soft else []))  # the plain head's
-    J = (jnp.sum(losses) / X.shape[0]).astype(dtype) + l2 * _penalty(params)
+    J = (jnp.sum(losses) / X.shape[0]).astype(dtype) + l2 * penalty(params)
     # Residuals: the hidden outputs Z_0..Z_{L−1} (and any A_j), Y, and the N log-sum-exps: the logits
     # A_L are recomputed block by block in the backward.
     return J, (params, Zs, As, Y, lse, l2)
@@ -186,7 +193,7 @@ def _classification_fused_fwd(acts, blocks, params, X, Y, l2):
 def _classification_fused_bwd(acts, blocks, res, g):
     params, Zs, As, Y, lse, l2 = res
     (W, b), N = params[-1], Zs[0].shape[0]
-    targets, soft = linear_ce.as_targets(Y)
+    targets, soft = linear_ce.as_targets(Y, W.shape[1])
     acc = linear_ce.acc_dtype(jnp.result_type(Zs[-1], W, b))
     # E = (g/N)(Z_L − Y), applied block by block: ∇_{Z_{L−1}}J = E W_Lᵀ, ∇_{W_L}J = Z_{L−1}ᵀ E, ∇_{b_L}J = Eᵀ1
     dZ, dW, db, dY = linear_ce.backward(soft, *blocks, acc, (Zs[-1], W, b, targets, lse), jnp.full((N,), g / N, acc))
@@ -196,7 +203,7 @@ def _classification_fused_bwd(acts, blocks, res, g):
     else:
         grads, dX = [], dZ
     grads = [*grads, (dW + g * l2 * W, db)]
-    dparams, dX, _, dl2 = _cotangents(params, Zs[0], Zs[0], l2, grads, dX, dX, g * _penalty(params))
+    dparams, dX, _, dl2 = _cotangents(params, Zs[0], Zs[0], l2, grads, dX, dX, g * penalty(params))
     return dparams, dX, (v.cast_like(dY, Y) if soft else dY), dl2  # ∇_Y J = −(g/N) ln Z_L; none for labels
 
 
@@ -207,61 +214,37 @@ _classification_fused.defvjp(_classification_fused_fwd, _classification_fused_bw
 # Public API and input checks
 
 
-def _check(fn: str, params, X, Y, activations, l2, n_activations: int | None, labels: bool = False):
-    """Validates shapes at trace time; returns (params as tuples, Activation tuple). ``labels``: integer
-    ``Y`` of shape ``(N,)`` (class indices into the last layer's columns) is accepted."""
-    if not isinstance(params, (list, tuple)) or len(params) == 0:
-        v.fail(fn, f"params must be a non-empty sequence of (W_j, b_j) pairs; got {type(params).__name__}"
-               + (" of length 0" if isinstance(params, (list, tuple)) else "") + ".")
+def check_inputs(fn: str, params, X, Y, activations, l2, *, n_activations: int | None, task: str | None = None,
+                 labels: bool = False):
+    """The FCNN rules' input checks, at trace time; returns (params as pairs, the Activation tuple).
+
+    ``task``: ``"classification"`` (``Y`` holds label rows, non-negative and finite when concrete; with
+    ``labels`` also integer class labels ``(N,)``), ``"regression"`` (any floating targets), ``None``
+    (no ``Y``: :func:`fcnn_forward`). Used by the losses and by ``mdc_jax.per_example``.
+    """
     v.require_floating(fn, "X", X)
-    N, width = v.require_ndim(fn, "X", X, 2, "(N, d_0)")
-    v.require_samples(fn, "X", (N, width))
-    pairs = []
-    for j, layer in enumerate(params):
-        if not isinstance(layer, (list, tuple)) or len(layer) != 2:
-            v.fail(fn, f"params[{j}] must be a (W, b) pair; got {type(layer).__name__}"
-                   + (f" of length {len(layer)}" if isinstance(layer, (list, tuple)) else "") + ".")
-        W, b = layer
-        name_W, name_b = f"params[{j}][0] (W_{j + 1})", f"params[{j}][1] (b_{j + 1})"
-        v.require_floating(fn, name_W, W)
-        v.require_floating(fn, name_b, b)
-        rows, cols = v.require_ndim(fn, name_W, W, 2, f"(d_{j}, d_{j + 1})")
-        if rows != width:
-            source = f"X's columns (d_0 = {width})" if j == 0 else f"the width of layer {j} (d_{j} = {width})"
-            v.fail(fn, f"{name_W} has shape {(rows, cols)}; expected ({width}, d_{j + 1}): its rows must "
-                       f"equal {source}.")
-        v.require_shape(fn, name_b, b, (cols,), f"one bias per column of W_{j + 1}")
-        pairs.append((W, b))
-        width = cols
-    if Y is not None:
-        v.require_array(fn, "Y", Y)
-        if labels and jnp.issubdtype(jnp.result_type(Y), jnp.integer):
-            v.require_shape(fn, "Y", Y, (N,), f"integer labels: one class index per row of X ({N} rows)")
-            v.require_indices(fn, "Y", Y, width, "class")
-        elif jnp.issubdtype(jnp.result_type(Y), jnp.integer) or jnp.issubdtype(jnp.result_type(Y), jnp.bool_):
-            alt = " or use head='fused', which takes them as they are" if fn == "fcnn_classification_loss" else ""
-            v.fail(fn, f"Y has dtype {jnp.result_type(Y)} and shape {v.shape_of(Y)}; expected floating rows of "
-                       f"shape (N, d_L) = ({N}, {width}). For integer class labels pass "
-                       f"jax.nn.one_hot(labels, {width}){alt}.")
-        else:
-            v.require_floating(fn, "Y", Y)
-            also = f"; or integer labels of shape ({N},)" if labels else ""
-            v.require_shape(fn, "Y", Y, (N, width), f"(N, d_L): X's {N} rows and the last layer's {width} columns{also}")
-    if isinstance(activations, str) or not isinstance(activations, (list, tuple)):
-        v.fail(fn, f"activations must be a sequence of activation names; got {activations!r}.")
-    if len(activations) != n_activations:
-        per = "one per layer" if n_activations == len(params) else "one per hidden layer; the last layer is the softmax"
-        v.fail(fn, f"activations has {len(activations)} entries; expected {n_activations} for {len(params)} layers ({per}).")
-    acts = []
-    for i, name in enumerate(activations):
-        try:
-            acts.append(name if isinstance(name, Activation) else get_activation(name))
-        except ValueError:
-            v.fail(fn, f"activations[{i}]: unknown activation {name!r}; registered activations: "
-                       f"{', '.join(list_activations())}.")
-    if l2 is not None or Y is not None:  # the losses (with Y) always take an l2; fcnn_forward none
+    N, d_0 = v.require_ndim(fn, "X", X, 2, "(N, d_0)")
+    v.require_samples(fn, "X", (N, d_0))
+    pairs, K = v.require_mlp_params(fn, params, d_0)
+    if task is not None:
+        alt = " or use head='fused', which takes them as they are" if fn == "fcnn_classification_loss" else ""
+        also = f"; or integer labels of shape ({N},)" if labels else ""
+        v.require_labels(fn, "Y", Y, (N,), K, dims="(N, d_L)",
+                         why=f"(N, d_L): X's {N} rows and the last layer's {K} columns{also}",
+                         integer=f"integer labels: one class index per row of X ({N} rows)" if labels else None,
+                         what="rows of probabilities" if task == "classification" else "rows",
+                         hint=f"for integer class labels pass jax.nn.one_hot(labels, {K}){alt}",
+                         probabilities=task == "classification")
+    per = "one per layer" if n_activations == len(pairs) else "one per hidden layer; the last layer is the softmax"
+    acts = v.require_activations(fn, activations, n_activations, f"for {len(pairs)} layers ({per})", _activation,
+                                 list_activations())
+    if task is not None:  # the losses always take an l2; fcnn_forward none
         v.require_penalty(fn, "l2", l2)
-    return tuple(pairs), tuple(acts)
+    return pairs, acts
+
+
+def _activation(name) -> Activation:
+    return name if isinstance(name, Activation) else get_activation(name)
 
 
 def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations: Sequence[str],
@@ -295,7 +278,7 @@ def fcnn_regression_loss(params: Params, X: jax.Array, Y: jax.Array, activations
     """
     fn = "fcnn_regression_loss"
     n_layers = len(params) if isinstance(params, (list, tuple)) else None
-    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_layers)
+    pairs, acts = check_inputs(fn, params, X, Y, activations, l2, n_activations=n_layers, task="regression")
     return _regression(acts, pairs, X, Y, v.as_penalty(l2, jnp.result_type(X)))
 
 
@@ -341,14 +324,14 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
       ``000_3fed0c34b422d74e.txt`` §4.3.5, §6.3 (eq. 37–40), §6.3.1 (eq. 41–44).
     """
     fn = "fcnn_classification_loss"
-    if backward not in ("simple", "general"):
-        v.fail(fn, f"backward must be 'simple' or 'general'; got {backward!r}.")
+    v.require_choice(fn, "backward", backward, ("simple", "general"))
     linear_ce.check_head(fn, head, block_size, 1, 1)  # the names; the blocks once the shapes are known
     if head == "fused" and backward != "simple":
         v.fail(fn, f"head='fused' applies §6.3.1's simple E block by block; backward={backward!r} needs the "
                    f"plain head.")
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
-    pairs, acts = _check(fn, params, X, Y, activations, l2, n_activations=n_hidden, labels=head == "fused")
+    pairs, acts = check_inputs(fn, params, X, Y, activations, l2, n_activations=n_hidden, task="classification",
+                               labels=head == "fused")
     W_L = pairs[-1][0]
     if W_L.shape[1] == 0:
         L = len(pairs)
@@ -356,11 +339,8 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
                    f"(d_L >= 1 classes for the softmax).")
     l2 = v.as_penalty(l2, jnp.result_type(X))
     if head == "fused":
-        if jnp.issubdtype(jnp.result_type(Y), jnp.floating):
-            v.require_label_rows(fn, "Y", Y)
         blocks = linear_ce.check_head(fn, head, block_size, X.shape[0], W_L.shape[1])
         return _classification_fused(acts, blocks, pairs, X, jnp.asarray(Y), l2)
-    v.require_label_rows(fn, "Y", Y)
     return _classification(backward, acts, pairs, X, Y, l2)
 
 
@@ -388,5 +368,5 @@ def fcnn_forward(params: Params, X: jax.Array, activations: Sequence[str]) -> ja
     """
     fn = "fcnn_forward"
     n_layers = len(params) if isinstance(params, (list, tuple)) else None
-    pairs, acts = _check(fn, params, X, None, activations, None, n_activations=n_layers)
-    return jnp.asarray(_hidden_forward(pairs, X, acts)[0][-1])  # a jax.Array even for NumPy input
+    pairs, acts = check_inputs(fn, params, X, None, activations, None, n_activations=n_layers)
+    return jnp.asarray(hidden_forward(pairs, X, acts)[0][-1])  # a jax.Array even for NumPy input

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation as v
-from .softmax import _softmax, sigmoid
+from .softmax import sigmoid, softmax
 
 
 def _check_jacobian_input(fn: str, x, axis, block_diagonal) -> tuple[tuple[int, ...], int, bool]:
@@ -98,9 +98,9 @@ def softmax_jacobian(x: jax.Array, axis: int = -1, *, block_diagonal: bool = Fal
     if k == 0:
         v.fail(fn, f"x has shape {shape}, with no classes (k = 0) along the softmax's axis; expected k >= 1.")
     if len(shape) == 1:
-        s = _softmax(x, 0)
+        s = softmax(x, 0)
         return jnp.diag(s) - s[:, None] * s[None, :]
-    S = _softmax(x, axis % 2)
+    S = softmax(x, axis % 2)
     S = S.T if axis == 0 else S  # one sample per row from here on
     blocks = jax.vmap(jnp.diag)(S) - S[:, :, None] * S[:, None, :]
     return _blocks_to_matrix(blocks, axis) if block_diagonal else blocks

@@ -29,18 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation as v
+from ..kernels import block_starts, fresh_mask
+from .softmax import cross_entropy_error
 
 REDUCTIONS = ("mean", "sum", "none")
 HEADS = ("plain", "fused")  # the output layers a softmax rule offers: logits held whole, or this module's blocks
 BLOCK_ELEMENTS = 2**22  # logits per block (16 MiB in float32): the default block's budget
 VOCAB_BLOCK = 8192  # the default vocabulary block
-
-
-def _starts(total: int, block: int) -> np.ndarray:
-    """Block starts covering ``0..total`` with blocks of ``block``; the last block is moved back so it
-    ends at ``total`` (it overlaps the one before; the overlap is masked out)."""
-    n = -(-total // block)
-    return np.minimum(np.arange(n) * block, total - block).astype(np.int32)
 
 
 def default_blocks(N: int, K: int) -> tuple[int, int]:
@@ -82,7 +77,7 @@ def _targets_block(targets, soft, start, bk, acc):
 def forward(Z, W, b, targets, soft, bn, bk, acc):
     """Per-token ``lse`` and loss ``ℓ_i = (Y1)_i lse_i − Σ_k y_ik a_ik``, both (N,) in ``acc``."""
     N, K = Z.shape[0], W.shape[1]
-    vstarts, tstarts = _starts(K, bk), _starts(N, bn)
+    vstarts, tstarts = block_starts(K, bk), block_starts(N, bn)
 
     def token_block(carry, xs):
         lse_all, loss_all = carry
@@ -94,7 +89,7 @@ def forward(Z, W, b, targets, soft, bn, bk, acc):
             m, s, ya = c
             j, k0 = ys
             A, _ = _block_logits(Z_I, W, b, k0, bk, acc)
-            fresh = (k0 + jnp.arange(bk, dtype=jnp.int32)) >= j * bk  # columns no earlier block covered
+            fresh = fresh_mask(k0, j, bk)  # columns no earlier block covered
             A = jnp.where(fresh[None, :], A, -jnp.inf)
             m_new = jnp.maximum(m, jnp.max(A, axis=1))
             s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(A - m_new[:, None]), axis=1)
@@ -127,7 +122,7 @@ def backward(soft, bn, bk, acc, res, g):
     """∇Z, ∇W, ∇b and ∇targets (float0 for integer labels) for per-token cotangents ``g`` (N,)."""
     Z, W, b, targets, lse = res
     N, K = Z.shape[0], W.shape[1]
-    vstarts, tstarts = _starts(K, bk), _starts(N, bn)
+    vstarts, tstarts = block_starts(K, bk), block_starts(N, bn)
     g = g.astype(acc)
 
     def token_block(carry, xs):
@@ -135,7 +130,7 @@ def backward(soft, bn, bk, acc, res, g):
         i, t0 = xs
         Z_I = jax.lax.dynamic_slice_in_dim(Z, t0, bn)
         T_I = jax.lax.dynamic_slice_in_dim(targets, t0, bn)
-        fresh_rows = (t0 + jnp.arange(bn, dtype=jnp.int32)) >= i * bn
+        fresh_rows = fresh_mask(t0, i, bn)
         g_I = jnp.where(fresh_rows, jax.lax.dynamic_slice_in_dim(g, t0, bn), 0)
         lse_I = jax.lax.dynamic_slice_in_dim(lse, t0, bn)
         ysum = _row_sums(T_I, soft, K, acc)[:, None]
@@ -144,9 +139,9 @@ def backward(soft, bn, bk, acc, res, g):
             dZ_I, dW, db, dT_I = c
             j, k0 = ys
             A, W_J = _block_logits(Z_I, W, b, k0, bk, acc)
-            fresh = (k0 + jnp.arange(bk, dtype=jnp.int32)) >= j * bk
+            fresh = fresh_mask(k0, j, bk)
             P = jnp.exp(A - lse_I[:, None])
-            E = jnp.where(fresh[None, :], g_I[:, None], 0) * (P * ysum - _targets_block(T_I, soft, k0, bk, acc))  # §6.3.1
+            E = jnp.where(fresh[None, :], g_I[:, None], 0) * cross_entropy_error(P, _targets_block(T_I, soft, k0, bk, acc), ysum)
             dZ_I = dZ_I + jnp.dot(E, W_J.T.astype(acc))
             dW_J = jax.lax.dynamic_slice_in_dim(dW, k0, bk, axis=1) + jnp.dot(Z_I.T.astype(acc), E)
             db_J = jax.lax.dynamic_slice_in_dim(db, k0, bk) + jnp.sum(E, axis=0)
@@ -177,17 +172,24 @@ def backward(soft, bn, bk, acc, res, g):
 _head.defvjp(_head_fwd, backward)
 
 
-def as_targets(Y):
+def as_targets(Y, K: int):
     """``(targets, soft)`` for the blocked head from a model's labels: rows of probabilities ``(..., K)``
-    flattened to ``(M, K)``, or integer labels ``(...)`` flattened to ``(M,)`` int32."""
+    flattened to ``(M, K)``, or integer labels ``(...)`` flattened to ``(M,)`` int32, a label outside
+    ``[0, K)`` (of any width: an int64 ``2**32 + 1`` too) becoming ``-1``, the zero row, before the cast."""
     soft = not jnp.issubdtype(Y.dtype, jnp.integer)
-    return (Y.reshape(-1, Y.shape[-1]) if soft else Y.reshape(-1).astype(jnp.int32)), soft
+    return (Y.reshape(-1, Y.shape[-1]) if soft else _int32_labels(Y.reshape(-1), K)), soft
+
+
+def _int32_labels(labels, K: int, keep=True):
+    """Integer labels as int32 for the blocks' compares, ``-1`` (no column: a zero target row) where a label
+    lies outside ``[0, K)`` or ``keep`` is false. The range is tested in the labels' own width, before the
+    narrowing cast, so that no wide label wraps into ``[0, K)``."""
+    return jnp.where(keep & (labels >= 0) & (labels < K), labels, -1).astype(jnp.int32)
 
 
 def check_head(fn, head, block_size, N, K):
     """``None`` for ``head="plain"``, the (token block, vocabulary block) pair for ``head="fused"``."""
-    if head not in HEADS:
-        v.fail(fn, f"head must be one of {HEADS}; got {head!r}.")
+    v.require_choice(fn, "head", head, HEADS)
     if head == "plain":
         if block_size is not None:
             v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
@@ -256,8 +258,7 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
       (Wijmans et al. 2024) and Liger Kernel for the blocked form.
     """
     fn = "linear_softmax_cross_entropy"
-    if reduction not in REDUCTIONS:
-        v.fail(fn, f"reduction must be one of {REDUCTIONS}; got {reduction!r}.")
+    v.require_choice(fn, "reduction", reduction, REDUCTIONS)
     for name, x in (("Z", Z), ("W", W), ("b", b)):
         v.require_floating(fn, name, x)
     N, d = v.require_ndim(fn, "Z", Z, 2, "(N, d)")
@@ -268,23 +269,13 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
     if K == 0:
         v.fail(fn, f"W has shape {(d_w, K)}; expected at least one class (K >= 1).")
     v.require_shape(fn, "b", b, (K,), f"one bias per column of W, K = {K}")
-    v.require_array(fn, "labels", labels)
-    dtype = jnp.result_type(labels)
-    soft = len(v.shape_of(labels)) == 2
-    if soft:
-        v.require_floating(fn, "labels", labels, "Soft labels are (N, K) rows of probabilities.")
-        v.require_shape(fn, "labels", labels, (N, K), f"soft labels: Z's {N} rows, W's {K} columns")
-        if ignore_index is not None:
-            v.fail(fn, "ignore_index applies to integer labels only; give soft-label rows of zeros instead.")
-        v.require_label_rows(fn, "labels", labels)
-    else:
-        if not jnp.issubdtype(dtype, jnp.integer):
-            v.fail(fn, f"labels has dtype {dtype} and shape {v.shape_of(labels)}; expected integer class indices "
-                       f"of shape ({N},), or floating soft labels of shape ({N}, {K}).")
-        v.require_shape(fn, "labels", labels, (N,), "one class index per row of Z")
-        if ignore_index is not None and v.static_int(ignore_index) is None:
-            v.fail(fn, f"ignore_index must be an int or None; got {ignore_index!r}.")
-        v.require_indices(fn, "labels", labels, K, "class", ignore=v.static_int(ignore_index))
+    if ignore_index is not None and v.static_int(ignore_index) is None:
+        v.fail(fn, f"ignore_index must be an int or None; got {ignore_index!r}.")
+    soft = not v.require_labels(fn, "labels", labels, (N,), K, dims="(N, K)", why=f"soft labels: Z's {N} rows, W's {K} columns",
+                                integer="one class index per row of Z; soft labels are floating (N, K) rows",
+                                ignore=v.static_int(ignore_index))
+    if soft and ignore_index is not None:
+        v.fail(fn, "ignore_index applies to integer labels only; give soft-label rows of zeros instead.")
     bn, bk = resolve_blocks(fn, block_size, N, K)
     out_dtype = acc_dtype(jnp.result_type(Z, W, b))
     if soft:
@@ -292,7 +283,7 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
         targets = labels
     else:
         valid = labels != ignore_index if ignore_index is not None else jnp.ones((N,), bool)
-        targets = jnp.where(valid, labels, -1).astype(jnp.int32)  # -1 matches no column: a zero target row
+        targets = _int32_labels(labels, K, valid)  # -1 matches no column: a zero target row
     losses = jnp.where(valid, _head(Z, W, b, targets, soft, bn, bk, out_dtype), 0.0).astype(out_dtype)
     if reduction == "none":
         return losses

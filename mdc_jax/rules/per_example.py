@@ -33,61 +33,28 @@ row-wise reduction of the closed-form backward's arrays.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from .. import _validation as v
-from . import fcnn as _fcnn
-from . import rnn as _rnn
-from .softmax import log_softmax
+from . import fcnn, rnn
+from .softmax import cross_entropy_error, log_softmax
 
 QUANTITIES = ("batch_grad", "batch_l2", "grad_norm", "sum_grad_squared", "variance")
 TASKS = ("classification", "regression")
 
 
 # --------------------------------------------------------------------------------------------
-# Input checks
+# Input checks: _validation's vocabulary
 
 
-def _check_quantities(fn: str, quantities) -> tuple[str, ...]:
-    if isinstance(quantities, str) or not isinstance(quantities, Sequence):
-        v.fail(fn, f"quantities must be a sequence of names from {QUANTITIES}; got {quantities!r}.")
-    for q in quantities:
-        if q not in QUANTITIES:
-            v.fail(fn, f"quantities: unknown quantity {q!r}; expected names from {QUANTITIES}.")
-    return tuple(dict.fromkeys(quantities))
-
-
-def _check_task(fn: str, task) -> None:
-    if task not in TASKS:
-        v.fail(fn, f"task must be 'classification' or 'regression'; got {task!r}.")
-
-
-def _check_clip_norm(fn: str, clip_norm) -> None:
-    """A clipping bound ``C > 0``: a number, or a 0-d floating array (its value checked when concrete)."""
-    if clip_norm is None:
-        v.fail(fn, "clip_norm is required (the per-example gradient norm bound C > 0).")
-    if isinstance(clip_norm, bool) or not (isinstance(clip_norm, int | float) or hasattr(clip_norm, "shape")):
-        v.fail(fn, f"clip_norm must be a number > 0; got {clip_norm!r}.")
-    if v.shape_of(clip_norm) != ():
-        v.fail(fn, f"clip_norm must be a scalar; got shape {v.shape_of(clip_norm)}.")
-    value = v.concrete(clip_norm)
-    if value is not None and not (value.dtype.kind in "fiu" and math.isfinite(float(value)) and float(value) > 0):
-        v.fail(fn, f"clip_norm must be a finite number > 0; got {clip_norm!r}.")
-
-
-def _check_weights(fn: str, weights, N: int, dtype):
-    if weights is None:
-        return None
-    v.require_floating(fn, "weights", weights)
-    v.require_shape(fn, "weights", weights, (N,), f"one weight per example, N = {N}")
-    value = v.concrete(weights)
-    if value is not None and not (value >= 0).all():
-        v.fail(fn, f"weights must be >= 0 (0 masks an example out); got {value[~(value >= 0)][:5]}.")
-    return jnp.asarray(weights).astype(dtype)
+def _check_clipping(fn: str, clip_norm, weights, N: int, dtype):
+    """The clipping bound ``C > 0`` and the optional ``(N,)`` weights (finite, ``>= 0``), in ``dtype``."""
+    v.require_positive(fn, "clip_norm", clip_norm, "the per-example gradient norm bound C > 0")
+    v.require_weights(fn, "weights", weights, N)
+    return None if weights is None else jnp.asarray(weights).astype(dtype)
 
 
 def _clip_factors(sq_norms, clip_norm):
@@ -105,22 +72,18 @@ def _fcnn_rows(pairs, X, Y, acts, task):
     """Per-example losses ``ℓ`` (N,) and, per layer, the input ``Z_{j−1}`` and ``S_j`` whose row i is
     ``∇_{a_{j,i}} ℓ_i`` (the §6.2 recursion run from ``S_L`` of ``ℓ_i``, without the ``1/N``)."""
     if task == "classification":
-        Zs, As = _fcnn._hidden_forward(pairs[:-1], X, acts)
+        Zs, As = fcnn.hidden_forward(pairs[:-1], X, acts)
         W, b = pairs[-1]
         logP = log_softmax(Zs[-1] @ W + b[None, :])
         ell = -jnp.sum(Y * logP, axis=1)
-        S = jnp.exp(logP) * jnp.sum(Y, axis=1, keepdims=True) - Y  # §6.3.1 E, times N
+        S = cross_entropy_error(jnp.exp(logP), Y)  # §6.3.1 E, times N
     else:
-        Zs, As = _fcnn._hidden_forward(pairs, X, acts)
+        Zs, As = fcnn.hidden_forward(pairs, X, acts)
         Z_L = Zs.pop()
         R = Z_L - Y
         ell = jnp.sum(R * R, axis=1) / 2
         S = R * acts[-1].grad_from(As[-1], Z_L)  # S_L = (Z_L − Y) ⊙ f'_L(A_L)
-    Ss = [S]
-    for j in range(len(pairs) - 1, 0, -1):
-        S = (S @ pairs[j][0].T) * acts[j - 1].grad_from(As[j - 1], Zs[j])  # S_{j−1} = S_j W_jᵀ ⊙ f'(A_{j−1})
-        Ss.append(S)
-    return ell, Zs, Ss[::-1]
+    return ell, Zs, fcnn.layer_errors(pairs, Zs, As, acts, S)
 
 
 def _fcnn_layer_sq_norms(Zs, Ss):
@@ -142,12 +105,10 @@ def _fcnn_weighted_grads(pairs, Zs, Ss, c, N, l2):
 
 
 def _prepare_fcnn(fn, params, X, Y, activations, l2, task):
-    _check_task(fn, task)
+    v.require_choice(fn, "task", task, TASKS)
     n = len(params) if isinstance(params, list | tuple) else None
     n_acts = n if task == "regression" or n is None else n - 1
-    pairs, acts = _fcnn._check(fn, params, X, Y, activations, l2, n_activations=n_acts)
-    if task == "classification":
-        v.require_label_rows(fn, "Y", Y)
+    pairs, acts = fcnn.check_inputs(fn, params, X, Y, activations, l2, n_activations=n_acts, task=task)
     return pairs, acts, v.as_penalty(l2, jnp.result_type(X))
 
 
@@ -193,11 +154,11 @@ def fcnn_quantities(params, X, Y, activations: Sequence[str], l2=0.0, *, task: s
       ``000_3fed0c34b422d74e.txt`` §6.2 (final equations), §6.3.1 (eq. 43–44).
     """
     fn = "fcnn_quantities"
-    quantities = _check_quantities(fn, quantities)
+    quantities = v.require_names(fn, "quantities", quantities, QUANTITIES, "quantity")
     pairs, acts, l2 = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
     N = X.shape[0]
     ell, Zs, Ss = _fcnn_rows(pairs, X, Y, acts, task)
-    out = {"loss": jnp.mean(ell) + l2 * _fcnn._penalty(pairs),
+    out = {"loss": jnp.mean(ell) + l2 * fcnn.penalty(pairs),
            "grad": _restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, None, N, l2))}
     if "batch_grad" in quantities:
         out["batch_grad"] = _restructure(params, [(Z[:, :, None] * S[:, None, :], S) for Z, S in zip(Zs, Ss)])
@@ -244,15 +205,14 @@ def fcnn_clipped_grad(params, X, Y, activations: Sequence[str], l2=0.0, *, task:
       ``000_3fed0c34b422d74e.txt`` §6.2, §6.3.1; the ghost clipping of Opacus (Li et al. 2022).
     """
     fn = "fcnn_clipped_grad"
-    _check_clip_norm(fn, clip_norm)
     pairs, acts, l2 = _prepare_fcnn(fn, params, X, Y, activations, l2, task)
     N = X.shape[0]
-    w = _check_weights(fn, weights, N, jnp.result_type(X))
+    w = _check_clipping(fn, clip_norm, weights, N, jnp.result_type(X))
     ell, Zs, Ss = _fcnn_rows(pairs, X, Y, acts, task)
     c = _clip_factors(sum(a + b for a, b in _fcnn_layer_sq_norms(Zs, Ss)), clip_norm)
     if w is not None:
         c, ell = c * w, ell * w
-    loss = jnp.mean(ell) + l2 * _fcnn._penalty(pairs)
+    loss = jnp.mean(ell) + l2 * fcnn.penalty(pairs)
     return loss, _restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, c, N, l2))
 
 
@@ -263,28 +223,18 @@ def fcnn_clipped_grad(params, X, Y, activations: Sequence[str], l2=0.0, *, task:
 def _rnn_rows(params, Z0, X, Y):
     """Per-example losses ``ℓ`` (N,) and the time-stacked arrays of the §6.4 backward, without ``1/N``:
     ``Z_in`` (``Z_{t−1}``), ``Z_out`` (``Z_t``), ``G`` (``∇_{A_t}ℓ_i`` in row i), ``Hs`` (``∇_{O_t}ℓ_i``),
-    each ``(τ, N, ·)``."""
-    W, V, c = params.W, params.V, params.c
-    _, Z_tau, Zs = _rnn._forward(params, Z0, X, Y)
-    k = Zs.shape[1]
+    each ``(τ, N, ·)``: the rule's own chunked backward, its head taking ``∇_{O_t}`` from ``ℓ_i``."""
+    V, c = params.V, params.c
+    _, Z_tau, Zs = rnn.forward(params, Z0, X, None)
 
-    def chunk(carry, xs):
-        Z, R, ell = carry
-        Z_in, Y_k = xs
-        Z_out = jnp.concatenate([Z_in[1:], Z[None]])
+    def head(Z_out, Y_k, ell):
         logS = log_softmax(Z_out @ V + c[None, None, :])
-        Hk = jnp.exp(logS) * jnp.sum(Y_k, axis=-1, keepdims=True) - Y_k  # ∇_{O_t}ℓ_i (§6.3.1 without 1/N)
+        H = cross_entropy_error(jnp.exp(logS), Y_k)  # ∇_{O_t}ℓ_i (§6.3.1 without 1/N)
+        return H @ V.T, ell - jnp.sum(Y_k * logS, axis=(0, 2)), H
 
-        def step(R, xs):
-            Z_t, HV_t = xs
-            G = (1 - Z_t) * (1 + Z_t) * (R + HV_t)  # ∇_{A_t} = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}Wᵀ + ∇_{O_t}Vᵀ)
-            return G @ W.T, G
-
-        R, G = jax.lax.scan(step, R, (Z_out, Hk @ V.T), reverse=True)
-        return (Z_in[0], R, ell - jnp.sum(Y_k * logS, axis=(0, 2))), (G, Hk)
-
-    init = (Z_tau, jnp.zeros_like(Z_tau), jnp.zeros(X.shape[1], Z_tau.dtype))
-    (_, _, ell), (G, Hs) = jax.lax.scan(chunk, init, (Zs, _rnn._chunks(Y, k)), reverse=True)
+    ell0 = jnp.zeros(X.shape[1], Z_tau.dtype)
+    *_, ell, Hs, G = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, rnn.chunks(Y, Zs.shape[1]), ell0,
+                                  per_step=True)
     flat = lambda A: A.reshape(-1, *A.shape[2:])
     Z_in = flat(Zs)
     Z_out = jnp.concatenate([Z_in[1:], Z_tau[None]])
@@ -294,7 +244,7 @@ def _rnn_rows(params, Z0, X, Y):
 def _rnn_factors(params, X, Z_in, Z_out, G, Hs):
     """For each parameter, ``(a, b)`` with ``g_i = Σ_t a_{t,i} b_{t,i}ᵀ`` (``a`` is None for a bias:
     ``g_i = Σ_t b_{t,i}``)."""
-    return _rnn.RNNParams(W=(Z_in, G), U=(X, G), b=(None, G), V=(Z_out, Hs), c=(None, Hs))
+    return rnn.RNNParams(W=(Z_in, G), U=(X, G), b=(None, G), V=(Z_out, Hs), c=(None, Hs))
 
 
 def use_ghost_norm(tau: int, d_a: int, d_b: int) -> bool:
@@ -339,7 +289,7 @@ def _rnn_sq_norms(factors):
 
     N = arrays[0].shape[1]
     per = jax.lax.map(one, jnp.arange(N))  # (N, 5)
-    return _rnn.RNNParams(*per.T)
+    return rnn.RNNParams(*per.T)
 
 
 def _batch_grad(a, b):
@@ -356,7 +306,7 @@ def _weighted_sums(factors, c, N):
             scaled[id(b)] = b if c is None else b * c[None, :, None]
         return scaled[id(b)]
 
-    return _rnn.RNNParams(*((jnp.sum(cb(b), axis=(0, 1)) if a is None else jnp.einsum("tna,tnb->ab", a, cb(b))) / N
+    return rnn.RNNParams(*((jnp.sum(cb(b), axis=(0, 1)) if a is None else jnp.einsum("tna,tnb->ab", a, cb(b))) / N
                             for a, b in factors))
 
 
@@ -382,12 +332,12 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
       ``000_3fed0c34b422d74e.txt`` §6.4 (final equations); Bu et al. 2023 (mixed ghost norm).
     """
     fn = "rnn_quantities"
-    quantities = _check_quantities(fn, quantities)
-    params, Z0, X, Y = _rnn._check(fn, params, Z0, X, Y)
+    quantities = v.require_names(fn, "quantities", quantities, QUANTITIES, "quantity")
+    params, Z0, X, Y = rnn.check_inputs(fn, params, Z0, X, Y)
     N = X.shape[1]
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
     factors = _rnn_factors(params, X, *arrays)
-    per = lambda f: _rnn.RNNParams(*(f(a, b) for a, b in factors))
+    per = lambda f: rnn.RNNParams(*(f(a, b) for a, b in factors))
     out = {"loss": jnp.mean(ell), "grad": _weighted_sums(factors, None, N)}
     if "batch_l2" in quantities or "grad_norm" in quantities:
         sq = _rnn_sq_norms(factors)
@@ -399,11 +349,11 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
         bg = per(_batch_grad)
         if "batch_grad" in quantities:
             out["batch_grad"] = bg
-        sgs = _rnn.RNNParams(*(jnp.sum(g * g, axis=0) for g in bg))
+        sgs = rnn.RNNParams(*(jnp.sum(g * g, axis=0) for g in bg))
         if "sum_grad_squared" in quantities:
             out["sum_grad_squared"] = sgs
         if "variance" in quantities:
-            out["variance"] = _rnn.RNNParams(*(s / N - m * m for s, m in zip(sgs, out["grad"])))
+            out["variance"] = rnn.RNNParams(*(s / N - m * m for s, m in zip(sgs, out["grad"])))
     return out
 
 
@@ -423,10 +373,9 @@ def rnn_clipped_grad(params, Z0, X, Y, *, clip_norm, weights=None):
       ``(loss, grads)`` with ``loss = (1/N) Σ_i w_i ℓ_i`` and ``grads`` an :class:`~mdc_jax.RNNParams`.
     """
     fn = "rnn_clipped_grad"
-    _check_clip_norm(fn, clip_norm)
-    params, Z0, X, Y = _rnn._check(fn, params, Z0, X, Y)
+    params, Z0, X, Y = rnn.check_inputs(fn, params, Z0, X, Y)
     N = X.shape[1]
-    w = _check_weights(fn, weights, N, X.dtype)
+    w = _check_clipping(fn, clip_norm, weights, N, X.dtype)
     ell, *arrays = _rnn_rows(params, Z0, X, Y)
     factors = _rnn_factors(params, X, *arrays)
     c = _clip_factors(sum(_rnn_sq_norms(factors)), clip_norm)

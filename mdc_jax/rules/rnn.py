@@ -39,8 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation as v
+from ..activations import tanh_derivative
 from . import linear_ce
-from .softmax import log_softmax
+from .softmax import cross_entropy_error, log_softmax
 
 
 class RNNParams(NamedTuple):
@@ -54,24 +55,31 @@ class RNNParams(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Forward and backward of §6.4
+# Forward and backward of §6.4: the in-package API (the per-example rules use it too)
 #
-# Both passes walk the sequence in chunks of k ≤ _CHUNK steps (k divides τ). Only the recursions
+# Both passes walk the sequence in chunks of k ≤ CHUNK steps (k divides τ). Only the recursions
 # Z_{t−1} ↦ Z_t and ∇_{A_{t+1}}J ↦ ∇_{A_t}J run step by step; everything that does not depend on the
 # previous step (X_tU, O_t and its softmax, ∇_{O_t}J Vᵀ, and the sums over t of ∇_W, ∇_U, ∇_V) is
-# one matmul over the chunk's k·N rows, which runs faster than k matmuls over N rows. The cost is a
-# few k × N × H buffers (with k = 4 about 5 MiB in the benchmark case; see docs/rnn.md). τ with
-# no divisor in 2..4 (a prime) runs with k = 1: correct, but without the batching.
+# one matmul over the chunk's k·N rows. Why k = 4, and what it costs: docs/rnn.md.
 
-_CHUNK = 4
+CHUNK = 4  # the largest chunk of steps
 
 
-def _chunk_size(tau: int) -> int:
-    return max(k for k in range(1, _CHUNK + 1) if tau % k == 0)
+def chunk_size(tau: int) -> int:
+    """The steps per chunk for a sequence of ``τ`` steps: the largest ``k ≤ CHUNK`` dividing ``τ`` (1 for a
+    prime above ``CHUNK``: correct, without the batching)."""
+    return max(k for k in range(1, CHUNK + 1) if tau % k == 0)
 
 
-def _chunks(A, k):
+def chunks(A, k: int):
+    """``A``'s leading (time) axis cut into chunks of ``k`` steps: ``(τ, ...)`` to ``(τ/k, k, ...)``."""
     return A.reshape(A.shape[0] // k, k, *A.shape[1:])
+
+
+def bptt_step(R, Z_t, HV_t):
+    """One step of §6.4's recursion: ``∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)``, with
+    ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)``."""
+    return tanh_derivative(Z_t) * (R + HV_t)
 
 
 def _input_term(X_k, U, b):
@@ -98,8 +106,8 @@ def _dense_targets(Y_k, K, dtype):
     return Y_k
 
 
-def _forward(params, Z0, X, Y):
-    """J, Z_τ and each step's input state Z_{t−1}, shaped (τ/k, k, N, H) (the backward's residual).
+def forward(params, Z0, X, Y):
+    """§6.4's forward: J, Z_τ and each step's input state Z_{t−1}, shaped (τ/k, k, N, H) (the backward's residual).
 
     The loss is summed chunk by chunk, so no ``τ × N × K`` logits are ever stacked. ``Y=None`` runs
     the recursion alone (J = 0): the fused head forms the loss from the states afterwards.
@@ -122,18 +130,21 @@ def _forward(params, Z0, X, Y):
             J = J - jnp.sum(_dense_targets(Y_k, V.shape[1], logS.dtype) * logS) / N
         return (Z, J), Z_in
 
-    k = _chunk_size(X.shape[0])
+    k = chunk_size(X.shape[0])
     J0 = jnp.zeros((), Z0.dtype)
-    Y_chunks = None if Y is None else _chunks(Y, k)
-    (Z_tau, J), Zs = jax.lax.scan(chunk, (Z0, J0), (_chunks(X, k), Y_chunks))
+    Y_chunks = None if Y is None else chunks(Y, k)
+    (Z_tau, J), Zs = jax.lax.scan(chunk, (Z0, J0), (chunks(X, k), Y_chunks))
     return J, Z_tau, Zs
 
 
-def _bptt(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc):
-    """The §6.4 recursion for ∇_{A_t}J, walking the chunks back from the last, and ∇_W, ∇_U, ∇_b, ∇_{Z_0}, ∇_X.
+def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: bool = False):
+    """The §6.4 recursion for ∇_{A_t}J, walking the chunks back from the last (:func:`bptt_step` per step).
 
     ``head(Z_out, head_x, head_acc) -> (∇_{O_t}J Vᵀ, head_acc, head_out)`` supplies each chunk's
-    ``∇_{Z_t}`` from the output layer (and accumulates that layer's own gradients).
+    ``∇_{Z_t}`` from the output layer (and accumulates that layer's own quantities); ``gZ`` is ``∇_{Z_τ}``.
+    Returns ``((∇_W, ∇_U, ∇_b), ∇_{Z_0}, ∇_X, head_acc, head_out, steps)``. With ``per_step`` the sums
+    over ``t`` and ``∇_X`` are skipped (``None``) and ``steps`` is the ``(τ/k, k, N, H)`` stack of every
+    ``∇_{A_t}J`` (the per-example rows); else ``steps`` is ``None``.
     """
     W, U, _b, _V, _c = params
     ids = _is_ids(X)
@@ -147,11 +158,12 @@ def _bptt(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc):
         HV, acc, head_out = head(Z_out, head_x, acc)
 
         def step(R, xs):
-            Z_t, HV_t = xs
-            G = (1 - Z_t) * (1 + Z_t) * (R + HV_t)  # ∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)
+            G = bptt_step(R, *xs)  # ∇_{A_t}J
             return G @ W.T, G
 
         R, G = jax.lax.scan(step, R, (Z_out, HV), reverse=True)
+        if per_step:
+            return (Z_in[0], R, dW, dU, db, acc), (None, head_out, G)
         if ids:  # Σ_t X_tᵀ ∇_{A_t}J with one-hot X_t: row x_ti of U gets row i of ∇_{A_t}J
             dU = dU.at[_rows(X_k, U.shape[0]).reshape(-1)].add(G.reshape(-1, G.shape[-1]), mode="drop")
         else:
@@ -161,14 +173,17 @@ def _bptt(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc):
                  dU,
                  db + jnp.sum(G, axis=(0, 1)),  # Σ_t ∇_{A_t}Jᵀ 1
                  acc)
-        return carry, (None if ids else G @ U.T, head_out)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ
+        return carry, (None if ids else G @ U.T, head_out, None)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ
 
     k = Zs.shape[1]
     init = (Z_tau, gZ.astype(Z_tau.dtype), jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(_b), head_acc)
-    (_, dZ0, dW, dU, db, acc), (dX, head_out) = jax.lax.scan(chunk, init, (Zs, _chunks(X, k), head_xs), reverse=True)
-    dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
+    (_, dZ0, dW, dU, db, acc), (dX, head_out, steps) = jax.lax.scan(chunk, init, (Zs, chunks(X, k), head_xs),
+                                                                    reverse=True)
     # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
-    return (dW, dU, db), v.cast_like(dZ0, Z_tau), dX, acc, head_out
+    if per_step:
+        return None, v.cast_like(dZ0, Z_tau), None, acc, head_out, steps
+    dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
+    return (dW, dU, db), v.cast_like(dZ0, Z_tau), dX, acc, head_out, None
 
 
 def _label_cotangent(Y, dY):
@@ -180,12 +195,12 @@ def _label_cotangent(Y, dY):
 
 @jax.custom_vjp
 def _rnn(params, Z0, X, Y):
-    J, Z_tau, _ = _forward(params, Z0, X, Y)
+    J, Z_tau, _ = forward(params, Z0, X, Y)
     return J, Z_tau
 
 
 def _rnn_fwd(params, Z0, X, Y):
-    J, Z_tau, Zs = _forward(params, Z0, X, Y)
+    J, Z_tau, Zs = forward(params, Z0, X, Y)
     # Residuals: the hidden states Z_0..Z_τ (Z_τ apart, so the stack needs no concatenation) and
     # the inputs. Z_{t−1} gives ∇_W, Z_t gives tanh' = (1 − Z_t)(1 + Z_t) and ∇_V; nothing else of
     # size τ·N·H or τ·N·K is kept: A_t is not needed, and O_t = Z_tV + 1cᵀ and its softmax are
@@ -203,16 +218,15 @@ def _rnn_bwd(res, cts):
     def head(Z_out, Y_k, acc):
         dV, dc = acc
         logS = log_softmax(Z_out @ V + c[None, None, :])  # recomputed: ln s¹(O_t)
-        T = _dense_targets(Y_k, V.shape[1], logS.dtype)
-        H = scale * (jnp.exp(logS) * jnp.sum(T, axis=-1, keepdims=True) - T)  # ∇_{O_t}J
+        H = scale * cross_entropy_error(jnp.exp(logS), _dense_targets(Y_k, V.shape[1], logS.dtype))  # ∇_{O_t}J
         acc = (dV + jnp.einsum("tnh,tnk->hk", Z_out, H),  # Σ_t Z_tᵀ ∇_{O_t}J
                dc + jnp.sum(H, axis=(0, 1)))  # Σ_t ∇_{O_t}Jᵀ 1
         dY = None if labels else -scale * logS  # ∇_{Y_t}J = −ln s¹(O_t)/N (no cotangent for integer labels)
         return H @ V.T, acc, dY
 
     k = Zs.shape[1]
-    (dW, dU, db), dZ0, dX, (dV, dc), dY = _bptt(params, Zs, Z_tau, X, gZ, head, _chunks(Y, k),
-                                                (jnp.zeros_like(V), jnp.zeros_like(c)))
+    (dW, dU, db), dZ0, dX, (dV, dc), dY, _ = backward(params, Zs, Z_tau, X, gZ, head, chunks(Y, k),
+                                                      (jnp.zeros_like(V), jnp.zeros_like(c)))
     dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
     return dparams, dZ0, dX, _label_cotangent(Y, None if labels else dY.reshape(Y.shape))
 
@@ -235,8 +249,8 @@ def _rnn_fused(params, Z0, X, Y, blocks):
 
 
 def _rnn_fused_fwd(params, Z0, X, Y, blocks):
-    _J, Z_tau, Zs = _forward(params, Z0, X, None)  # the recursion alone: no logits
-    targets, soft = linear_ce.as_targets(Y)
+    _J, Z_tau, Zs = forward(params, Z0, X, None)  # the recursion alone: no logits
+    targets, soft = linear_ce.as_targets(Y, params.V.shape[1])
     acc = linear_ce.acc_dtype(Z0.dtype)
     lse, losses = linear_ce.forward(_all_states(Zs, Z_tau), params.V, params.c, targets, soft, *blocks, acc)
     J = (jnp.sum(losses) / X.shape[1]).astype(Z0.dtype)  # J = Σ_t J_t, each a mean over the N sequences
@@ -247,13 +261,13 @@ def _rnn_fused_fwd(params, Z0, X, Y, blocks):
 def _rnn_fused_bwd(blocks, res, cts):
     params, Zs, Z_tau, X, Y, lse = res
     gJ, gZ = cts
-    targets, soft = linear_ce.as_targets(Y)
+    targets, soft = linear_ce.as_targets(Y, params.V.shape[1])
     acc = linear_ce.acc_dtype(Z_tau.dtype)
     g = jnp.full(lse.shape, gJ / X.shape[1], acc)  # ∂J/∂ℓ_ti = g/N for every token
     dZ, dV, dc, dT = linear_ce.backward(soft, *blocks, acc, (_all_states(Zs, Z_tau), params.V, params.c, targets, lse), g)
     k = Zs.shape[1]
-    HV = _chunks(dZ.reshape(X.shape[0], X.shape[1], -1), k)  # ∇_{Z_t}J through V: ∇_{O_t}J Vᵀ, per chunk
-    (dW, dU, db), dZ0, dX, _, _ = _bptt(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
+    HV = chunks(dZ.reshape(X.shape[0], X.shape[1], -1), k)  # ∇_{Z_t}J through V: ∇_{O_t}J Vᵀ, per chunk
+    (dW, dU, db), dZ0, dX, _, _, _ = backward(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
     dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
     return dparams, dZ0, dX, _label_cotangent(Y, dT.reshape(Y.shape) if soft else None)
 
@@ -265,13 +279,11 @@ _rnn_fused.defvjp(_rnn_fused_fwd, _rnn_fused_bwd)
 # Public API and input checks
 
 
-def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
-    """Validates shapes at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast to one
-    dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
-    ``(τ, N)`` (classes) are accepted."""
-    if not isinstance(params, (list, tuple)) or len(params) != 5:
-        v.fail(fn, f"params must be an RNNParams(W, U, b, V, c) (or a 5-tuple in that order); got "
-                   f"{type(params).__name__}" + (f" of length {len(params)}" if isinstance(params, (list, tuple)) else "") + ".")
+def check_inputs(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
+    """The RNN rules' input checks, at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast
+    to one dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
+    ``(τ, N)`` (classes) are accepted. Used by the losses and by ``mdc_jax.per_example``."""
+    v.require_sequence(fn, "params", params, "an RNNParams(W, U, b, V, c) (or a 5-tuple in that order)", length=5)
     params = RNNParams(*params)
     for name, p in zip(RNNParams._fields, params):
         v.require_floating(fn, name, p)
@@ -281,8 +293,7 @@ def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
         tau, N = v.require_ndim(fn, "X", X, 2, "(τ, N) of token ids, time-major (or floating (τ, N, D))")
         D = v.require_ndim(fn, "U", params.U, 2, "(D, H)")[0]
     else:
-        hint = ("Integer token ids are (τ, N)." if tokens else
-                "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D)).")
+        hint = "Integer token ids are (τ, N)." if tokens else "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D))."
         v.require_floating(fn, "X", X, hint)
         tau, N, D = v.require_ndim(fn, "X", X, 3, "(τ, N, D), time-major")
     if tau == 0 or N == 0:
@@ -290,40 +301,28 @@ def _check(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
     H = v.require_ndim(fn, "W", params.W, 2, "(H, H)")[0]
     v.require_shape(fn, "W", params.W, (H, H), "hidden-to-hidden weights must be square")
     v.require_ndim(fn, "U", params.U, 2, "(D, H)")
+    rows = f"columns: W's hidden size H = {H}" if ids else f"rows: X's feature size D = {D}; columns: W's hidden size H = {H}"
+    v.require_shape(fn, "U", params.U, (D, H), rows)
     if ids:
-        v.require_shape(fn, "U", params.U, (D, H), f"columns: W's hidden size H = {H}")
         v.require_indices(fn, "X", X, D, "token (row of U)")
-    else:
-        v.require_shape(fn, "U", params.U, (D, H), f"rows: X's feature size D = {D}; columns: W's hidden size H = {H}")
     v.require_shape(fn, "b", params.b, (H,), f"one bias per hidden unit, H = {H}")
     K = v.require_ndim(fn, "V", params.V, 2, "(H, K)")[1]
     v.require_shape(fn, "V", params.V, (H, K), f"rows: W's hidden size H = {H}")
     v.require_shape(fn, "c", params.c, (K,), f"one bias per column of V, K = {K}")
     v.require_floating(fn, "Z0", Z0)
     v.require_shape(fn, "Z0", Z0, (N, H), f"(N, H): X's {N} sequences and W's hidden size {H}")
-    arrays = [*params, Z0] + ([] if ids else [X])
     labels = False
     if Y is not None:
         if K == 0:
             v.fail(fn, f"V has shape {(H, K)}; expected at least one column (K >= 1 classes for the softmax).")
-        v.require_array(fn, "Y", Y)
-        dtype = jnp.result_type(Y)
-        labels = jnp.issubdtype(dtype, jnp.integer)
-        if labels and tokens:
-            v.require_shape(fn, "Y", Y, (tau, N), f"integer labels (τ, N): X's {tau} steps and {N} sequences")
-            v.require_indices(fn, "Y", Y, K, "class")
-        else:
-            if labels or jnp.issubdtype(dtype, jnp.bool_):
-                hint = (f"or integer class labels of shape ({tau}, {N})" if tokens else
-                        f"for integer class labels pass jax.nn.one_hot(labels, {K})")
-                v.fail(fn, f"Y has dtype {dtype} and shape {v.shape_of(Y)}; expected floating rows of probabilities "
-                           f"of shape (τ, N, K) = ({tau}, {N}, {K}); {hint}.")
-            v.require_floating(fn, "Y", Y)
-            v.require_shape(fn, "Y", Y, (tau, N, K), f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns")
-            v.require_label_rows(fn, "Y", Y)
-            arrays.append(Y)
-    dtype = jnp.result_type(*arrays)
-    cast = [jnp.asarray(a).astype(dtype) for a in arrays]  # a no-op when the dtypes agree
+        labels = v.require_labels(fn, "Y", Y, (tau, N), K, dims="(τ, N, K)",
+                                  why=f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns",
+                                  integer=f"integer labels (τ, N): X's {tau} steps and {N} sequences" if tokens else None,
+                                  hint=(f"or integer class labels of shape ({tau}, {N})" if tokens else
+                                        f"for integer class labels pass jax.nn.one_hot(labels, {K})"))
+    floating = [*params, Z0] + ([] if ids else [X]) + ([Y] if Y is not None and not labels else [])
+    dtype = jnp.result_type(*floating)
+    cast = [jnp.asarray(a).astype(dtype) for a in floating]  # a no-op when the dtypes agree
     X = jnp.asarray(X) if ids else cast[6]
     if Y is not None:
         Y = jnp.asarray(Y) if labels else cast[-1]
@@ -381,7 +380,7 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
       ``000_3fed0c34b422d74e.txt`` §6.3.1 (eq. 41–44), §6.4 (eq. 45–49, final equations).
     """
     fn = "rnn_loss_and_state"
-    params, Z0, X, Y = _check(fn, params, Z0, X, Y, tokens=True)
+    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True)
     return _loss_and_state(params, Z0, X, Y, _check_head(fn, head, block_size, X, params))
 
 
@@ -415,7 +414,7 @@ def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, he
     References:
       ``000_3fed0c34b422d74e.txt`` §6.4 (final equations).
     """
-    params, Z0, X, Y = _check("rnn_loss", params, Z0, X, Y, tokens=True)
+    params, Z0, X, Y = check_inputs("rnn_loss", params, Z0, X, Y, tokens=True)
     return _loss_and_state(params, Z0, X, Y, _check_head("rnn_loss", head, block_size, X, params))[0]
 
 
@@ -430,7 +429,7 @@ def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Arr
       ``jax.nn.softmax(O, axis=-1)`` for probabilities. Plain JAX: differentiable by autodiff, but
       training should go through :func:`rnn_loss`, which never stacks ``O``.
     """
-    params, Z0, X, _ = _check("rnn_forward", params, Z0, X, tokens=True)
+    params, Z0, X, _ = check_inputs("rnn_forward", params, Z0, X, tokens=True)
     W, U, b, V, c = params
 
     def step(Z_prev, XU_t):
@@ -467,7 +466,7 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     if steps is None or steps < 1:
         v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
     chunk = steps
-    params, Z0, X, Y = _check(fn, params, Z0, X, Y, tokens=True)
+    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True)
     _check_head(fn, head, block_size, X, params)
     tau = X.shape[0]
 

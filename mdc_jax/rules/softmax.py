@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import _validation as v
+from ..activations import sigmoid_derivative
 
 
 def log_softmax(A: jax.Array, axis: int = -1) -> jax.Array:
@@ -81,18 +82,9 @@ def softmax(A: jax.Array, axis: int = -1) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §4.3.5; ``004_c4a3fcbc5e77e7ce.txt`` §2.3, eq. 2.10.
     """
-    fn = "softmax"
-    v.require_floating(fn, "A", A)
     shape = v.shape_of(A)
-    if len(shape) == 0:
-        v.fail(fn, "A must have at least one axis; got a scalar.")
-    ax = v.static_int(axis)
-    if ax is None or not -len(shape) <= ax < len(shape):
-        v.fail(fn, f"axis must be an int in [{-len(shape)}, {len(shape) - 1}] for A of shape {shape}; got {axis!r}.")
-    ax %= len(shape)
-    if shape[ax] == 0:
-        v.fail(fn, f"A has shape {shape}, with no entries along axis {axis}; the softmax needs at least one.")
-    return _softmax(A, ax)
+    v.require_floating("softmax", "A", A)
+    return _softmax(A, v.require_axis("softmax", "axis", axis, shape, of="A"))
 
 
 @jax.custom_vjp
@@ -106,7 +98,7 @@ def _sigmoid_fwd(x):
 
 
 def _sigmoid_bwd(z, g):
-    return (g * z * (1 - z),)
+    return (g * sigmoid_derivative(z),)
 
 
 _sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
