@@ -3,6 +3,12 @@
 Every rule's backward pass is the closed-form result of a seed paper (see each module's
 docstring); `mdc_jax.reference` holds plain-JAX forwards that `jax.grad` differentiates to
 check them.
+
+How a family is exported (one way for all): its code lives in ``mdc_jax/rules/<family>.py`` (or a
+package of that name); its public names are re-exported flat here, one ``from ... import x as x``
+a line and listed in ``__all__``. A family with many names, some of which would clash here, gets a
+public namespace module instead, which is a re-export only: :mod:`mdc_jax.identities`,
+:mod:`mdc_jax.per_example`, :mod:`mdc_jax.bracket`. ``tests/test_architecture.py`` holds both to it.
 """
 
 from . import bracket as bracket

@@ -1,4 +1,8 @@
-"""Kept so that ``import mdc_jax.identities`` keeps working: the rules live in ``mdc_jax.rules.identities``."""
+"""Matrix identities with closed-form VJPs (seed 000 §4.4, §5 eq. 33–36): ``aᵀx``, ``xᵀAx``, ``|X|``, ``X⁻¹``, ...
+
+The public home of :mod:`mdc_jax.rules.identities` (a re-export only); see its docstring for the
+table of gradients.
+"""
 
 from .rules.identities import bilinear as bilinear
 from .rules.identities import det as det

@@ -3,6 +3,7 @@ package, the old import paths kept, and `models/` never installed as a bare `mod
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import mdc_jax
 from mdc_jax.experiment import models as model_registry
 
 REPO = Path(__file__).resolve().parents[1]
-OPTIONAL = ("optax", "yaml", "matplotlib", "sklearn", "hypothesis", "pytest", "torch")
+OPTIONAL = ("optax", "yaml", "matplotlib", "sklearn", "hypothesis", "pytest", "torch", "chex")
 
 # Makes the optional dependencies unimportable, as on a machine with the core install only.
 _BLOCK = textwrap.dedent(f"""
@@ -199,3 +200,183 @@ def test_names_users_read_today_still_import():
     assert identities.linear is mdc_jax.rules.identities.linear
     for name in mdc_jax.__all__:
         assert getattr(mdc_jax, name) is not None
+
+
+
+def test_reference_softmax_is_the_module_and_calling_it_still_works():
+    """The package's `softmax` no longer hides its module (issue 20, item 5); the old call warns, naming the function."""
+    import warnings
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mdc_jax import reference
+
+    assert reference.softmax is sys.modules["mdc_jax.reference.softmax"]
+    assert reference.softmax.softmax.__module__ == "mdc_jax.reference.softmax"
+    A = jnp.asarray([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    with pytest.warns(DeprecationWarning, match=r"call mdc_jax\.reference\.softmax\.softmax\(A, axis\)"):
+        old = reference.softmax(A, 0)
+    np.testing.assert_array_equal(old, reference.softmax.softmax(A, axis=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reference.softmax.softmax(A)  # the function itself does not warn
+
+# --------------------------------------------------------------------------------------------
+# The package's shape: no private reaches across modules, modules of one job, namespaces that re-export
+
+PACKAGE = REPO / "mdc_jax"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _absolute(module: str, is_package: bool, level: int, target: str | None) -> str:
+    """The module ``from <level dots><target> import ...`` names, seen from ``module``."""
+    if not level:
+        return target or ""
+    base = module if is_package else module.rpartition(".")[0]
+    for _ in range(level - 1):
+        base = base.rpartition(".")[0]
+    return f"{base}.{target}" if target else base
+
+
+def _attribute_chain(node: ast.Attribute) -> list[str] | None:
+    """``a.b.c`` as ``["a", "b", "c"]``; None when the chain does not start at a plain name."""
+    chain = [node.attr]
+    while isinstance(node.value, ast.Attribute):
+        node = node.value
+        chain.append(node.attr)
+    return [node.value.id, *reversed(chain)] if isinstance(node.value, ast.Name) else None
+
+
+def private_reaches(source: str, module: str, is_package: bool = False, modules=MODULES) -> list[str]:
+    """Where ``source`` (the code of ``module``) uses a private name of another mdc_jax module:
+    ``from .x import _y``, ``from mdc_jax.x import _y``, or ``x._y`` with ``x`` an mdc_jax module.
+    Private *modules* (``_validation``, ``_sampling``) are the package's to share; dunders are fine."""
+    tree = ast.parse(source)
+    bound: dict[str, str] = {}  # local name -> the mdc_jax module it is bound to
+    reaches = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "mdc_jax":
+                    bound[alias.asname or "mdc_jax"] = alias.name if alias.asname else "mdc_jax"
+        elif isinstance(node, ast.ImportFrom):
+            source_module = _absolute(module, is_package, node.level, node.module)
+            if source_module.split(".")[0] != "mdc_jax":
+                continue
+            for alias in node.names:
+                if f"{source_module}.{alias.name}" in modules:
+                    bound[alias.asname or alias.name] = f"{source_module}.{alias.name}"
+                elif _is_private(alias.name) and source_module != module:
+                    reaches.append(f"{node.lineno}: from {source_module} import {alias.name}")
+    for node in ast.walk(tree):
+        chain = _attribute_chain(node) if isinstance(node, ast.Attribute) else None
+        if not chain or chain[0] not in bound or not _is_private(chain[-1]):
+            continue
+        owner = bound[chain[0]]
+        for attr in chain[1:-1]:
+            owner = f"{owner}.{attr}" if f"{owner}.{attr}" in modules else None
+            if owner is None:
+                break
+        if owner is not None and owner != module:
+            reaches.append(f"{node.lineno}: {'.'.join(chain)} ({owner}.{chain[-1]})")
+    return sorted(set(reaches), key=lambda r: int(r.split(":")[0]))
+
+
+def test_the_private_reach_check_sees_each_kind_of_reach():
+    modules = {"mdc_jax", "mdc_jax.rules", "mdc_jax.rules.fcnn", "mdc_jax.rules.rnn", "mdc_jax._validation"}
+    reach = lambda code, module="mdc_jax.rules.rnn": private_reaches(textwrap.dedent(code), module, modules=modules)
+    assert reach("from .fcnn import _check, forward") == ["1: from mdc_jax.rules.fcnn import _check"]
+    assert reach("from mdc_jax.rules.fcnn import _check") == ["1: from mdc_jax.rules.fcnn import _check"]
+    assert reach("from . import fcnn as f\nf._check(1)") == ["2: f._check (mdc_jax.rules.fcnn._check)"]
+    assert reach("import mdc_jax\nmdc_jax.rules.fcnn._penalty") == [
+        "2: mdc_jax.rules.fcnn._penalty (mdc_jax.rules.fcnn._penalty)"]
+    assert reach("from .. import _validation as v\nv._private()", "mdc_jax.rules.rnn") == [
+        "2: v._private (mdc_jax._validation._private)"]
+    # allowed: a module's own privates, private modules, dunders, other packages' privates
+    assert reach("from .rnn import _chunks\nfrom . import rnn\nrnn._chunks") == []
+    assert reach("from .. import _validation as v\nv.require_bool(1)\nfrom . import fcnn\nfcnn.__name__") == []
+    assert reach("import jax\njax._src.core\nfrom jax._src import core\nx = object()\nx._y") == []
+    assert reach("from . import _z") == ["1: from mdc_jax.rules import _z"]  # not a module: a private name
+
+
+def test_no_module_of_mdc_jax_uses_a_private_name_of_another():
+    """What another module needs gets a public, documented name in its home module (issue 20, item 2)."""
+    reaches = [f"{path.relative_to(REPO)}:{reach}" for path in sorted(PACKAGE.rglob("*.py"))
+               for reach in private_reaches(path.read_text(), _module_name(path), path.name == "__init__.py")]
+    assert not reaches, "private names used across modules:\n" + "\n".join(reaches)
+
+
+MAX_LINES = 500
+WHOLE = "reads better whole"
+
+
+def test_no_module_is_over_500_lines_unless_its_docstring_says_why():
+    """A module over 500 lines does several jobs, unless it is one job that reads better whole: then its
+    docstring says so, with the phrase "reads better whole" and the reason."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        lines = len(source.splitlines())
+        if lines > MAX_LINES and WHOLE not in (ast.get_docstring(ast.parse(source)) or ""):
+            long.append(f"{path.relative_to(REPO)}: {lines} lines")
+    assert not long, f"over {MAX_LINES} lines, without '{WHOLE}' and why in the docstring:\n" + "\n".join(long)
+
+
+NAMESPACES = {"mdc_jax.identities": "mdc_jax.rules.identities", "mdc_jax.per_example": "mdc_jax.rules.per_example",
+              "mdc_jax.bracket": "mdc_jax.rules.bracket"}
+
+
+def _re_exports(module: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """A module's ``from X import name as name`` lines ({name: X}), its ``__all__``, and what else it holds."""
+    path = REPO / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    imported, names, other = {}, [], []
+    for i, node in enumerate(tree.body):
+        if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            continue
+        if isinstance(node, ast.ImportFrom) and all(a.asname == a.name for a in node.names) and len(node.names) == 1:
+            imported[node.names[0].name] = _absolute(module, path.name == "__init__.py", node.level, node.module)
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            names = ast.literal_eval(node.value)
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__version__"]:
+            continue
+        else:
+            other.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+    return imported, names, other
+
+
+@pytest.mark.parametrize("namespace", sorted(NAMESPACES))
+def test_a_family_namespace_is_one_re_export_per_line_from_its_rules(namespace):
+    """`mdc_jax.identities`, `.per_example`, `.bracket`: a re-export only (`from .rules.<family> import x as x`,
+    one a line), listed in `__all__`, of the same objects as the rules module's."""
+    import importlib
+
+    imported, names, other = _re_exports(namespace)
+    assert not other, f"{namespace} holds more than re-exports: {other}"
+    assert sorted(names) == sorted(imported), f"{namespace}: __all__ and the re-exports differ"
+    home = NAMESPACES[namespace]
+    assert all(source == home or source.startswith(f"{home}.") for source in imported.values()), imported
+    public, rules = importlib.import_module(namespace), importlib.import_module(home)
+    for name in names:
+        assert getattr(public, name) is getattr(rules, name), f"{namespace}.{name} is not {home}.{name}"
+
+
+def test_the_flat_names_are_one_re_export_per_line_listed_in_all():
+    imported, names, other = _re_exports("mdc_jax")
+    assert not other, f"mdc_jax/__init__.py holds more than re-exports: {other}"
+    assert sorted(names) == sorted(imported) == names, "mdc_jax.__all__: every re-export once, sorted"

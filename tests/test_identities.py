@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 from mdc_jax.reference import identities as ref
 from mdc_jax.rules import identities as idn
+from mdc_jax.testing import assert_tree_shapes_and_dtypes
 
 from .helpers import F32_RTOL, F64_RTOL, assert_close
 
@@ -82,8 +83,7 @@ def test_every_identity_value_and_gradients_match_autodiff(n, seed, dtype):
     for name, ((value, grads), (ref_value, ref_grads)) in results.items():
         assert_close(value, ref_value, _rtol(dtype), f"{name} value")
         assert_close(grads, ref_grads, _rtol(dtype), f"{name} cotangents")
-        for g, a in zip(grads, args[name]):
-            assert g.dtype == dtype and g.shape == a.shape, name
+        assert_tree_shapes_and_dtypes(grads, args[name], what=f"{name} cotangents vs arguments")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ deliberately wrong rules must be reported as failing by the API and by the CLI."
 from __future__ import annotations
 
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,15 @@ from mdc_jax import cli, reference
 from mdc_jax.gradcheck import run_gradcheck
 from mdc_jax.registry import RuleSpec, register_rule, unregister_rule
 from mdc_jax.rules.softmax import log_softmax
-from mdc_jax.testing import assert_close, assert_vjp_matches, check_vjp, rel_err
+from mdc_jax.testing import (
+    assert_close,
+    assert_grads_match,
+    assert_tree_shapes_and_dtypes,
+    assert_vjp_matches,
+    check_vjp,
+    count_traces,
+    rel_err,
+)
 
 from .helpers import numpy_rng, uniform
 
@@ -210,3 +219,111 @@ def test_gradcheck_refuses_to_check_nothing(capsys):
     assert "--seeds must be >= 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"seeds must be an int >= 1"):
         run_gradcheck(["softmax"], "float64", seeds=0)
+
+
+# --------------------------------------------------------------------------------------------
+# assert_grads_match, assert_tree_shapes_and_dtypes, count_traces: each passes and each can fail
+
+
+def _as_params(loss):
+    """The classifier of a parameter dict, so that failures name the leaf by its tree path."""
+    return lambda params, X, Y: loss(params["W"], params["b"], X, Y)
+
+
+def _params_case(dtype=jnp.float64):
+    W, b, X, Y = _sample(jax.random.PRNGKey(5), dtype)
+    return {"W": W, "b": b}, X, Y
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_assert_grads_match_passes_a_correct_rule(dtype):
+    assert_grads_match(_as_params(_one_layer_classifier(None)), _as_params(_reference), _params_case(dtype))
+
+
+@pytest.mark.parametrize("mistake, leaf", [("flipped_sign", "W"), ("missing_1_over_N", "W"), ("transposed_weight", "W"),
+                                           ("dropped_bias", "b")])
+def test_assert_grads_match_names_the_wrong_leaf(mistake, leaf):
+    with pytest.raises(AssertionError, match=rf"^classifier: gradient \['{leaf}'\]: max relative error"):
+        assert_grads_match(_as_params(_one_layer_classifier(mistake)), _as_params(_reference), _params_case(),
+                           what="classifier")
+
+
+def test_assert_grads_match_fails_a_gradient_in_the_wrong_dtype():
+    """A custom_vjp may return a float32 cotangent for a float64 argument (JAX lets it through): the
+    values agree to float32 rounding, but the gradient must have its argument's dtype."""
+
+    @jax.custom_vjp
+    def square_sum(x):
+        return jnp.sum(x * x)
+
+    square_sum.defvjp(lambda x: (square_sum(x), x), lambda x, g: ((2 * g * x).astype(jnp.float32),))
+    x = jnp.asarray([1.0, -2.0, 0.5])  # exact in float32: only the dtype is wrong
+    with pytest.raises(AssertionError, match=r"^gradients vs arguments: .*float32 != float64"):
+        assert_grads_match(square_sum, _square_sum, (x,))
+
+
+def test_assert_grads_match_checks_its_options_naming_them():
+    x = jnp.asarray([1.0, -2.0])
+    with pytest.raises(ValueError, match=r"^assert_grads_match: args must be a tuple or list"):
+        assert_grads_match(_square_sum, _square_sum, x)
+    with pytest.raises(ValueError, match=r"^assert_grads_match: argnums holds 1, but args has 1 entries"):
+        assert_grads_match(_square_sum, _square_sum, (x,), argnums=1)
+    with pytest.raises(ValueError, match=r"^assert_grads_match: rtol must be a finite number > 0"):
+        assert_grads_match(_square_sum, _square_sum, (x,), rtol=0.0)
+    with pytest.raises(ValueError, match=r"^assert_grads_match: args hold no floating arrays"):
+        assert_grads_match(_square_sum, _square_sum, (jnp.arange(2),))
+
+
+def test_assert_tree_shapes_and_dtypes_passes_equal_trees_and_shape_structs():
+    tree = {"W": jnp.ones((2, 3)), "b": jnp.zeros(3, jnp.float32)}
+    assert_tree_shapes_and_dtypes(tree, jax.eval_shape(lambda t: t, tree))
+    assert_tree_shapes_and_dtypes(tree, {"W": np.zeros((2, 3)), "b": np.ones(3, np.float32)})
+
+
+@pytest.mark.parametrize("expected, match", [
+    ({"W": jnp.ones((2, 3), jnp.float32), "b": jnp.zeros(3)}, r"'W'.*float64 != float32"),
+    ({"W": jnp.ones((3, 2)), "b": jnp.zeros(3)}, r"'W'.*shapes: \(2, 3\) != \(3, 2\)"),
+    ({"W": jnp.ones((2, 3)), "c": jnp.zeros(3)}, r"tree structs"),
+])
+def test_assert_tree_shapes_and_dtypes_fails_naming_the_leaf(expected, match):
+    actual = {"W": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    with pytest.raises(AssertionError, match=rf"(?s)^params: .*{match}"):
+        assert_tree_shapes_and_dtypes(actual, expected, what="params")
+
+
+def test_assert_tree_shapes_and_dtypes_without_chex_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "chex", None)  # `import chex` raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'mdc-jax\[test\]'"):
+        assert_tree_shapes_and_dtypes(jnp.ones(2), jnp.ones(2))
+
+
+def test_count_traces_sees_a_program_traced_again_for_new_values():
+    def scale(x, s):
+        return x * s
+
+    x = jnp.ones(3)
+    by_value, static = jax.jit(scale), jax.jit(scale, static_argnums=1)  # static: a new s is a new program
+    with count_traces() as traces:
+        for s in (1.0, 2.0, 3.0):
+            by_value(x, s)
+    assert traces["scale"] == 1  # compiled once: a "traces once" check passes
+    with count_traces() as traces:
+        for s in (1.0, 2.0, 3.0):
+            static(x, s)
+    assert traces["scale"] == 3  # traced for each new value: a "traces once" check fails
+    with count_traces() as traces:
+        by_value(jnp.ones(4), 1.0)  # a new shape is traced again, as it must be
+    assert traces["scale"] == 1 and traces.total >= 1
+    static(x, 5.0)
+    assert traces["scale"] == 1 and traces["never_called"] == 0  # the listener is gone after the block
+
+
+def test_count_traces_counts_top_level_traces_only():
+    inner = jax.jit(lambda x: 2 * x)
+
+    def outer(x):
+        return inner(x) + 1
+
+    with count_traces() as traces:
+        jax.jit(outer)(jnp.ones(2))
+    assert traces["outer"] == 1 and traces["<lambda>"] == 0

@@ -117,20 +117,18 @@ def opacus_ghost_step(params, X, Y, activations, clip_norm, noise_multiplier):
                                            loss_reduction="mean")
     plain_model = mlp()
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.1)
-    plain_loss = torch.nn.CrossEntropyLoss()
+    return {"opacus": _sgd_step(optimizer, criterion, model, Xt, labels),
+            "torch_plain": _sgd_step(plain_opt, torch.nn.CrossEntropyLoss(), plain_model, Xt, labels)}
 
-    def dp_step():
+
+def _sgd_step(optimizer, criterion, model, X, labels):
+    """A zero-argument callable: one optimiser step on ``criterion(model(X), labels)``, returning the loss."""
+
+    def step():
         optimizer.zero_grad()
-        loss = criterion(model(Xt), labels)
+        loss = criterion(model(X), labels)
         loss.backward()
         optimizer.step()
         return loss.detach()
 
-    def plain_step():
-        plain_opt.zero_grad()
-        loss = plain_loss(plain_model(Xt), labels)
-        loss.backward()
-        plain_opt.step()
-        return loss.detach()
-
-    return {"opacus": dp_step, "torch_plain": plain_step}
+    return step

@@ -5,11 +5,17 @@ They exist to check the rules and are never used inside one. ``reference/<family
 its random-case builder and sampler, and the family's registry entries with their seed citations.
 Importing this package registers mdc-jax's own rules (``mdc-jax rules`` lists them).
 
-The functions are re-exported here, so ``mdc_jax.reference.softmax`` is the softmax *function*
-(as it always was); the module of that name is ``sys.modules["mdc_jax.reference.softmax"]``.
+The forwards are re-exported here by the names of the rules they check. ``mdc_jax.reference.softmax``
+is the module (as ``mdc_jax.rules.softmax`` is); the softmax forward is
+``mdc_jax.reference.softmax.softmax``. Calling the module, as when the package's ``softmax`` was
+the function, still works, with a ``DeprecationWarning`` naming that function.
 """
 
+import types
+import warnings
+
 from . import bracket as bracket  # registers the bracket rules (seed 000 §2–§4)
+from . import softmax as softmax
 from .fcnn import fcnn_classification_loss as fcnn_classification_loss
 from .fcnn import fcnn_regression_loss as fcnn_regression_loss
 from .identities import bilinear as bilinear
@@ -30,10 +36,22 @@ from .rnn import rnn_forward as rnn_forward
 from .rnn import rnn_loss as rnn_loss
 from .rnn import rnn_loss_and_state as rnn_loss_and_state
 from .softmax import sigmoid as sigmoid
-from .softmax import softmax as softmax
 
 __all__ = [
-    "bilinear", "cross_entropy", "det", "fcnn_classification_loss", "fcnn_regression_loss", "gram_quadratic",
-    "inverse", "linear", "linear_softmax_cross_entropy", "logdet", "logistic_loss", "multinomial_loss", "outer_self",
-    "quadratic", "rnn_forward", "rnn_loss", "rnn_loss_and_state", "sigmoid", "softmax", "trace", "trace_inverse_product",
+    "bilinear", "bracket", "cross_entropy", "det", "fcnn_classification_loss", "fcnn_regression_loss",
+    "gram_quadratic", "inverse", "linear", "linear_softmax_cross_entropy", "logdet", "logistic_loss",
+    "multinomial_loss", "outer_self", "quadratic", "rnn_forward", "rnn_loss", "rnn_loss_and_state", "sigmoid",
+    "softmax", "trace", "trace_inverse_product",
 ]
+
+
+class _SoftmaxModule(types.ModuleType):
+    """The module ``reference.softmax``, callable as the function that name was before it (deprecated)."""
+
+    def __call__(self, A, axis=-1):
+        warnings.warn("mdc_jax.reference.softmax is the module; call mdc_jax.reference.softmax.softmax(A, axis) "
+                      "(the old flat name will be removed).", DeprecationWarning, stacklevel=2)
+        return self.softmax(A, axis)
+
+
+softmax.__class__ = _SoftmaxModule

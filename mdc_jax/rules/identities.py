@@ -32,6 +32,22 @@ from jax.scipy.linalg import lu_factor, lu_solve
 from .. import _validation as v
 
 
+def _closed_form(fwd, bwd, value=None):
+    """The ``jax.custom_vjp`` rule of ``fwd`` (``args -> (value, residuals)``) and ``bwd`` (``(residuals, g) -> cotangents``).
+
+    Called without differentiation it computes ``value``, or ``fwd``'s value where the residuals cost
+    nothing beyond it (the arguments, a product the value needs anyway).
+    """
+    if value is None:
+        def value(*args):
+            return fwd(*args)[0]
+
+        value.__name__ = value.__qualname__ = fwd.__name__.removesuffix("_fwd")
+    rule = jax.custom_vjp(value)
+    rule.defvjp(fwd, bwd)
+    return rule
+
+
 def _vector(fn, name, x, n=None, why=""):
     v.require_floating(fn, name, x)
     shape = v.require_ndim(fn, name, x, 1, "(n,)" if n is None else f"({n},)")
@@ -49,11 +65,6 @@ def _square(fn, name, X):
 # aᵀx, eq. 33
 
 
-@jax.custom_vjp
-def _linear(a, x):
-    return jnp.dot(a, x)
-
-
 def _linear_fwd(a, x):
     return jnp.dot(a, x), (a, x)  # residuals: each argument is the other's gradient
 
@@ -63,7 +74,7 @@ def _linear_bwd(res, g):
     return v.cast_like(g * x, a), v.cast_like(g * a, x)  # ∇_a = x, ∇_x = a
 
 
-_linear.defvjp(_linear_fwd, _linear_bwd)
+_linear = _closed_form(_linear_fwd, _linear_bwd)
 
 
 def linear(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -93,11 +104,6 @@ def linear(a: jax.Array, x: jax.Array) -> jax.Array:
 # xᵀAx, §5
 
 
-@jax.custom_vjp
-def _quadratic(x, A):
-    return x @ (A @ x)
-
-
 def _quadratic_fwd(x, A):
     Ax = A @ x
     return x @ Ax, (x, A, Ax)  # residuals: x and A, and Ax (half of ∇_x, already computed)
@@ -110,7 +116,7 @@ def _quadratic_bwd(res, g):
     return v.cast_like(dx, x), v.cast_like(dA, A)
 
 
-_quadratic.defvjp(_quadratic_fwd, _quadratic_bwd)
+_quadratic = _closed_form(_quadratic_fwd, _quadratic_bwd)
 
 
 def quadratic(x: jax.Array, A: jax.Array) -> jax.Array:
@@ -141,11 +147,6 @@ def quadratic(x: jax.Array, A: jax.Array) -> jax.Array:
 # aᵀXb, §5
 
 
-@jax.custom_vjp
-def _bilinear(a, X, b):
-    return a @ X @ b
-
-
 def _bilinear_fwd(a, X, b):
     Xb = X @ b
     return a @ Xb, (a, X, b, Xb)  # residuals: the arguments, and Xb = ∇_a (already computed)
@@ -159,7 +160,7 @@ def _bilinear_bwd(res, g):
     return v.cast_like(da, a), v.cast_like(dX, X), v.cast_like(db, b)
 
 
-_bilinear.defvjp(_bilinear_fwd, _bilinear_bwd)
+_bilinear = _closed_form(_bilinear_fwd, _bilinear_bwd)
 
 
 def bilinear(a: jax.Array, X: jax.Array, b: jax.Array) -> jax.Array:
@@ -193,12 +194,6 @@ def bilinear(a: jax.Array, X: jax.Array, b: jax.Array) -> jax.Array:
 # aᵀXXᵀa, §5
 
 
-@jax.custom_vjp
-def _gram_quadratic(a, X):
-    u = X.T @ a
-    return u @ u
-
-
 def _gram_quadratic_fwd(a, X):
     u = X.T @ a
     return u @ u, (a, X, u)  # residuals: a, X and u = Xᵀa, shared by both gradients
@@ -211,7 +206,7 @@ def _gram_quadratic_bwd(res, g):
     return v.cast_like(da, a), v.cast_like(dX, X)
 
 
-_gram_quadratic.defvjp(_gram_quadratic_fwd, _gram_quadratic_bwd)
+_gram_quadratic = _closed_form(_gram_quadratic_fwd, _gram_quadratic_bwd)
 
 
 def gram_quadratic(a: jax.Array, X: jax.Array) -> jax.Array:
@@ -251,12 +246,6 @@ def _trace_inverse_parts(A, X, B):
     return U, V
 
 
-@jax.custom_vjp
-def _trace_inverse_product(A, X, B):
-    _, V = _trace_inverse_parts(A, X, B)
-    return jnp.sum(A * V.T)  # tr(AV)
-
-
 def _trace_inverse_product_fwd(A, X, B):
     U, V = _trace_inverse_parts(A, X, B)
     # Residuals: the seed's U = AX⁻¹ and V = X⁻¹B; every gradient is built from them alone.
@@ -271,7 +260,7 @@ def _trace_inverse_product_bwd(res, g):
     return v.cast_like(dA, A), v.cast_like(dX, X), v.cast_like(dB, B)
 
 
-_trace_inverse_product.defvjp(_trace_inverse_product_fwd, _trace_inverse_product_bwd)
+_trace_inverse_product = _closed_form(_trace_inverse_product_fwd, _trace_inverse_product_bwd)
 
 
 def trace_inverse_product(A: jax.Array, X: jax.Array, B: jax.Array) -> jax.Array:
@@ -309,11 +298,6 @@ def trace_inverse_product(A: jax.Array, X: jax.Array, B: jax.Array) -> jax.Array
 # tr(X), X⁻¹, |X|, ln|X|: §4.4
 
 
-@jax.custom_vjp
-def _trace(X):
-    return jnp.trace(X)
-
-
 def _trace_fwd(X):
     return jnp.trace(X), X  # residual: X for its shape and dtype only (a reference, not a copy)
 
@@ -322,7 +306,7 @@ def _trace_bwd(X, g):
     return (v.cast_like(g * jnp.eye(X.shape[0], dtype=X.dtype), X),)  # d tr(X) = I·dX
 
 
-_trace.defvjp(_trace_fwd, _trace_bwd)
+_trace = _closed_form(_trace_fwd, _trace_bwd)
 
 
 def trace(X: jax.Array) -> jax.Array:
@@ -345,11 +329,6 @@ def trace(X: jax.Array) -> jax.Array:
     return _trace(X)
 
 
-@jax.custom_vjp
-def _inverse(X):
-    return jnp.linalg.inv(X)
-
-
 def _inverse_fwd(X):
     Y = jnp.linalg.inv(X)
     return Y, Y  # residual: X⁻¹ alone; d(X⁻¹) = −X⁻¹ dX X⁻¹ needs nothing else
@@ -359,7 +338,7 @@ def _inverse_bwd(Y, G):
     return (-(Y.T @ G @ Y.T),)  # X̄ = −X⁻ᵀ G X⁻ᵀ
 
 
-_inverse.defvjp(_inverse_fwd, _inverse_bwd)
+_inverse = _closed_form(_inverse_fwd, _inverse_bwd)
 
 
 def inverse(X: jax.Array) -> jax.Array:
@@ -384,9 +363,8 @@ def inverse(X: jax.Array) -> jax.Array:
     return _inverse(X)
 
 
-@jax.custom_vjp
-def _det(X):
-    return jnp.linalg.det(X)
+def _det_value(X):
+    return jnp.linalg.det(X)  # undifferentiated: |X| alone, no X⁻¹
 
 
 def _det_fwd(X):
@@ -399,7 +377,7 @@ def _det_bwd(res, g):
     return (g * D * Xinv.T,)  # d|X| = |X| X⁻ᵀ·dX
 
 
-_det.defvjp(_det_fwd, _det_bwd)
+_det = _closed_form(_det_fwd, _det_bwd, value=_det_value)
 
 
 def det(X: jax.Array) -> jax.Array:
@@ -423,9 +401,8 @@ def det(X: jax.Array) -> jax.Array:
     return _det(X)
 
 
-@jax.custom_vjp
-def _logdet(X):
-    return jnp.linalg.slogdet(X)[1]
+def _logdet_value(X):
+    return jnp.linalg.slogdet(X)[1]  # undifferentiated: no X⁻¹
 
 
 def _logdet_fwd(X):
@@ -436,7 +413,7 @@ def _logdet_bwd(Xinv, g):
     return (g * Xinv.T,)  # d ln|X| = d|X| / |X| = X⁻ᵀ·dX
 
 
-_logdet.defvjp(_logdet_fwd, _logdet_bwd)
+_logdet = _closed_form(_logdet_fwd, _logdet_bwd, value=_logdet_value)
 
 
 def logdet(X: jax.Array) -> jax.Array:
@@ -466,11 +443,6 @@ def logdet(X: jax.Array) -> jax.Array:
 # xxᵀ, eq. 35–36
 
 
-@jax.custom_vjp
-def _outer_self(x):
-    return x[:, None] * x[None, :]
-
-
 def _outer_self_fwd(x):
     return x[:, None] * x[None, :], x  # residual: x; the Jacobian (eq. 36) is linear in x
 
@@ -479,7 +451,7 @@ def _outer_self_bwd(x, G):
     return ((G + G.T) @ x,)  # x̄_p = Σ_ij G_ij (δ_ip x_j + x_i δ_jp), eq. 36
 
 
-_outer_self.defvjp(_outer_self_fwd, _outer_self_bwd)
+_outer_self = _closed_form(_outer_self_fwd, _outer_self_bwd)
 
 
 def outer_self(x: jax.Array) -> jax.Array:
