@@ -157,15 +157,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     def run():
-        from .experiment.config import load_config
         from .experiment.models import find_config, get_model
-        from .experiment.sweep import run_sweep
+        from .experiment.sweep import plan_sweep, run_sweep
 
         if problem := _check_out("--out", args.out):
             return _usage_error(f"mdc-jax sweep: {problem}")
         out = args.out if args.out is not None else f"runs/sweep-{datetime.datetime.now():%Y%m%d-%H%M%S}"
         configs = [find_config(c) for c in args.configs]
-        if any(get_model(load_config(c, args.set or []).model.kind).float64 for c in configs):
+        # Each grid point's config as it will run: a required key may come from the grid alone.
+        if any(get_model(cfg.model.kind).float64 for _, _, cfg in plan_sweep(configs, args.set or [], args.grid or [])):
             _enable_x64()  # Newton fits run in float64; gradient-trained models are explicitly float32
         rows = run_sweep(configs, args.set or [], args.grid or [], out)
         print((Path(out) / "sweep.md").read_text(), end="")
@@ -257,19 +257,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runtime_error(command: str, err: Exception) -> int | None:
-    """The exit status for a non-finite loss (3) or a failure of XLA (1), after one line on stderr;
-    None for any other error. Neither module is imported here: an error of one was raised by it."""
+    """The exit status for a non-finite loss (3), a failure of XLA or the host running out of memory (1),
+    after one line on stderr; None for any other error. Neither module is imported here: an error of
+    one was raised by it. Only XLA's own RESOURCE_EXHAUSTED is blamed on the model and batch sizes: a
+    Python MemoryError (the DP accountant's, say) carries its own message, which names its cause."""
     trainer, jax = sys.modules.get("mdc_jax.experiment.trainer"), sys.modules.get("jax")
     if trainer is not None and isinstance(err, trainer.NonFiniteLoss):
         print(f"mdc-jax {command}: {err}", file=sys.stderr)
         return trainer.EXIT_NON_FINITE
-    if isinstance(err, MemoryError) or (jax is not None and isinstance(err, jax.errors.JaxRuntimeError)):
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in first:
-            what = "ran out of memory" if isinstance(err, MemoryError) else "XLA ran out of memory"
-            print(f"mdc-jax {command}: error: {what} ({first}): reduce model sizes or train.batch_size", file=sys.stderr)
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, MemoryError):
+        print(f"mdc-jax {command}: error: out of host memory: {type(err).__name__}"
+              + (f": {first[:600]}" if first else ""), file=sys.stderr)
+        return 1
+    first = first[:300]
+    if jax is not None and isinstance(err, jax.errors.JaxRuntimeError):
+        if "RESOURCE_EXHAUSTED" in first:
+            print(f"mdc-jax {command}: error: XLA ran out of memory ({first}): reduce model sizes or train.batch_size",
+                  file=sys.stderr)
         else:
-            print(f"mdc-jax {command}: error: XLA failed: {first}", file=sys.stderr)
+            print(f"mdc-jax {command}: error: XLA failed: {first or type(err).__name__}", file=sys.stderr)
         return 1
     return None
 

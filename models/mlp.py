@@ -75,9 +75,11 @@ def accuracy(params, X, labels, activations: Sequence[str]) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
-def _batch_sampler(arrays, batch_size):
+def _batch_sampler(arrays, batch_size, poisson: bool = False):
+    """Batches drawn with replacement; with ``poisson`` (``train.dp``, whose steps draw their own
+    Poisson batches) the trainer checks ``batch_size`` as the expected batch size instead."""
     n = arrays[0].shape[0]
-    if batch_size > n:
+    if batch_size > n and not poisson:
         raise ConfigError(f"train.batch_size {batch_size} is larger than the training set ({n} samples); "
                           f"batches are drawn with replacement, so at most {n} is meaningful")
 
@@ -107,7 +109,7 @@ def build_classifier(cfg) -> Model:
 
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: classification_loss(p, *b, acts, m.l2, cfg.train.grad, m.head),
-                 batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
+                 batch=_batch_sampler((X, Y), cfg.train.batch_size, cfg.train.dp is not None), batch_axes=(0, 0),
                  evaluate=evaluate, primary="test_accuracy", report=lambda p: {}, data={"X_train": X},
                  examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad)
 
@@ -139,7 +141,7 @@ def build_regressor(cfg) -> Model:
 
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
-                 batch=_batch_sampler((X, Y), cfg.train.batch_size), batch_axes=(0, 0),
+                 batch=_batch_sampler((X, Y), cfg.train.batch_size, cfg.train.dp is not None), batch_axes=(0, 0),
                  evaluate=evaluate, primary="test_r2", report=report, data={"X_train": X, "y_train": Y},
                  examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad)
 

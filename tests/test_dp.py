@@ -4,6 +4,7 @@ gradient, the accountant, the config checks, and the closed form against the vma
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dp_accounting
 import jax
@@ -14,8 +15,10 @@ import yaml
 
 from mdc_jax import cli, per_example
 from mdc_jax.experiment import dp
-from mdc_jax.experiment.config import load_config
+from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import get_model
+from mdc_jax.experiment.trainer import train
+from mdc_jax.testing import count_traces
 
 DTYPE_PROMOTION = "standard"  # optax mixes Python floats with int32 step counts (see conftest.py)
 
@@ -154,3 +157,94 @@ def test_each_models_closed_form_clipping_equals_clipping_vmap_of_grad_of_its_lo
     np.testing.assert_allclose(loss, loss_v, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_v)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
+
+
+def test_a_noise_multiplier_the_accountant_cannot_account_for_is_refused_at_load_naming_the_key(tmp_path, capsys):
+    """σ = 1e-6 under PLD once trained and then asked the accountant for 35.5 PiB at the first evaluation."""
+    path = write(tmp_path, DP)
+    with pytest.raises(ConfigError, match=r"train\.dp\.noise_multiplier 1e-06 is below 0\.5, the smallest σ the PLD "
+                                          r"accountant .* Use train\.dp\.accountant: rdp"):
+        load_config(path, ["train.dp.noise_multiplier=1e-6"])
+    assert cli.main(["train", str(path), "--set", "train.dp.noise_multiplier=1e-6", "--out", str(tmp_path / "run")]) == 2
+    assert "train.dp.noise_multiplier 1e-06 is below 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was built or written
+    # The RDP accountant accounts for it (a huge ε, at once), and σ = 0 stays "clipping without noise".
+    cfg = load_config(path, ["train.dp.noise_multiplier=1e-6", "train.dp.accountant=rdp"])
+    assert 1e12 < dp.epsilon(30, 0.05, cfg.train.dp.noise_multiplier, 1e-5, "rdp") < float("inf")
+    assert load_config(path, ["train.dp.noise_multiplier=0"]).train.dp.noise_multiplier == 0
+    with pytest.raises(ConfigError, match=r"train\.dp\.noise_multiplier 1e-300 is below 1e-100, the smallest σ the RDP"):
+        load_config(path, ["train.dp.noise_multiplier=1.0e-300", "train.dp.accountant=rdp"])
+
+
+def test_an_accountant_out_of_memory_names_the_accountant_and_is_never_blamed_on_xla(tmp_path, capsys, monkeypatch):
+    def out_of_memory(self, event, count=1):
+        raise MemoryError("Unable to allocate 35.5 PiB for an array with shape (5000000000000000,)")
+
+    monkeypatch.setattr(dp_accounting.pld.PLDAccountant, "compose", out_of_memory)
+    path = write(tmp_path, {**DP, "train": {**DP["train"], "steps": 2, "eval_every": 2}})
+    assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert ("the PLD accountant of dp-accounting (train.dp.accountant: pld) ran out of memory computing ε for "
+            "σ = 1.2 over 2 steps (Unable to allocate 35.5 PiB") in err and err.endswith("number of steps")
+    assert "35.5 PiB" in err and "XLA" not in err and "reduce model sizes" not in err
+    # Any other Python MemoryError is not XLA's either: only RESOURCE_EXHAUSTED names the model sizes.
+    assert cli._runtime_error("train", MemoryError("Unable to allocate 8 GiB")) == 1
+    err = capsys.readouterr().err
+    assert "out of host memory: MemoryError: Unable to allocate 8 GiB" in err and "reduce model sizes" not in err
+
+
+def test_a_dp_batch_larger_than_the_data_is_refused_as_an_expected_poisson_batch(tmp_path, capsys):
+    assert cli.main(["train", str(write(tmp_path, DP)), "--set", "train.batch_size=5000",
+                     "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert ("train.batch_size 5000 is larger than the training set (1437 examples); with train.dp it is the "
+            "expected batch size q·N of Poisson sampling") in err
+    assert "drawn with replacement" not in err, err
+
+
+def test_a_sweep_whose_grid_sets_a_required_key_validates_each_grid_point(tmp_path, capsys):
+    """train.dp.clip_norm is required in train.dp; here only the grid gives it."""
+    raw = {**DP, "model": {**DP["model"], "hidden": [4]},
+           "train": {**DP["train"], "steps": 2, "eval_every": 2, "dp": {"noise_multiplier": 1.0}}}
+    path = write(tmp_path, raw)
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", str(path), "--grid", "train.dp.clip_norm=0.5,1.0", "--out", str(out)]) == 0, \
+        capsys.readouterr().err
+    rows = json.loads((out / "sweep.json").read_text())
+    assert [r["overrides"] for r in rows] == [["train.dp.clip_norm=0.5"], ["train.dp.clip_norm=1.0"]]
+    summaries = [json.loads((Path(r["run_dir"]) / "summary.json").read_text()) for r in rows]
+    assert [s["dp"]["clip_norm"] for s in summaries] == [0.5, 1.0]
+    # A required key that no grid point sets is still refused, naming it.
+    assert cli.main(["sweep", str(path), "--grid", "train.dp.delta=1.0e-5,1.0e-6", "--out", str(tmp_path / "s2")]) == 2
+    assert "missing required key 'train.dp.clip_norm'" in capsys.readouterr().err
+    assert not (tmp_path / "s2").exists()
+
+
+def test_a_dp_run_traces_its_step_once(tmp_path):
+    cfg = load_config(write(tmp_path, {**DP, "train": {**DP["train"], "steps": 4, "eval_every": 2,
+                                                       "checkpoint_every": 2, "log_every": 1}}))
+    with count_traces() as traces:
+        train(cfg, out_dir=tmp_path / "run")
+    assert traces["train_step"] == 1, dict(traces)
+
+
+def test_a_saved_run_whose_sigma_its_accountant_cannot_account_for_resumes_with_another(tmp_path, capsys):
+    """A run saved before the σ floor (σ = 0.3 under PLD) is refused naming the key, and resumes with
+    `--set train.dp.accountant=rdp`: the accountant only reports ε."""
+    path = write(tmp_path, {**DP, "model": {**DP["model"], "hidden": [4]},
+                            "train": {**DP["train"], "steps": 2, "eval_every": 2, "checkpoint_every": 1}})
+    run = tmp_path / "run"
+    assert cli.main(["train", str(path), "--out", str(run)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["train"]["dp"]["noise_multiplier"] = 0.3
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=3"]) == 2
+    assert "train.dp.noise_multiplier 0.3 is below 0.5" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=3", "--set", "train.dp.accountant=rdp"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 2 and summary["dp"]["accountant"] == "rdp" and summary["epsilon"] > 0
+    # Anything else in train.dp still may not change on a resume.
+    assert cli.main(["train", "--resume", str(run), "--set", "train.steps=4", "--set", "train.dp.clip_norm=2"]) == 2
+    assert "saved config.yaml at train.dp;" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from mdc_jax.experiment.checkpoint import latest_checkpoint, list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import find_config, get_model, register_model, unregister_model
 from mdc_jax.experiment.trainer import NonFiniteLoss, make_optimizer, train
+from mdc_jax.testing import count_traces
 from mdc_jax_models.data import load_classification, load_regression
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +147,14 @@ def test_run_directory_holds_everything(small_run):
     assert load_config(run / "config.yaml").train.steps == 40  # the resolved config is itself a valid config
 
 
+def test_a_run_traces_its_step_once(tmp_path):
+    """The step is compiled once per run: a retrace (a Python value that changes with the step, an
+    input whose dtype drifts) would compile it again at every step."""
+    with count_traces() as traces:
+        train(load_config(write_config(tmp_path), ["train.steps=6"]), out_dir=tmp_path / "run")
+    assert traces["train_step"] == 1, dict(traces)
+
+
 def test_same_config_gives_bit_identical_parameters_and_grad_switch_agrees(small_run, tmp_path):
     path = write_config(tmp_path)
     a = small_run  # the module fixture's run of the same config
@@ -252,7 +261,9 @@ def test_the_demo_checks_trains_and_times_a_config_through_the_trainer(tmp_path,
 def test_a_batch_larger_than_the_training_set_is_refused_before_training(tmp_path, capsys):
     path = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "batch_size": 5000}})
     assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
-    assert "train.batch_size 5000 is larger than the training set (1437 samples)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.batch_size 5000 is larger than the training set (1437 samples)" in err
+    assert "batches are drawn with replacement" in err  # true without train.dp (see test_dp.py for Poisson)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -433,7 +444,7 @@ def test_plots_are_optional_and_a_run_name_in_any_script_or_bytes_trains(tmp_pat
     def broken_plot(run_dir, primary):
         raise TypeError("a long matplotlib message\nover several lines")
 
-    monkeypatch.setattr(trainer, "_plot", broken_plot)
+    monkeypatch.setattr(trainer, "plot_run", broken_plot)
     assert cli.main(["train", str(path), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert err.strip() == (f"warning: could not draw the plots in {tmp_path / 'run'}: TypeError: a long matplotlib "

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from .dp import noise_multiplier_problem
 from .models import GRADS, ModelOptions, get_model
 
 
@@ -293,6 +294,8 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
         if not dp.noise_multiplier >= 0:
             raise ConfigError(f"{source}: train.dp.noise_multiplier must be >= 0 (0: clipping without noise, "
                               f"no privacy), got {dp.noise_multiplier}")
+        if problem := noise_multiplier_problem(dp.noise_multiplier, dp.accountant):
+            raise ConfigError(f"{source}: {problem}")
         if not 0 < dp.delta < 1:
             raise ConfigError(f"{source}: train.dp.delta must be in (0, 1), got {dp.delta}")
         if cfg.train.devices != 1:

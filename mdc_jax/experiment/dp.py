@@ -13,7 +13,10 @@ A step (Abadi et al. 2016, with the sampling the accountants analyse):
 3. **Noise** ``N(0, σ²C²)`` added to the sum, divided by the *expected* batch size ``q·n``; the L2
    penalty's gradient (data-independent) is added unclipped and without noise.
 4. **Accounting** with Google's ``dp-accounting``: the PLD accountant (or RDP) composes ``T`` steps of
-   the Poisson-subsampled Gaussian mechanism and reports ε at the configured δ.
+   the Poisson-subsampled Gaussian mechanism and reports ε at the configured δ. Each accountant
+   accounts for σ down to :data:`MIN_NOISE_MULTIPLIER` (checked when the config is loaded): the PLD
+   accountant's privacy-loss grid grows without bound as σ shrinks (σ = 1e-6 would ask for petabytes),
+   the RDP accountant's cost does not depend on σ and fails only where σ² underflows.
 """
 
 from __future__ import annotations
@@ -26,6 +29,32 @@ import jax.numpy as jnp
 from ..reference.per_example import clipped_from_batch_grads
 
 CAPACITY_FAILURE = 1e-12
+
+# The smallest σ (train.dp.noise_multiplier > 0) each accountant accounts for; the figures behind
+# both are in docs/dp_sgd.md. PLD: its grid of privacy losses (spacing 1e-4) widens as σ falls, so
+# one ε's memory and time grow without bound (σ = 1e-6 asks for 35.5 PiB). RDP: its cost does not
+# depend on σ, and ε stays finite down to 1e-100 (at 1e-150 it overflows, at 1e-300 dp-accounting
+# divides by zero). Noise this small gives no privacy anyway.
+MIN_NOISE_MULTIPLIER = {"pld": 0.5, "rdp": 1e-100}
+
+
+class AccountantOutOfMemory(MemoryError):
+    """The accountant (dp-accounting, on the host) ran out of memory computing ε: not XLA, not the model."""
+
+
+def noise_multiplier_problem(noise_multiplier: float, accountant: str) -> str | None:
+    """Why ``accountant`` cannot account for σ = ``noise_multiplier`` (naming the config keys), or None."""
+    floor = MIN_NOISE_MULTIPLIER.get(accountant)
+    if floor is None or noise_multiplier == 0 or noise_multiplier >= floor:
+        return None
+    if accountant == "pld":
+        return (f"train.dp.noise_multiplier {noise_multiplier:g} is below {floor:g}, the smallest σ the PLD accountant "
+                f"(train.dp.accountant: pld) accounts for: its grid of privacy losses grows without bound as σ "
+                f"shrinks. Use train.dp.accountant: rdp (any σ >= {MIN_NOISE_MULTIPLIER['rdp']:g}), a larger σ, "
+                f"or 0 (clipping without noise, ε = inf)")
+    return (f"train.dp.noise_multiplier {noise_multiplier:g} is below {floor:g}, the smallest σ the RDP accountant "
+            f"(train.dp.accountant: rdp) computes with (σ² underflows); noise this small gives no privacy: use a "
+            f"larger σ, or 0 (clipping without noise, ε = inf)")
 
 
 def poisson_capacity(n: int, q: float) -> int:
@@ -54,7 +83,13 @@ def epsilon(steps: int, q: float, noise_multiplier: float, delta: float, account
     event = dp_accounting.SelfComposedDpEvent(
         dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
     acc = dp_accounting.pld.PLDAccountant() if accountant == "pld" else dp_accounting.rdp.RdpAccountant()
-    return float(acc.compose(event).get_epsilon(delta))
+    try:
+        return float(acc.compose(event).get_epsilon(delta))
+    except MemoryError as err:  # the host ran out, inside dp-accounting: say so, not "reduce model sizes"
+        raise AccountantOutOfMemory(
+            f"the {accountant.upper()} accountant of dp-accounting (train.dp.accountant: {accountant}) ran out of "
+            f"memory computing ε for σ = {noise_multiplier:g} over {steps} steps ({str(err).strip()[:100]}); "
+            f"train.dp.accountant: rdp costs the same for any σ and number of steps") from None
 
 
 def _one_example(batch, batch_axes, i):

@@ -12,7 +12,7 @@ import itertools
 import json
 from pathlib import Path
 
-from .config import ConfigError, load_config, parse_override
+from .config import ConfigError, ExperimentConfig, load_config, parse_override
 from .trainer import check_new_run_dir, train
 
 
@@ -33,11 +33,11 @@ def parse_grid(items: list[str]) -> list[list[str]]:
     return axes
 
 
-def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: str | Path) -> list[dict]:
-    out = Path(out)
-    check_new_run_dir(out, hint="give a new or empty directory for the sweep's runs and tables")
+def plan_sweep(configs: list[str], overrides: list[str], grid: list[str]) -> list[tuple[str, list[str], ExperimentConfig]]:
+    """``(config path, grid point, resolved config)`` for every run of the sweep, each validated with its
+    grid point applied: a key the grid sets need not be in the config (a key missing from every point
+    is still refused, naming it)."""
     points = list(itertools.product(*parse_grid(grid))) or [()]
-    # Validate every run's config before starting any of them.
     plan = []
     for path in configs:
         for point in points:
@@ -45,6 +45,13 @@ def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: st
                 plan.append((path, list(point), load_config(path, list(overrides) + list(point))))
             except ConfigError as err:
                 raise ConfigError(f"{err} (with --grid {' '.join(point)})" if point else str(err)) from None
+    return plan
+
+
+def run_sweep(configs: list[str], overrides: list[str], grid: list[str], out: str | Path) -> list[dict]:
+    out = Path(out)
+    check_new_run_dir(out, hint="give a new or empty directory for the sweep's runs and tables")
+    plan = plan_sweep(configs, overrides, grid)  # every run's config is checked before any run starts
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (path, point, cfg) in enumerate(plan, 1):

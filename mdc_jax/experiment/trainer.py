@@ -1,4 +1,8 @@
-"""The training loop behind `mdc-jax train`: run directory, logging, evaluation, checkpoints, resume.
+"""The training loop behind `mdc-jax train`: build, initialise or resume, step, evaluate, checkpoint, finish.
+
+:func:`train` reads as its steps: open the run directory (:mod:`.run_dir`), build the model, the
+optimizer and the initial state, resume from the newest checkpoint, compile the step once, run the
+steps (logging, evaluation, checkpoints), then write ``final.npz`` and ``summary.json``.
 
 Determinism: a step's batch is drawn from ``fold_in(data_key, step)``, so a run resumed from a
 checkpoint (parameters, optimizer state, step, key) performs exactly the computations an
@@ -8,44 +12,29 @@ uninterrupted run performs, and ends with a bit-identical ``final.npz``.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import math
-import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import yaml
 
 from .._validation import describe_non_finite
-from .checkpoint import (
-    CheckpointMismatch,
-    atomic_savez,
-    atomic_write_text,
-    checkpoint_names,
-    flatten_named,
-    latest_checkpoint,
-    list_checkpoints,
-    save_checkpoint,
-)
-from .config import (
-    ConfigError,
-    ExperimentConfig,
-    config_from_dict,
-    config_to_dict,
-    parse_override,
-    read_yaml,
-    safe_name,
-)
+from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
+from .config import ConfigError, ExperimentConfig
 from .dp import epsilon, make_dp_grad
-from .models import get_model
+from .models import Model, get_model
+from .run_dir import RESUMABLE as RESUMABLE
+from .run_dir import MetricsLog, check_resumable, check_resume_config, last_good_checkpoint, plot_run, save_config, write_summary
+from .run_dir import check_new_run_dir as check_new_run_dir
+from .run_dir import default_run_dir as default_run_dir
+from .run_dir import load_run_config as load_run_config
+from .run_dir import read_metrics as read_metrics
 
 EXIT_NON_FINITE = 3
 
@@ -96,132 +85,13 @@ def _mesh_shardings(cfg: ExperimentConfig, batch_axes):
     return NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes)
 
 
-class _Log:
-    """metrics.jsonl writer and console output (a progress line on a terminal, log lines otherwise)."""
+class TrainState(NamedTuple):
+    """What a checkpoint holds: the parameters, the optimizer state, the last step done and the data key."""
 
-    def __init__(self, run_dir: Path, tty: bool):
-        self.path, self.tty = run_dir / "metrics.jsonl", tty
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop records newer than the checkpoint, they will be produced again (a line
-        that is not a record is kept as it is)."""
-        if not self.path.exists():
-            return
-        kept = [line for line, record in read_metrics(self.path) if record is None or record["step"] <= step]
-        atomic_write_text(self.path, b"".join(line + b"\n" for line in kept))
-
-    def record(self, **record) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def say(self, text: str, progress: bool = False) -> None:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a path that is not UTF-8
-        if progress and self.tty:
-            print("\r" + text.ljust(100), end="", flush=True)
-        elif not progress or not self.tty:
-            if self.tty:
-                print("\r" + " " * 100 + "\r", end="")
-            print(text, flush=True)
-
-
-def read_metrics(path: Path) -> list[tuple[bytes, dict | None]]:
-    """The lines of a ``metrics.jsonl`` with their records; a line that is not a JSON object with an
-    integer ``step`` (a hand edit, a half-written line) gets ``None`` and a warning naming it."""
-    lines, bad = [], []
-    for number, line in enumerate(Path(path).read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:  # not JSON, or not UTF-8
-            record = None
-        if not (isinstance(record, dict) and type(record.get("step")) is int):
-            record = None
-            bad.append(number)
-        lines.append((line, record))
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        print(f"warning: {path}: skipping line(s) {', '.join(map(str, bad[:5]))}{more}: not a JSON record with "
-              f"an integer \"step\"", file=sys.stderr, flush=True)
-    return lines
-
-
-def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
-    """``runs/<name>-<timestamp>``, with a suffix ``-2``, ``-3``, ... if a run started the same second."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, n = Path(root) / f"{cfg.name}-{stamp}", 2
-    while path.exists():
-        path, n = Path(root) / f"{cfg.name}-{stamp}-{n}", n + 1
-    return path
-
-
-def check_new_run_dir(path: str | Path, flag: str = "--out", hint: str = "") -> None:
-    """Refuses an output directory that exists and is not an empty folder: nothing saved is overwritten."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{flag} {path}: exists and is not a directory; the run directory must be a folder")
-    if path.is_dir() and any(path.iterdir()):
-        raise ConfigError(f"{flag} {path}: exists and is not empty; " + (hint or f"give a new or empty directory, "
-                          f"or --resume {path} to continue the run there"))
-
-
-def _check_resumable(run_dir: Path) -> None:
-    """Refuses a resume that could not write its files, before anything in the run directory changes."""
-    folder = run_dir / "checkpoints"
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--resume {run_dir}: {folder} is not a directory; the run's checkpoints are written there")
-    for path in [*checkpoint_names(folder), *(run_dir / n for n in ("metrics.jsonl", "summary.json", "final.npz"))]:
-        if path.exists() and not path.is_file():
-            raise ConfigError(f"--resume {run_dir}: {path} is not a file, and the resume writes there; move it away "
-                              f"and resume again")
-
-
-# Keys of the single model section before models declared their own options, at their defaults:
-# a run directory written then holds them all; they are dropped where the model does not use them.
-_LEGACY_MODEL_DEFAULTS = {"hidden": [], "activation": "tanh", "l2": 0.0, "hidden_size": 128, "seq_len": 64,
-                          "fit_intercept": True}
-
-
-def load_run_config(run_dir: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """The resolved ``config.yaml`` a run directory holds, with ``KEY=VALUE`` overrides applied."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
-    raw = read_yaml(path)
-    if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"]:
-        raw["name"] = safe_name(raw["name"])  # a run named after its config file before names were checked
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
-        try:
-            fields = {f.name for f in dataclasses.fields(get_model(raw["model"].get("kind")).options)}
-        except ValueError:
-            fields = None  # the loader reports the unknown kind
-        if fields is not None:
-            raw["model"] = {k: v for k, v in raw["model"].items()
-                            if k in fields or _LEGACY_MODEL_DEFAULTS.get(k, object()) != v}
-    return config_from_dict(raw, str(path), [parse_override(o) for o in overrides])
-
-
-# What a resume may change: how long and how often, and the optimizer's settings (a lower learning
-# rate after a divergence, another schedule or clipping). The model, the data, the seed and the
-# gradient stay those of the run.
-RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.devices",
-             "optimizer.")
-
-
-def _check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
-    """``cfg`` if it differs from the run's saved config only where a resume may change it."""
-    saved = load_run_config(run_dir)
-    a, b = config_to_dict(saved), config_to_dict(cfg)
-    diff = [f"{s}.{k}" for s in sorted(set(a) | set(b)) if isinstance(a.get(s), dict) or isinstance(b.get(s), dict)
-            for k in sorted(set(a.get(s) or {}) | set(b.get(s) or {}))
-            if (a.get(s) or {}).get(k, "<unset>") != (b.get(s) or {}).get(k, "<unset>")]
-    refused = [key for key in diff if not key.startswith(RESUMABLE)]
-    if refused:
-        raise ConfigError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
-                          f"{', '.join(refused)}; a resume may change only train.steps, the logging, evaluation "
-                          f"and checkpoint intervals, and optimizer settings")
-    cfg.name = saved.name
-    return cfg
+    params: Any
+    opt_state: Any
+    step: int
+    data_key: jax.Array
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
@@ -232,64 +102,112 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
     the run has checkpoints and none of them can be read, the resume is refused unless
     ``start_over`` (the damaged files are left where they are).
     """
+    cfg, run_dir = _open_run_dir(cfg, out_dir, resume)
+    log = MetricsLog(run_dir, sys.stdout.isatty() if tty is None else tty)
+    started = time.perf_counter()
+    spec = get_model(cfg.model.kind)
+    if spec.fit is not None:
+        save_config(cfg, run_dir)
+        return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
+
+    model = _build_model(spec, cfg)
+    shardings = _mesh_shardings(cfg, model.batch_axes)
+    opt = make_optimizer(cfg)
+    state = _initial_state(cfg, model, opt)
+    if resume:
+        state = _resume(state, cfg, run_dir, log, start_over)
+    save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
+    dp_grad, dp_rate = _dp_gradient(model, cfg)
+    step_fn = _compile_step(model, opt, shardings, dp_grad, state.data_key)
+    state = _place(state, shardings)
+    resumed_from = state.step if resume else None
+    state, metrics, step_times = _run_steps(cfg, model, step_fn, state, run_dir, log, dp_rate)
+    return _finish_run(cfg, model, state, metrics, step_times, run_dir, log, started, resumed_from, dp_rate)
+
+
+def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume) -> tuple[ExperimentConfig, Path]:
+    """The config and the run directory, created; a new run gets a new or empty folder, a resume a
+    config it may apply and a directory it can write (see :mod:`.run_dir`)."""
     if cfg is None:
         if not resume:
             raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
         cfg = load_run_config(resume)
     if resume and out_dir:
         raise ConfigError(f"--out and --resume cannot be combined: the run directory is RUN_DIR ({resume})")
-    spec = get_model(cfg.model.kind)
+    get_model(cfg.model.kind)  # an unknown kind is refused before anything is written
     run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
     if resume:
-        cfg = _check_resume_config(cfg, run_dir)
-        _check_resumable(run_dir)
+        cfg = check_resume_config(cfg, run_dir)
+        check_resumable(run_dir)
     else:
         check_new_run_dir(run_dir)  # a new run never writes over files: --out is new or empty
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = _Log(run_dir, sys.stdout.isatty() if tty is None else tty)
-    started = time.perf_counter()
+    return cfg, run_dir
 
-    if spec.fit is not None:
-        _save_config(cfg, run_dir)
-        return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
+def _build_model(spec, cfg: ExperimentConfig) -> Model:
+    """The model, with its training data checked finite and, under ``train.dp``, its DP support."""
     model = spec.build(cfg)
     _check_data(cfg, model.data)
     _check_dp(cfg, model)
-    shardings = _mesh_shardings(cfg, model.batch_axes)
-    opt = make_optimizer(cfg)
-    key = jax.random.PRNGKey(cfg.train.seed)
-    init_key, data_key = jax.random.split(key)
+    return model
+
+
+def _initial_state(cfg: ExperimentConfig, model: Model, opt) -> TrainState:
+    """Step 0: parameters and data key from ``train.seed``."""
+    init_key, data_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
     params = model.init(init_key)
-    opt_state = opt.init(params)
-    start = 0
-    if resume:
-        found = list_checkpoints(run_dir / "checkpoints")
-        try:
-            restored = latest_checkpoint(run_dir / "checkpoints", params, opt_state)
-        except CheckpointMismatch as err:
-            raise ConfigError(f"--resume {run_dir}: {err}") from None
-        if restored is not None:
-            params, opt_state, start, data_key = restored
-            if cfg.train.steps < start:
-                raise ConfigError(f"--resume {run_dir}: train.steps is {cfg.train.steps}, but the run's newest "
-                                  f"checkpoint is at step {start}; train.steps may only grow")
-            log.say(f"resumed {run_dir} from step {start}")
-        elif found and not start_over:
-            raise ConfigError(f"--resume {run_dir}: none of its {len(found)} checkpoint(s) can be read (see the "
-                              f"warnings above); nothing was changed. To train this run again from step 0, "
-                              f"pass --start-over")
-        else:
-            log.say(f"resuming {run_dir} from step 0: " + ("no checkpoint can be read (--start-over)" if found
-                                                           else "no checkpoint was written yet"))
-        log.truncate_after(start)
-    _save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
+    return TrainState(params, opt.init(params), 0, data_key)
 
-    if cfg.train.dp is not None:
-        dp_grad, dp_rate, _ = make_dp_grad(model, cfg)
 
-    def step_fn(params, opt_state, step):
-        if cfg.train.dp is not None:  # Poisson-sampled batch, clipped per example, noised (experiment/dp.py)
+def _resume(state: TrainState, cfg: ExperimentConfig, run_dir: Path, log: MetricsLog, start_over: bool) -> TrainState:
+    """The run's newest readable checkpoint (``state``, step 0, when none was written, or with
+    ``start_over`` when none can be read); metrics newer than it are dropped."""
+    found = list_checkpoints(run_dir / "checkpoints")
+    try:
+        restored = latest_checkpoint(run_dir / "checkpoints", state.params, state.opt_state)
+    except CheckpointMismatch as err:
+        raise ConfigError(f"--resume {run_dir}: {err}") from None
+    if restored is not None:
+        state = TrainState(*restored)
+        if cfg.train.steps < state.step:
+            raise ConfigError(f"--resume {run_dir}: train.steps is {cfg.train.steps}, but the run's newest "
+                              f"checkpoint is at step {state.step}; train.steps may only grow")
+        log.say(f"resumed {run_dir} from step {state.step}")
+    elif found and not start_over:
+        raise ConfigError(f"--resume {run_dir}: none of its {len(found)} checkpoint(s) can be read (see the "
+                          f"warnings above); nothing was changed. To train this run again from step 0, "
+                          f"pass --start-over")
+    else:
+        log.say(f"resuming {run_dir} from step 0: " + ("no checkpoint can be read (--start-over)" if found
+                                                       else "no checkpoint was written yet"))
+    log.truncate_after(state.step)
+    return state
+
+
+def _dp_gradient(model: Model, cfg: ExperimentConfig):
+    """``(dp_grad, sampling rate q)`` under ``train.dp`` (see :mod:`.dp`), else ``(None, None)``."""
+    if cfg.train.dp is None:
+        return None, None
+    dp_grad, q, _capacity = make_dp_grad(model, cfg)
+    return dp_grad, q
+
+
+def _place(state: TrainState, shardings) -> TrainState:
+    """Parameters and optimizer state replicated over the devices of ``train.devices`` (if several)."""
+    if shardings is None:
+        return state
+    params, opt_state = jax.device_put((state.params, state.opt_state), shardings[0])
+    return state._replace(params=params, opt_state=opt_state)
+
+
+def _compile_step(model: Model, opt, shardings, dp_grad, data_key):
+    """``train_step(params, opt_state, step) -> (params, opt_state, loss)``, jitted once per run.
+    Step ``t``'s batch (or, under ``train.dp``, its Poisson draw and noise) comes from
+    ``fold_in(data_key, t)``: a resumed run repeats exactly the computations of an uninterrupted one."""
+
+    def train_step(params, opt_state, step):
+        if dp_grad is not None:  # Poisson-sampled batch, clipped per example, noised (experiment/dp.py)
             loss, grads = dp_grad(params, jax.random.fold_in(data_key, step))
         else:
             batch = model.batch(jax.random.fold_in(data_key, step))
@@ -299,76 +217,100 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    if shardings is not None:
-        params, opt_state = jax.device_put((params, opt_state), shardings[0])
-        step_fn = jax.jit(step_fn, out_shardings=(shardings[0], shardings[0], shardings[0]))
-    else:
-        step_fn = jax.jit(step_fn)
+    if shardings is None:
+        return jax.jit(train_step)
+    return jax.jit(train_step, out_shardings=(shardings[0], shardings[0], shardings[0]))
 
-    # A checkpoint is written only once its parameters are known to give a finite loss: those of
-    # step s are saved after step s + 1 has computed their loss (the last step's once its parameters
-    # are checked finite), so the newest checkpoint is never the one that went non-finite.
-    step_times, window_start, losses, metrics, pending = [], time.perf_counter(), [], None, None
-    for step in range(start + 1, cfg.train.steps + 1):
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, run_dir: Path, log: MetricsLog,
+               dp_rate: float | None) -> tuple[TrainState, dict | None, list[float]]:
+    """Steps ``state.step + 1 .. train.steps``, each loss checked finite, logged, evaluated and
+    checkpointed on the config's schedule. Returns the last state, the last evaluation (None if no
+    step ran) and each step's seconds.
+
+    A checkpoint is written only once its parameters are known to give a finite loss: those of step
+    s are saved after step s + 1 has computed their loss (the last step's once its parameters are
+    checked finite), so the newest checkpoint is never the one that went non-finite."""
+    t, folder = cfg.train, run_dir / "checkpoints"
+    step_times, losses, window_start, metrics, pending = [], [], time.perf_counter(), None, None
+    for step in range(state.step + 1, t.steps + 1):
         t0 = time.perf_counter()
-        new_params, new_opt_state, loss = step_fn(params, opt_state, jnp.asarray(step, jnp.int32))
+        params, opt_state, loss = step_fn(state.params, state.opt_state, jnp.asarray(step, jnp.int32))
         loss = float(loss)
         step_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss):
             log.record(step=step, loss=loss, error="non-finite loss")
-            where = _last_good_checkpoint(run_dir)
-            log.say(f"error: the loss is {loss} at step {step}; stopping. {where}.")
-            raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step}; {where}")
+            _stop(log, run_dir, f"the loss is {loss} at step {step}", f"non-finite loss ({loss}) at step {step}")
         if pending is not None:
-            save_checkpoint(run_dir / "checkpoints", *pending, data_key)
+            save_checkpoint(folder, *pending)
             pending = None
-        params, opt_state = new_params, new_opt_state
+        state = state._replace(params=params, opt_state=opt_state, step=step)
         losses.append(loss)
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if _due(step, t.log_every, t.steps):
             rate = len(losses) / (time.perf_counter() - window_start)
             log.record(step=step, loss=float(np.mean(losses)), steps_per_sec=rate)
-            log.say(f"step {step}/{cfg.train.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
+            log.say(f"step {step}/{t.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
             losses, window_start = [], time.perf_counter()
-        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-            metrics = model.evaluate(params)
-            if cfg.train.dp is not None:  # the privacy spent so far: ε at δ after `step` steps
-                metrics["epsilon"] = epsilon(step, dp_rate, cfg.train.dp.noise_multiplier, cfg.train.dp.delta,
-                                             cfg.train.dp.accountant)
+        if _due(step, t.eval_every, t.steps):
+            metrics = _evaluate(cfg, model, state, dp_rate)
             log.record(step=step, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if step % cfg.train.checkpoint_every == 0:
-            pending = (step, params, opt_state)
-    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params)):  # no next step checks them
-        log.record(step=cfg.train.steps, error="non-finite parameters")
-        where = _last_good_checkpoint(run_dir)
-        log.say(f"error: the parameters are not finite after step {cfg.train.steps}; stopping. {where}.")
-        raise NonFiniteLoss(f"non-finite parameters after step {cfg.train.steps}, the last step; {where}")
+        if step % t.checkpoint_every == 0:
+            pending = (step, state.params, state.opt_state, state.data_key)
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params)):  # no next step checks them
+        log.record(step=t.steps, error="non-finite parameters")
+        _stop(log, run_dir, f"the parameters are not finite after step {t.steps}",
+              f"non-finite parameters after step {t.steps}, the last step")
     if pending is not None:
-        save_checkpoint(run_dir / "checkpoints", *pending, data_key)
+        save_checkpoint(folder, *pending)
+    return state, metrics, step_times
 
-    final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluates its last step
-    atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
+
+def _stop(log: MetricsLog, run_dir: Path, what: str, reason: str):
+    """Stops a run that went non-finite, saying where it can be resumed from."""
+    where = last_good_checkpoint(run_dir)
+    log.say(f"error: {what}; stopping. {where}.")
+    raise NonFiniteLoss(f"{reason}; {where}")
+
+
+def _evaluate(cfg: ExperimentConfig, model: Model, state: TrainState, dp_rate: float | None) -> dict:
+    """The held-out metrics, and under ``train.dp`` the privacy spent so far: ε at δ after ``state.step`` steps."""
+    metrics = model.evaluate(state.params)
+    if cfg.train.dp is not None:
+        metrics["epsilon"] = _epsilon(cfg, state.step, dp_rate)
+    return metrics
+
+
+def _epsilon(cfg: ExperimentConfig, steps: int, dp_rate: float) -> float:
+    dp = cfg.train.dp
+    return epsilon(steps, dp_rate, dp.noise_multiplier, dp.delta, dp.accountant)
+
+
+def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step_times: list[float], run_dir: Path,
+                log: MetricsLog, started: float, resumed_from: int | None, dp_rate: float | None) -> RunResult:
+    """``final.npz``, ``summary.json`` and the plots of a finished run."""
+    final_metrics = metrics if metrics is not None else model.evaluate(state.params)  # the loop evaluated its last step
+    atomic_savez(run_dir / "final.npz", flatten_named(state.params, ""))
     dp = cfg.train.dp
     if dp is not None and "epsilon" not in final_metrics:  # a resume with no step left to run
-        final_metrics["epsilon"] = epsilon(cfg.train.steps, dp_rate, dp.noise_multiplier, dp.delta, dp.accountant)
+        final_metrics["epsilon"] = _epsilon(cfg, cfg.train.steps, dp_rate)
     privacy = {} if dp is None else {"dp": {**dataclasses.asdict(dp), "sampling_rate": dp_rate}}
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
-               "resumed_from_step": start if resume else None, **final_metrics, **privacy, **model.report(params),
+               "resumed_from_step": resumed_from, **final_metrics, **privacy, **model.report(state.params),
                "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
                "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
-    _write_summary(run_dir, summary)
+    write_summary(run_dir, summary)
     try:
-        _plot(run_dir, model.primary)
+        plot_run(run_dir, model.primary)
     except Exception as err:  # the plots are an optional artefact: the run itself succeeded
         first = (str(err).strip().splitlines() or [""])[0][:200]
         print(f"warning: could not draw the plots in {run_dir}: {type(err).__name__}: {first}", file=sys.stderr)
     log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
-    return RunResult(run_dir, summary, params)
-
-
-def _last_good_checkpoint(run_dir: Path) -> str:
-    kept = list_checkpoints(run_dir / "checkpoints")
-    return f"the last good checkpoint is {kept[-1][1]}" if kept else "no checkpoint was written yet"
+    return RunResult(run_dir, summary, state.params)
 
 
 def _check_dp(cfg: ExperimentConfig, model) -> None:
@@ -384,7 +326,9 @@ def _check_dp(cfg: ExperimentConfig, model) -> None:
                           f"{', '.join(missing)}{hint}")
     if cfg.train.batch_size > model.examples:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the training set "
-                          f"({model.examples} examples); with train.dp it is the expected Poisson batch size")
+                          f"({model.examples} examples); with train.dp it is the expected batch size q·N of Poisson "
+                          f"sampling (each example drawn with probability q = batch_size / N, without "
+                          f"replacement), so at most {model.examples}")
 
 
 def _check_data(cfg: ExperimentConfig, data) -> None:
@@ -401,42 +345,6 @@ def _finish_fit(cfg, run_dir, log, fit, started) -> RunResult:
     atomic_savez(run_dir / "final.npz", flatten_named(fit.params, ""))
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, **fit.metrics, **fit.info,
                "primary_metric": fit.primary, "wall_time_s": time.perf_counter() - started}
-    _write_summary(run_dir, summary)
+    write_summary(run_dir, summary)
     log.say("done: " + ", ".join(f"{k} {v:.4f}" for k, v in fit.metrics.items()) + f"; run directory {run_dir}")
     return RunResult(run_dir, summary, fit.params)
-
-
-def _save_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-
-def _write_summary(run_dir: Path, summary: dict) -> None:
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
-
-
-def _plot(run_dir: Path, primary: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [r for _, r in read_metrics(run_dir / "metrics.jsonl") if r is not None]
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r and "error" not in r]
-    evals = [(r["step"], r["eval"][primary]) for r in records if isinstance(r.get("eval"), dict) and primary in r["eval"]]
-    title = os.fsencode(run_dir.name).decode("utf-8", "replace")  # a name that is not UTF-8 has surrogates
-    for name, points, ylabel in [("train_loss.png", train, "training loss"), ("eval.png", evals, primary)]:
-        if not points:
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        try:
-            ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
-            ax.set_xlabel("step")
-            ax.set_ylabel(ylabel)
-            ax.set_title(f"{title}: {ylabel}")
-            ax.grid(alpha=0.3)
-            with warnings.catch_warnings():  # a run name in a script the font lacks: boxes, not warnings
-                warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-                fig.tight_layout()
-                fig.savefig(run_dir / name, dpi=100)
-        finally:
-            plt.close(fig)
