@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,9 @@ bench: $(VENV)/.installed-train
 	-$(BIN)/python -m pip install --quiet -e ".[bench]"  # torch column where torch installs; optional
 	$(BIN)/mdc-jax bench --suite full
 
+# The site (guides + the API reference generated from the docstrings) into site/; --strict: a broken link fails.
+docs: $(VENV)/.installed-test
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis site
