@@ -45,7 +45,7 @@ def fresh_mask(start, index, block: int) -> jax.Array:
 # Weighted Gram matrices by row chunks
 
 
-_GRAM_BLOCK = 512  # the block width before row chunks were added: kept as the default above d = 1024
+_GRAM_BLOCK = 512  # above d = 1024 (timed: docs/newton.md): narrower blocks skip more of the lower triangle, but multiply slower
 
 
 def gram_sizes(n: int, d: int) -> tuple[int, int]:

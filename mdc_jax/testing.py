@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._validation import as_number, is_int, static_int
+from ._validation import is_int, require_number, static_int
 
 # Default tolerances by dtype: (rule vs autodiff reference, finite differences).
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
@@ -122,15 +121,6 @@ def rel_err(a, b) -> float:
     return _rel_err("rel_err", a, b)
 
 
-def _tolerance(fn: str, name: str, x, *, positive: bool) -> float:
-    """A tolerance as a Python float: a finite Python or NumPy number or 0-d array, not a bool."""
-    value = as_number(x)
-    if value is None or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
-        raise ValueError(f"{fn}: {name} must be a finite number {'> 0' if positive else '>= 0'} (a Python or NumPy "
-                         f"number, or a 0-d array); got {x!r}.")
-    return value
-
-
 def max_abs_diff(a, b) -> float:
     """``max over leaves of ‖a − b‖_∞``."""
     return max([float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
@@ -149,8 +139,8 @@ def assert_close(actual, expected, rtol: float, what: str = "", atol: float = 0.
     The trees must have the same structure (``AssertionError`` otherwise) and leaf shapes
     (``ValueError``); a NaN or inf anywhere fails. ``rtol`` and ``atol`` are finite numbers ``>= 0``.
     """
-    rtol = _tolerance("assert_close", "rtol", rtol, positive=False)
-    atol = _tolerance("assert_close", "atol", atol, positive=False)
+    rtol = require_number("assert_close", "rtol", rtol)
+    atol = require_number("assert_close", "atol", atol)
     if jax.tree.structure(actual) != jax.tree.structure(expected):
         raise AssertionError(f"{what}: structures differ: {jax.tree.structure(actual)} vs {jax.tree.structure(expected)}")
     err = _rel_err("assert_close", actual, expected)
@@ -200,10 +190,10 @@ def _check_options(fn, reference, args, argnums, rtol, atol, fd_rtol, seed) -> _
     args = _check_callables_and_args(fn_name, (("fn", fn), ("reference", reference)), args)
     dtype = _floating_dtype(fn_name, args)
     argnums = _check_argnums(fn_name, argnums, args)
-    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else _tolerance(fn_name, "rtol", rtol, positive=True)
-    fd_rtol = DEFAULT_FD_RTOL if fd_rtol is None else _tolerance(fn_name, "fd_rtol", fd_rtol, positive=True)
+    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else require_number(fn_name, "rtol", rtol, positive=True)
+    fd_rtol = DEFAULT_FD_RTOL if fd_rtol is None else require_number(fn_name, "fd_rtol", fd_rtol, positive=True)
     if atol is not None:
-        atol = _tolerance(fn_name, "atol", atol, positive=False)
+        atol = require_number(fn_name, "atol", atol)
     if not is_int(seed):
         raise ValueError(f"{fn_name}: seed must be an int; got {seed!r}.")
     return _Options(args, dtype, argnums, rtol, fd_rtol, atol, int(seed))
@@ -404,7 +394,7 @@ def assert_grads_match(rule: Callable, reference: Callable, args: Sequence, *, a
     args = _check_callables_and_args(fn_name, (("rule", rule), ("reference", reference)), args)
     dtype = _floating_dtype(fn_name, args)
     positions = _check_argnums(fn_name, argnums, args)
-    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else _tolerance(fn_name, "rtol", rtol, positive=True)
+    rtol = DEFAULT_RTOL.get(dtype, 1e-4) if rtol is None else require_number(fn_name, "rtol", rtol, positive=True)
     both = jax.jit(lambda *a: (jax.value_and_grad(rule, argnums=argnums)(*a),
                                jax.value_and_grad(reference, argnums=argnums)(*a)))
     (value, grads), (ref_value, ref_grads) = both(*args)

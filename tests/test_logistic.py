@@ -186,6 +186,19 @@ def test_multinomial_logits_of_1e4_give_finite_correct_gradients():
 # against dense references
 
 
+@pytest.mark.parametrize("name", ["gram_sizes", "row_chunk_sum", "softmax_rows"])
+def test_kernels_once_in_rules_logistic_still_import_with_a_warning_naming_their_home(name):
+    """Before issue 20 the Gram kernels lived in rules/logistic.py (docs/newton.md named
+    ``rules.logistic.gram_sizes``): the old names are mdc_jax.kernels', with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match=rf"use mdc_jax\.kernels\.{name}"):
+        old = getattr(lg, name)
+    assert old is getattr(kernels, name)
+    with pytest.warns(DeprecationWarning, match=r"mdc_jax\.rules\.logistic\.row_chunk_sum is deprecated"):
+        from mdc_jax.rules.logistic import row_chunk_sum  # noqa: F401
+    with pytest.raises(AttributeError, match=r"has no attribute 'no_such_kernel'"):
+        lg.no_such_kernel  # noqa: B018
+
+
 def _dense_gram(X, w, ones=False):
     """``[X 1]ᵀ diag(w) [X 1]`` (or ``Xᵀ diag(w) X``) by NumPy, the reference."""
     X, w = np.asarray(X), np.asarray(w)
@@ -376,7 +389,7 @@ def test_bad_input_raises_naming_argument_and_shapes():
         (lg.logistic_hessian, (theta, X, y[:3]), r"logistic_hessian: y has shape \(3,\); expected \(4,\)"),
         (lg.logistic_loss, (theta, X[0], y), r"X must be 2-D with shape \(n, d\).*got shape \(3,\)"),
         (lg.logistic_loss, (theta, X, y.astype(jnp.int32)), r"y has dtype int32.*y\.astype\(X\.dtype\)"),
-        (lg.multinomial_loss, (Theta[:2], X, Y), r"Theta has shape \(2, 2\); expected \(3, k\)"),
+        (lg.multinomial_loss, (Theta[:2], X, Y), r"Theta has shape \(2, 2\); expected \(3, 2\) \(one row per column of X\)"),
         (lg.multinomial_hessian, (Theta, X, Y[:, :1]), r"Y has shape \(4, 1\); expected \(4, 2\)"),
         (lg.multinomial_loss, (Theta, X, jnp.array([0, 1, 1, 0])), r"Y has dtype int.*one_hot\(labels, 2\)"),
         # no classes: refused by name, not NumPy's anonymous "zero-size array to reduction operation max"

@@ -34,7 +34,9 @@ import numpy as np
 from ..kernels import gram_sizes, softmax_rows
 from ..reference import logistic as reference
 from ..rules.logistic import logistic_hessian, multinomial_hessian
-from ..solvers import fit_input, fit_logistic_newton, fit_multinomial_newton, newton_step, predict_proba_multinomial
+from ..solvers import fit_logistic_newton, fit_multinomial_newton, predict_proba_multinomial
+from ..solvers.ingest import fit_input
+from ..solvers.newton import newton_step
 from ..solvers.objectives import binary_objective
 from ..testing import rel_err
 from .timing import CaseResult, compiled, fmt, interleaved_medians

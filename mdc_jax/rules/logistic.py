@@ -28,19 +28,34 @@ The loss rules also return cotangents for ``X`` (``(π − y)θᵀ``, ``(Π − 
 Each likelihood and its derivatives in the linear predictor is written once, here, as a function
 of the margins ``z`` or the log-probabilities ``log Π``: :func:`logistic_nll`,
 :func:`logistic_residual` (``π − y``), :func:`logistic_weights` (``π(1 − π)``),
-:func:`multinomial_nll` and :func:`multinomial_error` (``E``). The loss rules, the gradient and
-Hessian functions and the Newton solvers' objectives (``mdc_jax/solvers/objectives.py``) call them.
+:func:`multinomial_nll` and :func:`multinomial_error` (``E``), and so is the penalty, :func:`ridge`.
+The loss rules, the gradient and Hessian functions and the Newton solvers' objectives
+(``mdc_jax/solvers/objectives.py``) call them.
 The Gram matrices of the Hessians are :mod:`mdc_jax.kernels`'.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 
 from .. import _validation as v
+from .. import kernels
 from ..kernels import softmax_weighted_gram, weighted_gram
 from .softmax import cross_entropy_error, log_softmax
+
+# --------------------------------------------------------------------------------------------
+# The ridge term λ/2 ‖θ‖² of every loss here (and of the solvers' objectives)
+
+
+def ridge(theta: jax.Array, l2) -> jax.Array:
+    """``λ/2 ‖θ‖²``, the ridge penalty of every loss here and of the solvers' objectives (which pass
+    only the penalised entries, or mask the others). Linear in λ: its derivative in λ, the loss rules'
+    cotangent for ``l2``, is ``ridge(θ, 1) = ½‖θ‖²``."""
+    return l2 * jnp.sum(theta**2) / 2
+
 
 # --------------------------------------------------------------------------------------------
 # Binary logistic regression, §3.2: the NLL and its derivatives in the margins z = Xθ, written once
@@ -69,7 +84,7 @@ def logistic_weights(z: jax.Array) -> jax.Array:
 
 def _logistic_value(theta, X, y, l2):
     z = X @ theta
-    return logistic_nll(z, y) + l2 * jnp.sum(theta * theta) / 2, z
+    return logistic_nll(z, y) + ridge(theta, l2), z
 
 
 @jax.custom_vjp
@@ -90,7 +105,7 @@ def _logistic_loss_bwd(res, g):
     dtheta = g * (e @ X + l2 * theta)  # ∇_θ L = Xᵀ(π − y) + λθ (as eᵀX: XLA:CPU's Xᵀe is slower, docs/newton.md)
     dX = g * (e[:, None] * theta[None, :])  # ∇_X L = (π − y)θᵀ
     dy = -g * z  # ∇_y L = softplus(−z) − softplus(z) = −z
-    dl2 = g * jnp.sum(theta * theta) / 2
+    dl2 = g * ridge(theta, 1)  # ∂L/∂λ = ½‖θ‖²
     return (v.cast_like(dtheta, theta), v.cast_like(dX, X), v.cast_like(dy, y), v.cast_like(dl2, l2))
 
 
@@ -98,8 +113,7 @@ _logistic_loss.defvjp(_logistic_loss_fwd, _logistic_loss_bwd)
 
 
 def _check_binary(fn, theta, X, y, l2):
-    v.require_floating(fn, "X", X)
-    n, d = v.require_ndim(fn, "X", X, 2, "(n, d): samples are rows")
+    n, d = v.require_matrix(fn, "X", X, "(n, d): samples are rows")
     v.require_floating(fn, "theta", theta)
     v.require_shape(fn, "theta", theta, (d,), f"one weight per column of X, d = {d}")
     v.require_samples(fn, "X", (n, d))
@@ -198,7 +212,7 @@ def multinomial_error(logP: jax.Array, Y: jax.Array, row_sums: jax.Array | float
 
 def _multinomial_value(Theta, X, Y, l2):
     logP = log_softmax(X @ Theta, axis=1)  # log[Π], finite for any logits
-    return multinomial_nll(logP, Y) + l2 * jnp.sum(Theta * Theta) / 2, logP
+    return multinomial_nll(logP, Y) + ridge(Theta, l2), logP
 
 
 @jax.custom_vjp
@@ -218,7 +232,7 @@ def _multinomial_loss_bwd(res, g):
     dTheta = X.T @ E + (g * l2) * Theta  # ∇_Θ L = Xᵀ(Π − Y) + λΘ
     dX = E @ Theta.T  # ∇_X L = (Π − Y)Θᵀ
     dY = -g * logP  # ∇_Y L = −log[Π]
-    dl2 = g * jnp.sum(Theta * Theta) / 2
+    dl2 = g * ridge(Theta, 1)  # ∂L/∂λ = ½Θ·Θ
     return (v.cast_like(dTheta, Theta), v.cast_like(dX, X), v.cast_like(dY, Y), v.cast_like(dl2, l2))
 
 
@@ -226,14 +240,10 @@ _multinomial_loss.defvjp(_multinomial_loss_fwd, _multinomial_loss_bwd)
 
 
 def _check_multinomial(fn, Theta, X, Y, l2):
-    v.require_floating(fn, "X", X)
-    n, d = v.require_ndim(fn, "X", X, 2, "(n, d): samples are rows")
-    v.require_floating(fn, "Theta", Theta)
-    d_theta, k = v.require_ndim(fn, "Theta", Theta, 2, f"(d, k) with d = {d}, X's columns")
-    if d_theta != d:
-        v.fail(fn, f"Theta has shape {(d_theta, k)}; expected ({d}, k): one row per column of X.")
-    if k == 0:
-        v.fail(fn, f"Theta has shape {(d_theta, k)}; expected at least one column (k >= 1 classes).")
+    n, d = v.require_matrix(fn, "X", X, "(n, d): samples are rows")
+    theta_shape = v.require_matrix(fn, "Theta", Theta, f"(d, k) with d = {d}, X's columns", rows=d,
+                                   why="one row per column of X")
+    k = v.require_classes(fn, "Theta", theta_shape, count="k")
     v.require_samples(fn, "X", (n, d))
     v.require_floating(fn, "Y", Y, f"For integer labels pass jax.nn.one_hot(labels, {k}).")
     v.require_shape(fn, "Y", Y, (n, k), f"(n, k): X's {n} rows and Theta's {k} classes")
@@ -309,5 +319,18 @@ def multinomial_hessian(Theta: jax.Array, X: jax.Array, Y: jax.Array, l2: float 
     d, k = Theta.shape
     P = jnp.exp(log_softmax(X @ Theta, axis=1))
     H = softmax_weighted_gram(X, P, jnp.sum(Y, axis=1))  # by row chunks: no n × d × k × k array
-    ridge = l2 * (jnp.eye(d, dtype=H.dtype)[:, None, :, None] * jnp.eye(k, dtype=H.dtype)[None, :, None, :])
-    return H + ridge
+    penalty = l2 * (jnp.eye(d, dtype=H.dtype)[:, None, :, None] * jnp.eye(k, dtype=H.dtype)[None, :, None, :])
+    return H + penalty
+
+
+# --------------------------------------------------------------------------------------------
+# Names that lived here before the Gram kernels moved to mdc_jax.kernels: still importable, with a warning.
+_MOVED_TO_KERNELS = ("gram_sizes", "row_chunk_sum", "softmax_rows")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_KERNELS:
+        warnings.warn(f"mdc_jax.rules.logistic.{name} is deprecated; use mdc_jax.kernels.{name}.",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(kernels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,22 +13,18 @@ rows. :func:`fit_logistic_newton` and :func:`fit_multinomial_newton` equal sciki
 * :mod:`~mdc_jax.solvers.logistic`: the public fits and predictions.
 """
 
-from .ingest import fit_input as fit_input
 from .logistic import fit_logistic_newton as fit_logistic_newton
 from .logistic import fit_multinomial_newton as fit_multinomial_newton
 from .logistic import predict_proba_logistic as predict_proba_logistic
 from .logistic import predict_proba_multinomial as predict_proba_multinomial
 from .newton import NewtonResult as NewtonResult
 from .newton import SingularHessianError as SingularHessianError
-from .newton import newton_step as newton_step
 
 __all__ = [
     "NewtonResult",
     "SingularHessianError",
-    "fit_input",
     "fit_logistic_newton",
     "fit_multinomial_newton",
-    "newton_step",
     "predict_proba_logistic",
     "predict_proba_multinomial",
 ]

@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import as_number, describe_non_finite, static_int
+from .. import _validation as v
 from .newton import MAX_ITER
 
 
 def refuse_traced(fn, *args):
     """The fits check their data on the host and compile their own Newton loop: no tracers."""
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
-        raise ValueError(f"{fn}: got a traced argument (a call inside jax.jit, vmap or grad); the fit checks its "
-                         f"data on the host and runs its own compiled Newton loop, so call it outside jit.")
+        v.fail(fn, "got a traced argument (a call inside jax.jit, vmap or grad); the fit checks its data on the "
+                   "host and runs its own compiled Newton loop, so call it outside jit.")
 
 
 def as_numpy(fn, name, x, expected):
@@ -32,17 +32,18 @@ def as_numpy(fn, name, x, expected):
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{fn}: {name} must be {expected}; NumPy cannot make an array of it ({err}).") from None
+        problem = err
+    v.fail(fn, f"{name} must be {expected}; NumPy cannot make an array of it ({problem}).")
 
 
 def check_X_shape(fn, shape, dtype):
     """The checks that need only X's shape and dtype (and so also run on a traced X)."""
     if len(shape) != 2:
-        raise ValueError(f"{fn}: X must be 2-D with shape (n, d), samples as rows; got shape {shape}.")
+        v.fail(fn, f"X must be 2-D with shape (n, d), samples as rows; got shape {shape}.")
     if shape[0] == 0 or shape[1] == 0:
-        raise ValueError(f"{fn}: X has shape {shape}; expected at least one row and one column.")
+        v.fail(fn, f"X has shape {shape}; expected at least one row and one column.")
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
-        raise ValueError(f"{fn}: X has dtype {dtype} (shape {shape}); expected a real numeric dtype.")
+        v.fail(fn, f"X has dtype {dtype} (shape {shape}); expected a real numeric dtype.")
 
 
 def check_X(fn, X):
@@ -51,9 +52,9 @@ def check_X(fn, X):
     check_X_shape(fn, tuple(X.shape), X.dtype)
     if not jnp.issubdtype(X.dtype, jnp.floating):
         X = X.astype(np.float64)
-    problem = describe_non_finite("X", X)
+    problem = v.describe_non_finite("X", X)
     if problem:
-        raise ValueError(f"{fn}: {problem}; expected finite values.")
+        v.fail(fn, f"{problem}; expected finite values.")
     return X
 
 
@@ -124,27 +125,21 @@ def fit_input(fn, X):
 
 def raise_non_finite(fn, X, hessian_dtype=None):
     """For ``NON_FINITE``: name the first NaN or inf of ``X``, or say that its values overflow."""
-    problem = describe_non_finite("X", np.asarray(X))
+    problem = v.describe_non_finite("X", np.asarray(X))
     if problem:
-        raise ValueError(f"{fn}: {problem}; expected finite values.")
+        v.fail(fn, f"{problem}; expected finite values.")
     dtypes = {np.dtype(X.dtype).name, np.dtype(hessian_dtype or X.dtype).name}
-    raise ValueError(f"{fn}: X's values are too large (max |x| = {float(np.max(np.abs(np.asarray(X)))):.3g}): the "
-                     f"gradient Xᵀ(π − y) or the Hessian XᵀWX overflows {' / '.join(sorted(dtypes))}; rescale the "
-                     f"columns of X.")
+    v.fail(fn, f"X's values are too large (max |x| = {float(np.max(np.abs(np.asarray(X)))):.3g}): the gradient "
+               f"Xᵀ(π − y) or the Hessian XᵀWX overflows {' / '.join(sorted(dtypes))}; rescale the columns of X.")
 
 
 def check_options(fn, l2, tol, max_iter):
     """l2, tol and max_iter as Python numbers: Python or NumPy numbers, or 0-d arrays; not bools."""
-    l2_value, tol_value, iters = as_number(l2), as_number(tol), static_int(max_iter)
-    if l2_value is None or not (0 <= l2_value < np.inf):
-        raise ValueError(f"{fn}: l2 must be a finite number >= 0; got {l2!r}.")
-    if tol_value is None or not (0 < tol_value < np.inf):
-        raise ValueError(f"{fn}: tol must be a finite number > 0; got {tol!r}.")
-    if iters is None or iters < 1:
-        raise ValueError(f"{fn}: max_iter must be an int >= 1; got {max_iter!r}.")
-    if iters > MAX_ITER:
-        raise ValueError(f"{fn}: max_iter must be at most 2**31 - 1 = {MAX_ITER} (the step counter is int32); "
-                         f"got {max_iter!r}.")
+    l2_value = v.require_number(fn, "l2", l2)
+    tol_value = v.require_number(fn, "tol", tol, positive=True)
+    iters = v.require_static_int(fn, "max_iter", max_iter)
+    if iters > MAX_ITER:  # checked here, not by require_static_int's maximum, to say why
+        v.fail(fn, f"max_iter must be at most 2**31 - 1 = {MAX_ITER} (the step counter is int32); got {max_iter!r}.")
     return l2_value, tol_value, iters
 
 
@@ -157,28 +152,23 @@ def check_hessian_dtype(fn, hessian_dtype, X_dtype):
     except TypeError:
         dtype = None
     if dtype is None or dtype.name not in ("float32", "float64"):  # (np.dtype == None holds for float64)
-        raise ValueError(f"{fn}: hessian_dtype must be None (X's dtype), 'float32' or 'float64'; got {hessian_dtype!r}.")
+        v.fail(fn, f"hessian_dtype must be None (X's dtype), 'float32' or 'float64'; got {hessian_dtype!r}.")
     return dtype
-
-
-def check_derivatives(fn, derivatives):
-    if derivatives not in ("closed", "autodiff"):
-        raise ValueError(f"{fn}: derivatives must be 'closed' or 'autodiff'; got {derivatives!r}.")
 
 
 def _integer_labels(fn, name, labels, n, allowed: str):
     """``labels`` as an ``(n,)`` int64 NumPy array: integers, bools or integral floats."""
     labels = as_numpy(fn, name, labels, f"an (n,) array-like of integer labels in {allowed}")
     if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"{fn}: {name} has shape {labels.shape}; expected ({n},), one label per row of X.")
+        v.fail(fn, f"{name} has shape {labels.shape}; expected ({n},), one label per row of X.")
     if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
-        raise ValueError(f"{fn}: {name} has dtype {labels.dtype}; expected integer labels in {allowed}.")
+        v.fail(fn, f"{name} has dtype {labels.dtype}; expected integer labels in {allowed}.")
     if labels.dtype.kind in "fc" and (not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels))):
         bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
-        raise ValueError(f"{fn}: {name} must hold integer labels in {allowed}; got non-integer value(s) {bad[:5]}.")
+        v.fail(fn, f"{name} must hold integer labels in {allowed}; got non-integer value(s) {bad[:5]}.")
     if labels.dtype.kind in "fc" and np.any(np.abs(labels) >= 2**62):  # would wrap around as int64
-        raise ValueError(f"{fn}: {name} must hold integer labels in {allowed}; got value(s) "
-                         f"{np.unique(labels[np.abs(labels) >= 2**62])[:5]} outside it.")
+        v.fail(fn, f"{name} must hold integer labels in {allowed}; got value(s) "
+                   f"{np.unique(labels[np.abs(labels) >= 2**62])[:5]} outside it.")
     return labels.astype(np.int64)
 
 
@@ -187,10 +177,10 @@ def binary_labels(fn, y, n) -> np.ndarray:
     labels = _integer_labels(fn, "y", y, n, "{0, 1}")
     outside = (labels != 0) & (labels != 1)
     if outside.any():
-        raise ValueError(f"{fn}: y must hold labels in {{0, 1}}; got value(s) {np.unique(labels[outside])[:5]} "
-                         f"outside it. For more than two classes use fit_multinomial_newton.")
+        v.fail(fn, f"y must hold labels in {{0, 1}}; got value(s) {np.unique(labels[outside])[:5]} outside it. "
+                   f"For more than two classes use fit_multinomial_newton.")
     if labels.min() == labels.max():
-        raise ValueError(f"{fn}: y contains only the class {labels[0]}; both classes 0 and 1 must be present.")
+        v.fail(fn, f"y contains only the class {labels[0]}; both classes 0 and 1 must be present.")
     return labels
 
 
@@ -200,20 +190,16 @@ def multinomial_labels(fn, labels, n, n_classes) -> tuple[np.ndarray, int]:
     labels = _integer_labels(fn, "labels", labels, n, "0..k−1")
     if n_classes is None:
         if labels.min() == labels.max():
-            raise ValueError(f"{fn}: only one class is present in labels (every label is {labels[0]}); a "
-                             f"multinomial fit needs at least two classes.")
-        n_classes, source = int(labels.max()) + 1, " (max(labels) + 1)"
+            v.fail(fn, f"only one class is present in labels (every label is {labels[0]}); a multinomial fit "
+                       f"needs at least two classes.")
+        k = v.require_static_int(fn, "n_classes (max(labels) + 1)", int(labels.max()) + 1, minimum=2)
     else:
-        source = ""
-    k = static_int(n_classes)
-    if k is None or k < 2:
-        raise ValueError(f"{fn}: n_classes must be an int >= 2; got {n_classes!r}{source}.")
+        k = v.require_static_int(fn, "n_classes", n_classes, minimum=2)
     outside = (labels < 0) | (labels >= k)
     if outside.any():
-        raise ValueError(f"{fn}: labels must lie in 0..{k - 1}; got value(s) {np.unique(labels[outside])[:5]} "
-                         f"outside it.")
+        v.fail(fn, f"labels must lie in 0..{k - 1}; got value(s) {np.unique(labels[outside])[:5]} outside it.")
     counts = np.bincount(labels, minlength=k)
     if np.any(counts == 0):
-        raise ValueError(f"{fn}: labels has no sample of class(es) {np.flatnonzero(counts == 0).tolist()} in "
-                         f"0..{k - 1}; every class needs at least one sample.")
+        v.fail(fn, f"labels has no sample of class(es) {np.flatnonzero(counts == 0).tolist()} in 0..{k - 1}; "
+                   f"every class needs at least one sample.")
     return labels, k

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _validation as v
 from .. import reference
+from ..rules.logistic import ridge
 from . import ingest
 from .newton import CONVERGED, NON_FINITE, SINGULAR, NewtonResult, SingularHessianError, newton
 from .objectives import (
@@ -26,7 +27,6 @@ from .objectives import (
     multinomial_objective,
     multinomial_penalty_mask,
     multinomial_unflatten,
-    ridge,
     with_ones,
 )
 
@@ -144,7 +144,7 @@ def fit_logistic_newton(X, y, l2: float = 1.0, fit_intercept: bool = True, tol: 
     l2, tol, max_iter = ingest.check_options(fn, l2, tol, max_iter)
     fit_intercept = v.require_bool(fn, "fit_intercept", fit_intercept)
     labels = ingest.binary_labels(fn, y, n)
-    ingest.check_derivatives(fn, derivatives)
+    v.require_choice(fn, "derivatives", derivatives, ("closed", "autodiff"))
     hessian_dtype = ingest.check_hessian_dtype(fn, hessian_dtype, X.dtype)
     w, it, status, gnorm, separated = _fit_binary(
         X, labels.astype(X.dtype), jnp.asarray(l2, X.dtype), jnp.asarray(tol, X.dtype),
@@ -207,7 +207,7 @@ def fit_multinomial_newton(X, labels, l2: float = 1.0, fit_intercept: bool = Tru
     n, d = X.shape
     l2, tol, max_iter = ingest.check_options(fn, l2, tol, max_iter)
     fit_intercept = v.require_bool(fn, "fit_intercept", fit_intercept)
-    ingest.check_derivatives(fn, derivatives)
+    v.require_choice(fn, "derivatives", derivatives, ("closed", "autodiff"))
     labels, k = ingest.multinomial_labels(fn, labels, n, n_classes)
     Phi, it, status, gnorm, separated = _fit_multinomial(
         X, labels.astype(np.int32), jnp.asarray(l2, X.dtype), jnp.asarray(tol, X.dtype),
@@ -229,17 +229,17 @@ def _check_predict(fn, fit, X, ndim):
     """X in the fit's dtype; shape checks only on a traced X (so that predictions run under jit)."""
     if not isinstance(fit, NewtonResult):
         maker = "fit_logistic_newton" if ndim == 1 else "fit_multinomial_newton"
-        raise ValueError(f"{fn}: fit must be a NewtonResult (what {maker} returns); got {type(fit).__name__}.")
+        v.fail(fn, f"fit must be a NewtonResult (what {maker} returns); got {type(fit).__name__}.")
     coef = fit.coef
     if jnp.ndim(coef) != ndim:
         other = "predict_proba_multinomial" if ndim == 1 else "predict_proba_logistic"
-        raise ValueError(f"{fn}: fit.coef has shape {jnp.shape(coef)}; expected {ndim}-D. Use {other} for it.")
+        v.fail(fn, f"fit.coef has shape {jnp.shape(coef)}; expected {ndim}-D. Use {other} for it.")
     if isinstance(X, jax.core.Tracer):
         ingest.check_X_shape(fn, tuple(X.shape), X.dtype)  # its values are unknown under jit
     else:
         X = ingest.check_X(fn, X)
     if X.shape[1] != jnp.shape(coef)[0]:
-        raise ValueError(f"{fn}: X has shape {tuple(X.shape)}; expected (n, {jnp.shape(coef)[0]}), the fit's features.")
+        v.fail(fn, f"X has shape {tuple(X.shape)}; expected (n, {jnp.shape(coef)[0]}), the fit's features.")
     return jnp.asarray(X, jnp.result_type(coef))
 
 

@@ -3,10 +3,11 @@
 Built on the rules: the likelihoods and their derivatives in the linear predictor are
 :mod:`mdc_jax.rules.logistic`'s (:func:`~mdc_jax.rules.logistic.logistic_nll`,
 :func:`~mdc_jax.rules.logistic.logistic_residual`, :func:`~mdc_jax.rules.logistic.logistic_weights`,
-:func:`~mdc_jax.rules.logistic.multinomial_nll`, :func:`~mdc_jax.rules.logistic.multinomial_error`), the
-Gram matrices :mod:`mdc_jax.kernels`'. What is added here is the solvers' part: the intercept (``X̃ = [X 1]``,
-never formed), the penalty mask ``M`` (1 on coefficients, 0 on intercepts, which are not penalised), and a
-cache of the linear predictor so that the line search never reads ``X``. With them::
+:func:`~mdc_jax.rules.logistic.multinomial_nll`, :func:`~mdc_jax.rules.logistic.multinomial_error`), and
+so is the penalty (:func:`~mdc_jax.rules.logistic.ridge`); the Gram matrices are :mod:`mdc_jax.kernels`'.
+What is added here is the solvers' part: the intercept (``X̃ = [X 1]``, never formed), the penalty mask
+``M`` (1 on coefficients, 0 on intercepts, which are not penalised), and a cache of the linear predictor so
+that the line search never reads ``X``. With them::
 
     J(w) = Σ_i NLL_i + λ/2 ‖Mθ‖²,      ∇J = X̃ᵀ(π − y) + λ M θ,      ∇²J = X̃ᵀ diag(π(1 − π)) X̃ + λ diag(M)
 
@@ -26,7 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..kernels import softmax_weighted_gram, weighted_gram
-from ..rules.logistic import logistic_nll, logistic_residual, logistic_weights, multinomial_error, multinomial_nll
+from ..rules.logistic import (
+    logistic_nll,
+    logistic_residual,
+    logistic_weights,
+    multinomial_error,
+    multinomial_nll,
+    ridge,
+)
 from ..rules.softmax import log_softmax
 from .newton import Objective
 
@@ -38,11 +46,6 @@ def autodiff_objective(value) -> Objective:
     return Objective(value=lambda w, aux: value(w), grad=lambda w, aux: jax.grad(value)(w),
                      hess=lambda w, aux: jax.hessian(value)(w), ray=lambda w, aux, p: (),
                      move=lambda aux, ray, t: ())
-
-
-def ridge(v, l2):
-    """``λ/2 ‖v‖²``, the penalty on the coefficients (the caller leaves the intercepts out of ``v``)."""
-    return l2 * jnp.sum(v**2) / 2
 
 
 def with_ones(X):
@@ -70,21 +73,27 @@ def binary_objective(X, y, l2, fit_intercept: bool, hessian_dtype: str) -> Objec
     def value(w, z):
         return logistic_nll(z, y) + ridge(theta(w), l2)
 
+    def ridge_grad(w):
+        return l2 * jnp.where(mask, w, 0)  # λMw
+
+    def ridge_hess():
+        return jnp.diag(jnp.where(mask, l2, 0))  # λ diag(M)
+
     def grad(w, z):
         r = logistic_residual(z, y)  # π − y
-        g = r @ X + l2 * theta(w)  # (π − y)ᵀX as a row-vector product: XLA:CPU's Xᵀr is slower (docs/newton.md)
-        return jnp.concatenate([g, jnp.sum(r, keepdims=True)]) if fit_intercept else g
+        g = r @ X  # (π − y)ᵀX as a row-vector product: XLA:CPU's Xᵀr is slower (docs/newton.md)
+        return (jnp.concatenate([g, jnp.sum(r, keepdims=True)]) if fit_intercept else g) + ridge_grad(w)
 
     def hess(w, z):
         s = logistic_weights(z.astype(hessian_dtype))  # π(1 − π)
         G = weighted_gram(Xh, s, ones=fit_intercept)  # of [X 1] with an intercept, without forming it
-        return G.astype(X.dtype) + jnp.diag(jnp.where(mask, l2, 0))
+        return G.astype(X.dtype) + ridge_hess()
 
     def grad_hess(w, z):
         if jnp.dtype(hessian_dtype) != X.dtype:  # the gradient must stay in X's precision: two passes
             return grad(w, z), hess(w, z)
         G, g = weighted_gram(X, logistic_weights(z), ones=fit_intercept, v=logistic_residual(z, y))  # and (π − y)ᵀ[X 1]
-        return g + l2 * jnp.where(mask, w, 0), G + jnp.diag(jnp.where(mask, l2, 0))
+        return g + ridge_grad(w), G + ridge_hess()
 
     def ray(w, z, p):
         return X @ p[:d] + p[d] if fit_intercept else X @ p
