@@ -96,15 +96,27 @@ def describe_where(name: str, x: np.ndarray, bad: np.ndarray, what: str) -> str 
     return f"{name} contains {int(bad.sum())} {what} value(s) (first at {_where(index)}, value {x[index]})"
 
 
+def require_entries(fn: str, name: str, x, bad, what: str, must: str) -> None:
+    """No entry of a concrete ``x`` where ``bad(values)`` (a NumPy mask) holds: ``"{name} must hold {must};
+    {name} contains 2 {what} value(s) (first at row 0, column 1, value -1.0)."`` Traced: skipped (only shapes
+    and dtypes are checked under ``jit``)."""
+    values = concrete(x)
+    if values is None:
+        return
+    problem = describe_where(name, values, bad(values), what)
+    if problem:
+        fail(fn, f"{name} must hold {must}; {problem}.")
+
+
+def _negative_or_non_finite(values: np.ndarray) -> np.ndarray:
+    return ~(values >= 0) | ~np.isfinite(values)
+
+
 def require_label_rows(fn: str, name: str, Y) -> None:
     """Rows of class probabilities (one-hot or soft labels): a concrete ``Y`` must hold non-negative,
     finite entries (a negative label gives a negative loss, a NaN one a NaN loss). Traced: skipped."""
-    values = concrete(Y)
-    if values is None:
-        return
-    problem = describe_where(name, values, ~(values >= 0) | ~np.isfinite(values), "negative or non-finite")
-    if problem:
-        fail(fn, f"{name} must hold non-negative, finite label rows (one-hot or probabilities); {problem}.")
+    require_entries(fn, name, Y, _negative_or_non_finite, "negative or non-finite",
+                    "non-negative, finite label rows (one-hot or probabilities)")
 
 
 def require_indices(fn: str, name: str, x, upper: int, what: str, ignore: int | None = None) -> None:
@@ -220,6 +232,38 @@ def require_positive(fn: str, name: str, x, what: str = "a finite number > 0") -
     _require_scalar(fn, name, x, positive=True)
 
 
+def require_number(fn: str, name: str, x, *, positive: bool = False) -> float:
+    """A host-side option as a Python float: a finite Python or NumPy number, or a concrete 0-d integer or
+    floating array (not a bool, not traced), ``>= 0`` (``> 0`` with ``positive``). For options that fix a
+    program or a loop (a solver's ``l2`` and ``tol``, a checker's tolerances), unlike :func:`require_penalty`,
+    which also takes a traced scalar."""
+    bound = "> 0" if positive else ">= 0"
+    value = as_number(x)
+    if value is None:
+        fail(fn, f"{name} must be a finite number {bound}; got {x!r} (expected a Python or NumPy number, or a "
+                 f"0-d array).")
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        fail(fn, f"{name} must be a finite number {bound}; got {x!r}.")
+    return value
+
+
+def require_static_int(fn: str, name: str, x, *, minimum: int | None = 1, maximum: int | None = None,
+                       what: str | None = None, static_why: str = "") -> int:
+    """``x`` as a Python int in ``[minimum, maximum]`` (``None``: unbounded): a Python or NumPy int or a concrete
+    integer 0-d array (not a bool, a float or a tracer). ``what`` describes the expected value (default
+    ``"an int >= minimum"``); ``static_why`` follows the refusal of a traced value (why it must be static, and
+    how to mark it)."""
+    if isinstance(x, jax.core.Tracer):
+        fail(fn, f"{name} is a traced value ({x!r}); it must be static{static_why}.")
+    value = static_int(x)
+    what = what or ("an int" if minimum is None else f"an int >= {minimum}")
+    if value is None or (minimum is not None and value < minimum):
+        fail(fn, f"{name} must be {what}; got {x!r}.")
+    if maximum is not None and value > maximum:
+        fail(fn, f"{name} must be at most {maximum}; got {x!r}.")
+    return value
+
+
 def require_choice(fn: str, name: str, x, choices: Sequence) -> None:
     """``x`` is one of ``choices`` (names, usually): ``"task must be one of ('a', 'b'); got 'c'."``"""
     if isinstance(x, list | dict | set) or x not in tuple(choices):
@@ -280,6 +324,23 @@ def require_mlp_params(fn: str, params, width: int) -> tuple[tuple, int]:
     return tuple(pairs), width
 
 
+def require_rnn_params(fn: str, params, D: int | None) -> tuple[int, int, int]:
+    """The parameters ``(W, U, b, V, c)`` of §6.4's RNN, named as in the paper: floating ``W`` ``(H, H)``, ``U``
+    ``(D, H)`` (``D``: X's feature size, or ``None`` for token ids: U's rows), ``b`` ``(H,)``, ``V`` ``(H, K)``,
+    ``c`` ``(K,)``. Returns ``(D, H, K)``."""
+    require_sequence(fn, "params", params, "an RNNParams(W, U, b, V, c) (or a 5-tuple in that order)", length=5)
+    W, U, b, V, c = params
+    for name, p in zip("WUbVc", params):
+        require_floating(fn, name, p)
+    H = require_square(fn, "W", W, "(H, H)", "hidden-to-hidden weights")
+    rows = "" if D is None else f"rows: X's feature size D = {D}; "
+    D = require_matrix(fn, "U", U, "(D, H)", rows=D, cols=H, why=f"{rows}columns: W's hidden size H = {H}")[0]
+    require_shape(fn, "b", b, (H,), f"one bias per hidden unit, H = {H}")
+    K = require_matrix(fn, "V", V, "(H, K)", rows=H, why=f"rows: W's hidden size H = {H}")[1]
+    require_shape(fn, "c", c, (K,), f"one bias per column of V, K = {K}")
+    return D, H, K
+
+
 def require_activations(fn: str, activations, count: int, per: str, lookup, known: Sequence[str]) -> tuple:
     """``count`` activations (``per`` says why: ``"for 2 layers (one per layer)"``), each resolved by ``lookup`` (a name to
     its activation; raises ``ValueError`` for an unknown one; ``known`` lists the registered names)."""
@@ -313,7 +374,8 @@ def require_labels(fn: str, name: str, Y, rows: tuple[int, ...], K: int, *, dims
         require_shape(fn, name, Y, rows, integer)
         require_indices(fn, name, Y, K, "class", ignore=ignore)
         return True
-    if integer is not None and jnp.issubdtype(dtype, jnp.floating) and len(shape) == len(rows):
+    wrong_kind = jnp.issubdtype(dtype, jnp.bool_) or (jnp.issubdtype(dtype, jnp.floating) and len(shape) == len(rows))
+    if integer is not None and wrong_kind:  # bool labels, or floating ones shaped like class indices
         fail(fn, f"{name} has dtype {dtype} and shape {shape}; expected integer class indices of shape {rows}, "
                  f"or floating {what} of shape {dims} = {full}.")
     if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
@@ -333,11 +395,8 @@ def require_weights(fn: str, name: str, w, n: int, what: str = "one weight per e
         return None
     require_floating(fn, name, w)
     require_shape(fn, name, w, (n,), f"{what}, n = {n}")
-    value = concrete(w)
-    if value is not None:
-        problem = describe_where(name, value, ~(value >= 0) | ~np.isfinite(value), "negative or non-finite")
-        if problem:
-            fail(fn, f"{name} must hold finite values >= 0 (0 masks a row out); {problem}.")
+    require_entries(fn, name, w, _negative_or_non_finite, "negative or non-finite",
+                    "finite values >= 0 (0 masks a row out)")
     return w
 
 
@@ -360,12 +419,46 @@ def as_penalty(x, dtype):
     return x
 
 
-def require_square(fn: str, name: str, x, expected: str = "(n, n)") -> int:
-    """Returns n after checking that x is an n × n matrix."""
+def require_square(fn: str, name: str, x, expected: str = "(n, n)", why: str = "") -> int:
+    """Returns n after checking that x is a floating n × n matrix (``why`` says what it is: "hidden-to-hidden
+    weights")."""
+    require_floating(fn, name, x)
     shape = require_ndim(fn, name, x, 2, expected)
     if shape[0] != shape[1]:
-        fail(fn, f"{name} must be square with shape {expected}; got shape {shape}.")
+        reason = f" ({why})" if why else ""
+        fail(fn, f"{name} must be square with shape {expected}{reason}; got shape {shape}.")
     return shape[0]
+
+
+def require_vector(fn: str, name: str, x, n: int | None = None, why: str = "") -> int:
+    """A floating vector ``(n,)`` (of length ``n`` when given; ``why`` says where ``n`` comes from); returns its
+    length: ``"x has shape (2,); expected (3,) (the length of a)."``"""
+    require_floating(fn, name, x)
+    shape = require_ndim(fn, name, x, 1, "(n,)" if n is None else f"({n},)")
+    if n is not None and shape[0] != n:
+        fail(fn, f"{name} has shape {shape}; expected ({n},){f' ({why})' if why else ''}.")
+    return shape[0]
+
+
+def require_matrix(fn: str, name: str, x, dims: str, *, rows: int | None = None, cols: int | None = None,
+                   why: str = "") -> tuple[int, int]:
+    """A floating matrix (``dims`` reads like ``"(D, H)"``) with ``rows`` rows and ``cols`` columns where given
+    (``why`` says where they come from); returns its shape:
+    ``"U has shape (2, 5); expected (1, 5) (rows: X's feature size D = 1)."``"""
+    require_floating(fn, name, x)
+    shape = require_ndim(fn, name, x, 2, dims)
+    expected = (shape[0] if rows is None else rows, shape[1] if cols is None else cols)
+    if shape != expected:
+        fail(fn, f"{name} has shape {shape}; expected {expected}{f' ({why})' if why else ''}.")
+    return shape
+
+
+def require_classes(fn: str, name: str, shape: tuple[int, ...], count: str = "K") -> int:
+    """At least one class for a softmax: ``shape``'s last entry (the columns of ``name``, ``count`` of them) is
+    ``>= 1``; returns it. ``"V has shape (5, 0); expected at least one column (K >= 1 classes for the softmax)."``"""
+    if shape[-1] == 0:
+        fail(fn, f"{name} has shape {shape}; expected at least one column ({count} >= 1 classes for the softmax).")
+    return shape[-1]
 
 
 def cast_like(ct, primal):

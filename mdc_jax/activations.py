@@ -29,7 +29,8 @@ from . import _validation as v
 
 class Activation(NamedTuple):
     """An element-wise function f and its derivative: an activation of the rules, or an f for
-    ``mdc_jax.bracket.apply`` (``bracket.Elementwise(fn, derivative)`` builds one).
+    ``mdc_jax.bracket.apply`` (``bracket.Elementwise(fn, derivative)`` is the subclass whose derivative
+    takes ``(x, f(x))``; it overrides :meth:`grad_from`).
 
     Attributes:
       name: the registry key (for an unregistered one, as ``bracket.exp``: its name in messages).

@@ -2,7 +2,7 @@
 
 Positions are 1-based, as in the seed. The rules (forwards, closed-form VJPs, the parser) live in the
 package ``mdc_jax.rules.bracket``, one module per job; ``docs/bracket.md`` walks through §2–§5 with
-runnable examples. ``Elementwise`` builds an :class:`mdc_jax.Activation`, the one element-wise type.
+runnable examples. ``Elementwise`` is a subclass of :class:`mdc_jax.Activation`, the one element-wise type.
 """
 
 from .rules.bracket import Elementwise as Elementwise

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mdc_jax
 import mdc_jax.bracket as bk
 from mdc_jax import activations, cli
 from mdc_jax.reference import bracket as ref
@@ -525,6 +526,27 @@ def test_one_elementwise_type_serves_the_activations_and_apply():
     for what, (value, ct, ref_value, ref_ct) in zip(["Elementwise", "softplus", "log", "exp"], run(X, G)):
         assert_close(value, ref_value, F64_RTOL, f"{what} value")
         assert_close(ct, ref_ct, F64_RTOL, f"{what} VJP")
+
+
+def test_elementwise_is_a_type_whose_derivative_takes_x_and_f_of_x():
+    """Issue 20 review: ``Elementwise`` is again a type (a subclass of activations.Activation), its
+    ``derivative(x, y)`` takes ``y = f(x)`` as documented, and the backward of ``apply`` takes ``y`` from
+    the forward's residual: ``f`` appears once in the gradient's program (it was evaluated twice)."""
+    e2 = bk.Elementwise(lambda x: jnp.exp(2 * x), lambda x, y: 2 * y, "e2")
+    assert isinstance(e2, bk.Elementwise) and isinstance(e2, activations.Activation)
+    assert not isinstance(bk.tanh, bk.Elementwise) and e2.name == "e2" and not e2.from_output
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    assert_close(e2.derivative(x, e2.fn(x)), 2 * jnp.exp(2 * x), F64_RTOL, "derivative(x, y)")
+    assert_close(e2.grad_from(x, e2.fn(x)), 2 * jnp.exp(2 * x), F64_RTOL, "grad_from(A, Z)")
+    assert e2 != activations.Activation("e2", e2.fn, e2.derivative, False)  # no jit cache shared with an Activation
+    loss = lambda X: jnp.sum(bk.apply(e2, X, (2,)))
+    assert_close(jax.grad(loss)(x), 2 * jnp.exp(2 * x), F64_RTOL, "jax.grad through apply")
+    assert str(jax.make_jaxpr(jax.grad(loss))(x)).count(" exp ") == 1  # f(x) once: the backward reuses it
+    # a user's Elementwise also serves the FCNN rules (f' from (A, Z))
+    cube = bk.Elementwise(lambda x: x**3, lambda x, y: 3 * x**2, "cube")
+    X, W, b = x.T, jnp.ones((2, 2)) / 4, jnp.zeros(2)  # N = 3: J = ‖(XW)³‖² / 6
+    grad = jax.grad(lambda W: mdc_jax.fcnn_regression_loss([(W, b)], X, jnp.zeros((3, 2)), [cube]))(W)
+    assert_close(grad, X.T @ ((X @ W) ** 3 * 3 * (X @ W) ** 2) / 3, F64_RTOL, "FCNN with an Elementwise")
 
 
 def test_evaluating_again_with_new_values_traces_nothing():

@@ -429,6 +429,19 @@ def test_integer_labels_are_rejected_with_a_one_hot_hint():
          head="fused", block_size=-1)
 
 
+def test_bool_labels_with_the_fused_head_name_the_integer_alternative_not_the_fused_head():
+    """Issue 20 review: with head='fused' (which takes integer labels) bool labels are refused naming integer
+    class indices (N,) or floating rows, and the hint "or use head='fused'" is not offered to a caller who
+    used it; the plain head still offers it."""
+    params, X, _ = classification_case(0, 4, [3, 5, 3], jnp.float64)
+    labels = jnp.array([0, 2, 1, 1]) > 0
+    with pytest.raises(ValueError, match=r"Y has dtype bool and shape \(4,\); expected integer class indices of "
+                                         r"shape \(4,\), or floating rows of probabilities .* = \(4, 3\)\.$") as info:
+        mdc_jax.fcnn_classification_loss(params, X, labels, ["tanh"], head="fused")
+    assert "head='fused'" not in str(info.value)
+    _bad("classification", params, X, labels, ["tanh"], r"Y has dtype bool.*or use head='fused'")
+
+
 def test_forward_mode_on_the_rule_raises_but_forward_over_reverse_is_exact():
     """As the README says: jvp of a custom_vjp rule is refused; jax.hessian (jacfwd∘jacrev) works."""
     params, X, Y = classification_case(12, 5, [3, 4, 3], jnp.float64)

@@ -117,7 +117,8 @@ def test_all_ignored_tokens_give_zero_loss_and_gradients():
 @pytest.mark.parametrize("change, match", [
     (lambda a: (a[0], a[1], a[2], a[3].at[0].set(5)), r"labels must hold class indices in \[0, 5\).*\[5\] \(first at row 0\)"),
     (lambda a: (a[0], a[1], a[2], a[3].astype(jnp.float64)), r"labels has dtype float64 and shape \(4,\); expected integer"),
-    (lambda a: (a[0][:, :2], a[1], a[2], a[3]), r"W has shape \(3, 5\); expected \(2, K\)"),
+    (lambda a: (a[0][:, :2], a[1], a[2], a[3]),
+     r"W has shape \(3, 5\); expected \(2, 5\) \(its rows must equal Z's columns, d = 2\)"),
     (lambda a: (a[0], a[1], a[2][:4], a[3]), r"b has shape \(4,\); expected \(5,\)"),
     (lambda a: (a[0], a[1], a[2], a[3][:3]), r"labels has shape \(3,\); expected \(4,\)"),
     (lambda a: (a[0], a[1], a[2], a[3].tolist()), r"labels must be an array"),
@@ -148,3 +149,17 @@ def test_soft_labels_refuse_ignore_index_and_negative_rows():
     with pytest.raises(ValueError, match=r"labels must hold non-negative, finite label rows"):
         lce(Z, W, b, -Y)
     assert linear_ce.default_blocks(4096, 32768) == (512, 8192)
+
+
+def test_bool_labels_no_classes_and_a_traced_ignore_index_are_refused_by_name():
+    """Issue 20 review: bool labels (N,) are refused naming both alternatives, integer class indices (N,) or
+    floating rows (N, K), as before the checks moved into _validation; W without columns is refused by name."""
+    Z, W, b, labels = linear_ce_case(0, 4, 3, 5, jnp.float64)
+    with pytest.raises(ValueError, match=r"linear_softmax_cross_entropy: labels has dtype bool and shape \(4,\); "
+                                         r"expected integer class indices of shape \(4,\), or floating .* \(4, 5\)"):
+        lce(Z, W, b, labels > 2)
+    with pytest.raises(ValueError, match=r"W has shape \(3, 0\); expected at least one column \(K >= 1 classes"):
+        lce(Z, W[:, :0], b[:0], labels)
+    with pytest.raises(ValueError, match=r"ignore_index is a traced value .*it must be static"):
+        jax.jit(lambda i: lce(Z, W, b, labels, ignore_index=i))(1)
+    assert float(lce(Z, W, b, labels, ignore_index=np.int64(-1))) == float(lce(Z, W, b, labels))

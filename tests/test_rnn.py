@@ -389,7 +389,8 @@ def test_bad_input_raises_naming_argument_and_shapes():
     _bad(rnn_loss, (params, Z0, X, Y[..., :2]), r"Y has shape \(3, 4, 2\); expected \(3, 4, 3\).*V's 3 columns")
     _bad(rnn_loss, (params, Z0[:3], X, Y), r"Z0 has shape \(3, 5\); expected \(4, 5\).*X's 4 sequences")
     _bad(rnn_loss, (params, Z0.T, X, Y), r"Z0 has shape \(5, 4\); expected \(4, 5\)")
-    _bad(rnn_loss, (params._replace(W=W[:, :4]), Z0, X, Y), r"W has shape \(5, 4\); expected \(5, 5\).*square")
+    _bad(rnn_loss, (params._replace(W=W[:, :4]), Z0, X, Y),
+         r"W must be square with shape \(H, H\) \(hidden-to-hidden weights\); got shape \(5, 4\)")
     _bad(rnn_loss, (params._replace(W=W[0]), Z0, X, Y), r"W must be 2-D with shape \(H, H\); got shape \(5,\)")
     _bad(rnn_loss, (params._replace(b=b[:3]), Z0, X, Y), r"b has shape \(3,\); expected \(5,\)")
     _bad(rnn_loss, (params._replace(c=c[:, None]), Z0, X, Y), r"c has shape \(3, 1\); expected \(3,\)")

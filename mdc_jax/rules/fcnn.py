@@ -89,83 +89,85 @@ def penalty(params):
     return sum(jnp.sum(W * W) for W, _ in params) / 2
 
 
-def _cotangents(params, X, Y, l2, grads, dX, dY, dl2):
+def output_forward(task: str, params, X, Y, acts):
+    """The forward to each example's loss, the penalty aside: ``(ℓ, Zs, As, out)``.
+
+    ``ℓ_i = ½‖z_{L,i} − y_i‖²`` with ``out = Z_L`` (``"regression"``, §6.2), or ``ℓ_i = −ln s¹(a_{L,i})·y_i``
+    with ``out = ln Z_L`` (``"classification"``, §6.3); ``Zs = [Z_0, ..., Z_{L−1}]`` (each layer's input)
+    and ``As`` as :func:`hidden_forward`. The losses are ``J = (1/N) Σ_i ℓ_i + λ·penalty``.
+    """
+    if task == "classification":
+        Zs, As = hidden_forward(params[:-1], X, acts)
+        W, b = params[-1]
+        logZ_L = log_softmax(Zs[-1] @ W + b[None, :])  # ln s¹(A_L), finite even for logits of ±1e4
+        return -jnp.sum(Y * logZ_L, axis=1), Zs, As, logZ_L
+    Zs, As = hidden_forward(params, X, acts)
+    Z_L = Zs.pop()
+    R = Z_L - Y
+    return jnp.sum(R * R, axis=1) / 2, Zs, As, Z_L
+
+
+def output_backward(task: str, acts, As, Y, out):
+    """The output layer's backward row by row, without the ``1/N`` (the rules scale by ``g/N``):
+    ``(S_L, ∇_Y ℓ)``, row ``i`` of ``S_L`` being ``∇_{a_{L,i}} ℓ_i``, for ``out`` from :func:`output_forward`.
+
+    Classification, §6.3.1 keeping ``1ᵀy_i``: ``S_L = E = Z_L ⊙ (Y1)1ᵀ − Y``, ``∇_Y ℓ = −ln Z_L``.
+    Regression, §6.2: ``S_L = (Z_L − Y) ⊙ f'_L(A_L)``, ``∇_Y ℓ = −(Z_L − Y)``.
+    """
+    if task == "classification":
+        return cross_entropy_error(jnp.exp(out), Y), -out
+    R = out - Y  # ∇_{Z_L}ℓ_i
+    return R * acts[-1].grad_from(As[-1], out), -R
+
+
+def _cotangents(params, X, l2, grads, dX, dl2):
     dparams = tuple((v.cast_like(dW, W), v.cast_like(db, b)) for (dW, db), (W, b) in zip(grads, params))
-    return dparams, v.cast_like(dX, X), v.cast_like(dY, Y), v.cast_like(dl2, l2)
+    return dparams, v.cast_like(dX, X), v.cast_like(dl2, l2)
 
 
 # --------------------------------------------------------------------------------------------
-# Regression: §6.1–6.2
+# Regression (§6.1–6.2) and classification (§6.3 general, eq. 38–40; §6.3.1 simple, eq. 41–44): one
+# forward and one backward, the output layer's rows from output_forward and output_backward
+
+
+def _forward(task, acts, params, X, Y, l2):
+    ell, Zs, As, out = output_forward(task, params, X, Y, acts)
+    return jnp.sum(ell) / X.shape[0] + l2 * penalty(params), Zs, As, out
+
+
+def _fwd(task, acts, params, X, Y, l2):
+    J, Zs, As, out = _forward(task, acts, params, X, Y, l2)
+    # Residuals: the layer inputs Z_0..Z_{L−1} (∇W_j = Z_{j−1}ᵀS_j; tanh, sigmoid, relu, softplus and identity
+    # take f'_j from Z_j), A_j only for an activation whose f' needs its input, Y, and the output: Z_L for
+    # regression (Z_L − Y is recomputed: one subtraction, not a buffer kept), ln Z_L for classification
+    # (∇_Y J needs it; Z_L is its exp, recomputed).
+    return J, (params, Zs, As, Y, out, l2)
+
+
+def _bwd(task, backward, acts, res, g):
+    params, Zs, As, Y, out, l2 = res
+    scale = g / Zs[0].shape[0]  # g/N
+    S, dY = output_backward(task, acts, As, Y, out)  # S_L and ∇_Y ℓ, without 1/N
+    if backward == "general":  # §6.3 eq. 40: E_i = −(1/N) ∇s(a_i) (y_i ⊘ s(a_i)), ∇s = diag(s) − ssᵀ row-wise
+        Z_L = jnp.exp(out)
+        S = softmax_vjp(Z_L, -Y / Z_L, axis=1)
+    grads, dX = _backward(params, Zs, As, acts, scale * S, g * l2)
+    dparams, dX, dl2 = _cotangents(params, Zs[0], l2, grads, dX, g * penalty(params))
+    return dparams, dX, v.cast_like(scale * dY, Y), dl2
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _regression(acts, params, X, Y, l2):
-    Zs, _ = hidden_forward(params, X, acts)
-    R = Zs[-1] - Y
-    return jnp.sum(R * R) / (2 * X.shape[0]) + l2 * penalty(params)
-
-
-def _regression_fwd(acts, params, X, Y, l2):
-    Zs, As = hidden_forward(params, X, acts)
-    R = Zs[-1] - Y
-    J = jnp.sum(R * R) / (2 * X.shape[0]) + l2 * penalty(params)
-    # Residuals: the layer outputs Z_j (needed for ∇W_j = Z_{j−1}ᵀS_j and, for tanh, sigmoid,
-    # relu, softplus, identity, f'_j), A_j only for activations whose f' needs the input, and Y.
-    # Z_L − Y is recomputed in the backward: one subtraction, not an N × d_L buffer kept alive.
-    return J, (params, Zs, As, Y, l2)
-
-
-def _regression_bwd(acts, res, g):
-    params, Zs, As, Y, l2 = res
-    N = Zs[0].shape[0]
-    grad_ZL = g * (Zs[-1] - Y) / N  # ∇_{Z_L}J = (Z_L − Y)/N
-    S = grad_ZL * acts[-1].grad_from(As[-1], Zs[-1])  # S_L = ∇_{Z_L}J ⊙ f'_L(A_L)
-    grads, dX = _backward(params, Zs, As, acts, S, g * l2)
-    return _cotangents(params, Zs[0], Y, l2, grads, dX, -grad_ZL, g * penalty(params))
-
-
-_regression.defvjp(_regression_fwd, _regression_bwd)
-
-
-# --------------------------------------------------------------------------------------------
-# Classification: §6.3 (general, eq. 38–40) and §6.3.1 (simple, eq. 41–44)
-
-
-def _classification_forward(acts, params, X, Y, l2):
-    Zs, As = hidden_forward(params[:-1], X, acts)
-    W, b = params[-1]
-    logZ_L = log_softmax(Zs[-1] @ W + b[None, :])  # ln s¹(A_L), finite even for logits of ±1e4
-    J = -jnp.sum(Y * logZ_L) / X.shape[0] + l2 * penalty(params)
-    return J, Zs, As, logZ_L
+    return _forward("regression", acts, params, X, Y, l2)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _classification(backward, acts, params, X, Y, l2):
-    return _classification_forward(acts, params, X, Y, l2)[0]
+    return _forward("classification", acts, params, X, Y, l2)[0]
 
 
-def _classification_fwd(backward, acts, params, X, Y, l2):
-    J, Zs, As, logZ_L = _classification_forward(acts, params, X, Y, l2)
-    # Residuals: hidden outputs Z_0..Z_{L−1}, ln Z_L (Z_L = exp of it is recomputed: cheap, and
-    # ln Z_L is what ∇_Y J needs), Y, and any A_j a user-registered activation asks for.
-    return J, (params, Zs, As, Y, logZ_L, l2)
-
-
-def _classification_bwd(backward, acts, res, g):
-    params, Zs, As, Y, logZ_L, l2 = res
-    N = Zs[0].shape[0]
-    Z_L = jnp.exp(logZ_L)
-    if backward == "simple":
-        # §6.3.1 eq. 43–44, keeping 1ᵀy_i: E = (Z_L ⊙ (Y1)1ᵀ − Y)/N
-        E = (g / N) * cross_entropy_error(Z_L, Y)
-    else:
-        # §6.3 eq. 40: E_i = −(1/N) ∇s(a_i) (y_i ⊘ s(a_i)), ∇s = diag(s) − ssᵀ applied row-wise
-        E = softmax_vjp(Z_L, -(g / N) * (Y / Z_L), axis=1)
-    grads, dX = _backward(params, Zs, As, acts, E, g * l2)
-    return _cotangents(params, Zs[0], Y, l2, grads, dX, -(g / N) * logZ_L, g * penalty(params))
-
-
-_classification.defvjp(_classification_fwd, _classification_bwd)
+_regression.defvjp(functools.partial(_fwd, "regression"), functools.partial(_bwd, "regression", "simple"))
+_classification.defvjp(lambda backward, *args: _fwd("classification", *args), functools.partial(_bwd, "classification"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def _classification_fused_bwd(acts, blocks, res, g):
     else:
         grads, dX = [], dZ
     grads = [*grads, (dW + g * l2 * W, db)]
-    dparams, dX, _, dl2 = _cotangents(params, Zs[0], Zs[0], l2, grads, dX, dX, g * penalty(params))
+    dparams, dX, dl2 = _cotangents(params, Zs[0], l2, grads, dX, g * penalty(params))
     return dparams, dX, (v.cast_like(dY, Y) if soft else dY), dl2  # ∇_Y J = −(g/N) ln Z_L; none for labels
 
 
@@ -227,7 +229,7 @@ def check_inputs(fn: str, params, X, Y, activations, l2, *, n_activations: int |
     v.require_samples(fn, "X", (N, d_0))
     pairs, K = v.require_mlp_params(fn, params, d_0)
     if task is not None:
-        alt = " or use head='fused', which takes them as they are" if fn == "fcnn_classification_loss" else ""
+        alt = " or use head='fused', which takes them as they are" if fn == "fcnn_classification_loss" and not labels else ""
         also = f"; or integer labels of shape ({N},)" if labels else ""
         v.require_labels(fn, "Y", Y, (N,), K, dims="(N, d_L)",
                          why=f"(N, d_L): X's {N} rows and the last layer's {K} columns{also}",
@@ -325,21 +327,18 @@ def fcnn_classification_loss(params: Params, X: jax.Array, Y: jax.Array, activat
     """
     fn = "fcnn_classification_loss"
     v.require_choice(fn, "backward", backward, ("simple", "general"))
-    linear_ce.check_head(fn, head, block_size, 1, 1)  # the names; the blocks once the shapes are known
-    if head == "fused" and backward != "simple":
+    fused = linear_ce.check_head(fn, head, block_size)  # the blocks once the shapes are known
+    if fused and backward != "simple":
         v.fail(fn, f"head='fused' applies §6.3.1's simple E block by block; backward={backward!r} needs the "
                    f"plain head.")
     n_hidden = len(params) - 1 if isinstance(params, (list, tuple)) else None
     pairs, acts = check_inputs(fn, params, X, Y, activations, l2, n_activations=n_hidden, task="classification",
-                               labels=head == "fused")
-    W_L = pairs[-1][0]
-    if W_L.shape[1] == 0:
-        L = len(pairs)
-        v.fail(fn, f"params[{L - 1}][0] (W_{L}) has shape {W_L.shape}; expected at least one column "
-                   f"(d_L >= 1 classes for the softmax).")
+                               labels=fused)
+    L = len(pairs)
+    K = v.require_classes(fn, f"params[{L - 1}][0] (W_{L})", pairs[-1][0].shape, "d_L")
     l2 = v.as_penalty(l2, jnp.result_type(X))
-    if head == "fused":
-        blocks = linear_ce.check_head(fn, head, block_size, X.shape[0], W_L.shape[1])
+    if fused:
+        blocks = linear_ce.resolve_blocks(fn, block_size, X.shape[0], K)
         return _classification_fused(acts, blocks, pairs, X, jnp.asarray(Y), l2)
     return _classification(backward, acts, pairs, X, Y, l2)
 

@@ -48,19 +48,6 @@ def _closed_form(fwd, bwd, value=None):
     return rule
 
 
-def _vector(fn, name, x, n=None, why=""):
-    v.require_floating(fn, name, x)
-    shape = v.require_ndim(fn, name, x, 1, "(n,)" if n is None else f"({n},)")
-    if n is not None and shape[0] != n:
-        v.fail(fn, f"{name} has shape {shape}; expected ({n},){f' ({why})' if why else ''}.")
-    return shape[0]
-
-
-def _square(fn, name, X):
-    v.require_floating(fn, name, X)
-    return v.require_square(fn, name, X)
-
-
 # --------------------------------------------------------------------------------------------
 # aᵀx, eq. 33
 
@@ -95,8 +82,8 @@ def linear(a: jax.Array, x: jax.Array) -> jax.Array:
       ``000_3fed0c34b422d74e.txt`` §5, eq. 33.
     """
     fn = "linear"
-    n = _vector(fn, "a", a)
-    _vector(fn, "x", x, n, "the length of a")
+    n = v.require_vector(fn, "a", a)
+    v.require_vector(fn, "x", x, n, "the length of a")
     return _linear(a, x)
 
 
@@ -137,7 +124,7 @@ def quadratic(x: jax.Array, A: jax.Array) -> jax.Array:
       ``000_3fed0c34b422d74e.txt`` §5 (second example, from eq. 33).
     """
     fn = "quadratic"
-    n = _vector(fn, "x", x)
+    n = v.require_vector(fn, "x", x)
     v.require_floating(fn, "A", A)
     v.require_shape(fn, "A", A, (n, n), f"square, matching x's length {n}")
     return _quadratic(x, A)
@@ -182,11 +169,9 @@ def bilinear(a: jax.Array, X: jax.Array, b: jax.Array) -> jax.Array:
       ``000_3fed0c34b422d74e.txt`` §5 (third example).
     """
     fn = "bilinear"
-    m = _vector(fn, "a", a)
-    v.require_floating(fn, "X", X)
-    _, p = v.require_ndim(fn, "X", X, 2, f"({m}, p)")
-    v.require_shape(fn, "X", X, (m, p), f"its rows must match a's length {m}")
-    _vector(fn, "b", b, p, "X's number of columns")
+    m = v.require_vector(fn, "a", a)
+    p = v.require_matrix(fn, "X", X, f"({m}, p)", rows=m, why=f"its rows must match a's length {m}")[1]
+    v.require_vector(fn, "b", b, p, "X's number of columns")
     return _bilinear(a, X, b)
 
 
@@ -227,10 +212,8 @@ def gram_quadratic(a: jax.Array, X: jax.Array) -> jax.Array:
       ``000_3fed0c34b422d74e.txt`` §5 (fourth example).
     """
     fn = "gram_quadratic"
-    m = _vector(fn, "a", a)
-    v.require_floating(fn, "X", X)
-    _, p = v.require_ndim(fn, "X", X, 2, f"({m}, p)")
-    v.require_shape(fn, "X", X, (m, p), f"its rows must match a's length {m}")
+    m = v.require_vector(fn, "a", a)
+    v.require_matrix(fn, "X", X, f"({m}, p)", rows=m, why=f"its rows must match a's length {m}")
     return _gram_quadratic(a, X)
 
 
@@ -285,10 +268,8 @@ def trace_inverse_product(A: jax.Array, X: jax.Array, B: jax.Array) -> jax.Array
       ``000_3fed0c34b422d74e.txt`` §5, eq. 34; §4.4 for ``d(X⁻¹)``.
     """
     fn = "trace_inverse_product"
-    p = _square(fn, "X", X)
-    v.require_floating(fn, "A", A)
-    m, _ = v.require_ndim(fn, "A", A, 2, f"(m, {p})")
-    v.require_shape(fn, "A", A, (m, p), f"its columns must match X's order {p}")
+    p = v.require_square(fn, "X", X)
+    m = v.require_matrix(fn, "A", A, f"(m, {p})", cols=p, why=f"its columns must match X's order {p}")[0]
     v.require_floating(fn, "B", B)
     v.require_shape(fn, "B", B, (p, m), f"X's order {p} rows and A's {m} rows as columns, so AX⁻¹B is square")
     return _trace_inverse_product(A, X, B)
@@ -325,7 +306,7 @@ def trace(X: jax.Array) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §4.4 (first result).
     """
-    _square("trace", "X", X)
+    v.require_square("trace", "X", X)
     return _trace(X)
 
 
@@ -359,7 +340,7 @@ def inverse(X: jax.Array) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §4.4 (second result).
     """
-    _square("inverse", "X", X)
+    v.require_square("inverse", "X", X)
     return _inverse(X)
 
 
@@ -397,7 +378,7 @@ def det(X: jax.Array) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §4.4 (third result).
     """
-    _square("det", "X", X)
+    v.require_square("det", "X", X)
     return _det(X)
 
 
@@ -435,7 +416,7 @@ def logdet(X: jax.Array) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §4.4 (third result, divided by ``|X|``).
     """
-    _square("logdet", "X", X)
+    v.require_square("logdet", "X", X)
     return _logdet(X)
 
 
@@ -474,5 +455,5 @@ def outer_self(x: jax.Array) -> jax.Array:
     References:
       ``000_3fed0c34b422d74e.txt`` §5, eq. 35–36.
     """
-    _vector("outer_self", "x", x)
+    v.require_vector("outer_self", "x", x)
     return _outer_self(x)

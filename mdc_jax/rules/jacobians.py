@@ -33,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation as v
-from .softmax import sigmoid, softmax
+from ..activations import sigmoid_derivative
+from .softmax import sigmoid, softmax, softmax_grad
 
 
 def _check_jacobian_input(fn: str, x, axis, block_diagonal) -> tuple[tuple[int, ...], int, bool]:
@@ -98,11 +99,9 @@ def softmax_jacobian(x: jax.Array, axis: int = -1, *, block_diagonal: bool = Fal
     if k == 0:
         v.fail(fn, f"x has shape {shape}, with no classes (k = 0) along the softmax's axis; expected k >= 1.")
     if len(shape) == 1:
-        s = softmax(x, 0)
-        return jnp.diag(s) - s[:, None] * s[None, :]
+        return softmax_grad(softmax(x, 0))
     S = softmax(x, axis % 2)
-    S = S.T if axis == 0 else S  # one sample per row from here on
-    blocks = jax.vmap(jnp.diag)(S) - S[:, :, None] * S[:, None, :]
+    blocks = softmax_grad(S.T if axis == 0 else S)  # one sample per row: block i is eq. 2.10 for sample i
     return _blocks_to_matrix(blocks, axis) if block_diagonal else blocks
 
 
@@ -127,8 +126,7 @@ def sigmoid_jacobian(x: jax.Array, *, block_diagonal: bool = False) -> jax.Array
     """
     fn = "sigmoid_jacobian"
     shape, _, block_diagonal = _check_jacobian_input(fn, x, -1, block_diagonal)
-    z = sigmoid(x)
-    d = z * (1 - z)  # σ' = σ(1 − σ), eq. 2.4
+    d = sigmoid_derivative(sigmoid(x))  # σ' = σ(1 − σ), eq. 2.4
     if len(shape) == 1:
         return jnp.diag(d)
     if block_diagonal:
@@ -194,9 +192,6 @@ def cross_entropy(p: jax.Array, q: jax.Array) -> jax.Array:
     v.require_shape(fn, "q", q, shape, "the same shape as p")
     if math.prod(shape) == 0:
         v.fail(fn, f"p has shape {shape}, with no entries; expected at least one.")
-    values = v.concrete(q)
-    if values is not None:
-        problem = v.describe_where("q", values, ~(values > 0) | ~np.isfinite(values), "non-positive or non-finite")
-        if problem:
-            v.fail(fn, f"q must hold finite entries > 0 (∇_q divides by q); {problem}.")
+    v.require_entries(fn, "q", q, lambda q: ~(q > 0) | ~np.isfinite(q), "non-positive or non-finite",
+                      "finite entries > 0 (∇_q divides by q)")
     return _cross_entropy(p, q)

@@ -187,14 +187,13 @@ def _int32_labels(labels, K: int, keep=True):
     return jnp.where(keep & (labels >= 0) & (labels < K), labels, -1).astype(jnp.int32)
 
 
-def check_head(fn, head, block_size, N, K):
-    """``None`` for ``head="plain"``, the (token block, vocabulary block) pair for ``head="fused"``."""
+def check_head(fn, head, block_size) -> bool:
+    """Whether ``head`` is ``"fused"``: the name is one of :data:`HEADS`, and ``block_size`` goes with the fused
+    head only. The blocks themselves, once the sizes are known: :func:`resolve_blocks`."""
     v.require_choice(fn, "head", head, HEADS)
-    if head == "plain":
-        if block_size is not None:
-            v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
-        return None
-    return resolve_blocks(fn, block_size, N, K)
+    if head == "plain" and block_size is not None:
+        v.fail(fn, f"block_size applies to head='fused' only; got block_size={block_size!r} with head='plain'.")
+    return head == "fused"
 
 
 def resolve_blocks(fn, block_size, N, K):
@@ -210,9 +209,8 @@ def resolve_blocks(fn, block_size, N, K):
         if size is None:
             out.append(default_blocks(N, K)[name == "vocabulary block"])
             continue
-        size = v.static_int(size)
-        if size is None or size < 1:
-            v.fail(fn, f"block_size: the {name} must be a positive int; got {block_size!r}.")
+        size = v.require_static_int(fn, f"block_size: the {name}", size, what="a positive int",
+                                    static_why=", as it fixes the blocks' shapes")
         out.append(min(size, total))
     return tuple(out)
 
@@ -259,21 +257,18 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
     """
     fn = "linear_softmax_cross_entropy"
     v.require_choice(fn, "reduction", reduction, REDUCTIONS)
-    for name, x in (("Z", Z), ("W", W), ("b", b)):
-        v.require_floating(fn, name, x)
-    N, d = v.require_ndim(fn, "Z", Z, 2, "(N, d)")
+    N, d = v.require_matrix(fn, "Z", Z, "(N, d)")
     v.require_samples(fn, "Z", (N, d))
-    d_w, K = v.require_ndim(fn, "W", W, 2, "(d, K)")
-    if d_w != d:
-        v.fail(fn, f"W has shape {(d_w, K)}; expected ({d}, K): its rows must equal Z's columns (d = {d}).")
-    if K == 0:
-        v.fail(fn, f"W has shape {(d_w, K)}; expected at least one class (K >= 1).")
+    W_shape = v.require_matrix(fn, "W", W, "(d, K)", rows=d, why=f"its rows must equal Z's columns, d = {d}")
+    K = v.require_classes(fn, "W", W_shape)
+    v.require_floating(fn, "b", b)
     v.require_shape(fn, "b", b, (K,), f"one bias per column of W, K = {K}")
-    if ignore_index is not None and v.static_int(ignore_index) is None:
-        v.fail(fn, f"ignore_index must be an int or None; got {ignore_index!r}.")
+    if ignore_index is not None:
+        ignore_index = v.require_static_int(fn, "ignore_index", ignore_index, minimum=None, what="an int or None",
+                                            static_why=": it selects the tokens left out of the mean")
     soft = not v.require_labels(fn, "labels", labels, (N,), K, dims="(N, K)", why=f"soft labels: Z's {N} rows, W's {K} columns",
                                 integer="one class index per row of Z; soft labels are floating (N, K) rows",
-                                ignore=v.static_int(ignore_index))
+                                ignore=ignore_index)
     if soft and ignore_index is not None:
         v.fail(fn, "ignore_index applies to integer labels only; give soft-label rows of zeros instead.")
     bn, bk = resolve_blocks(fn, block_size, N, K)

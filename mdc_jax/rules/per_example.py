@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from .. import _validation as v
 from . import fcnn, rnn
-from .softmax import cross_entropy_error, log_softmax
+from .softmax import cross_entropy_error
 
 QUANTITIES = ("batch_grad", "batch_l2", "grad_norm", "sum_grad_squared", "variance")
 TASKS = ("classification", "regression")
@@ -71,18 +71,8 @@ def _clip_factors(sq_norms, clip_norm):
 def _fcnn_rows(pairs, X, Y, acts, task):
     """Per-example losses ``ℓ`` (N,) and, per layer, the input ``Z_{j−1}`` and ``S_j`` whose row i is
     ``∇_{a_{j,i}} ℓ_i`` (the §6.2 recursion run from ``S_L`` of ``ℓ_i``, without the ``1/N``)."""
-    if task == "classification":
-        Zs, As = fcnn.hidden_forward(pairs[:-1], X, acts)
-        W, b = pairs[-1]
-        logP = log_softmax(Zs[-1] @ W + b[None, :])
-        ell = -jnp.sum(Y * logP, axis=1)
-        S = cross_entropy_error(jnp.exp(logP), Y)  # §6.3.1 E, times N
-    else:
-        Zs, As = fcnn.hidden_forward(pairs, X, acts)
-        Z_L = Zs.pop()
-        R = Z_L - Y
-        ell = jnp.sum(R * R, axis=1) / 2
-        S = R * acts[-1].grad_from(As[-1], Z_L)  # S_L = (Z_L − Y) ⊙ f'_L(A_L)
+    ell, Zs, As, out = fcnn.output_forward(task, pairs, X, Y, acts)
+    S = fcnn.output_backward(task, acts, As, Y, out)[0]  # §6.3.1's E or (Z_L − Y) ⊙ f'_L, times N
     return ell, Zs, fcnn.layer_errors(pairs, Zs, As, acts, S)
 
 
@@ -224,21 +214,21 @@ def _rnn_rows(params, Z0, X, Y):
     """Per-example losses ``ℓ`` (N,) and the time-stacked arrays of the §6.4 backward, without ``1/N``:
     ``Z_in`` (``Z_{t−1}``), ``Z_out`` (``Z_t``), ``G`` (``∇_{A_t}ℓ_i`` in row i), ``Hs`` (``∇_{O_t}ℓ_i``),
     each ``(τ, N, ·)``: the rule's own chunked backward, its head taking ``∇_{O_t}`` from ``ℓ_i``."""
-    V, c = params.V, params.c
+    V = params.V
     _, Z_tau, Zs = rnn.forward(params, Z0, X, None)
 
     def head(Z_out, Y_k, ell):
-        logS = log_softmax(Z_out @ V + c[None, None, :])
+        logS = rnn.output_log_probs(Z_out, V, params.c)
         H = cross_entropy_error(jnp.exp(logS), Y_k)  # ∇_{O_t}ℓ_i (§6.3.1 without 1/N)
         return H @ V.T, ell - jnp.sum(Y_k * logS, axis=(0, 2)), H
 
     ell0 = jnp.zeros(X.shape[1], Z_tau.dtype)
-    *_, ell, Hs, G = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, rnn.chunks(Y, Zs.shape[1]), ell0,
-                                  per_step=True)
+    out = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, rnn.chunks(Y, Zs.shape[1]), ell0,
+                       per_step=True)
     flat = lambda A: A.reshape(-1, *A.shape[2:])
     Z_in = flat(Zs)
     Z_out = jnp.concatenate([Z_in[1:], Z_tau[None]])
-    return ell, Z_in, Z_out, flat(G), flat(Hs)
+    return out.head_acc, Z_in, Z_out, flat(out.steps), flat(out.head_out)
 
 
 def _rnn_factors(params, X, Z_in, Z_out, G, Hs):

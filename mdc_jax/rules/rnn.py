@@ -76,10 +76,32 @@ def chunks(A, k: int):
     return A.reshape(A.shape[0] // k, k, *A.shape[1:])
 
 
+def state_step(Z_prev, W, XU_t):
+    """One step of §6.4's forward: ``Z_t = tanh(A_t)``, ``A_t = Z_{t−1}W + X_tU + 1bᵀ`` (``XU_t`` holds
+    ``X_tU + 1bᵀ``)."""
+    return jnp.tanh(Z_prev @ W + XU_t)
+
+
+def output_log_probs(Z_out, V, c):
+    """``ln s¹(O_t)``, ``O_t = Z_tV + 1cᵀ``, for a stack of states ``Z_out`` ``(k, N, H)``: the output layer."""
+    return log_softmax(Z_out @ V + c[None, None, :])
+
+
 def bptt_step(R, Z_t, HV_t):
     """One step of §6.4's recursion: ``∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)``, with
     ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)``."""
     return tanh_derivative(Z_t) * (R + HV_t)
+
+
+class Backward(NamedTuple):
+    """What :func:`backward` returns."""
+
+    grads: tuple | None  # (∇_W, ∇_U, ∇_b); None with per_step
+    dZ0: jax.Array  # ∇_{Z_0}J = ∇_{A_1}J Wᵀ
+    dX: jax.Array | None  # ∇_X J (float0 for token ids); None with per_step
+    head_acc: object  # the head's accumulated quantities
+    head_out: object  # the head's per-chunk outputs, stacked
+    steps: jax.Array | None  # every ∇_{A_t}J, (τ/k, k, N, H), with per_step; else None
 
 
 def _input_term(X_k, U, b):
@@ -119,14 +141,10 @@ def forward(params, Z0, X, Y):
         Z, J = carry
         X_k, Y_k = xs
         XU = _input_term(X_k, U, b)  # X_tU + 1bᵀ for the chunk's steps at once
-
-        def step(Z_prev, XU_t):
-            return jnp.tanh(Z_prev @ W + XU_t), Z_prev  # Z_t = tanh(A_t), A_t = Z_{t−1}W + X_tU + 1bᵀ
-
-        Z, Z_in = jax.lax.scan(step, Z, XU)  # Z_in: the chunk's Z_{t−1}
+        Z, Z_in = jax.lax.scan(lambda Z_prev, XU_t: (state_step(Z_prev, W, XU_t), Z_prev), Z, XU)  # Z_in: Z_{t−1}
         if Y_k is not None:
             Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
-            logS = log_softmax(Z_out @ V + c[None, None, :])  # ln s¹(O_t), O_t = Z_tV + 1cᵀ
+            logS = output_log_probs(Z_out, V, c)
             J = J - jnp.sum(_dense_targets(Y_k, V.shape[1], logS.dtype) * logS) / N
         return (Z, J), Z_in
 
@@ -142,11 +160,10 @@ def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: boo
 
     ``head(Z_out, head_x, head_acc) -> (∇_{O_t}J Vᵀ, head_acc, head_out)`` supplies each chunk's
     ``∇_{Z_t}`` from the output layer (and accumulates that layer's own quantities); ``gZ`` is ``∇_{Z_τ}``.
-    Returns ``((∇_W, ∇_U, ∇_b), ∇_{Z_0}, ∇_X, head_acc, head_out, steps)``. With ``per_step`` the sums
-    over ``t`` and ``∇_X`` are skipped (``None``) and ``steps`` is the ``(τ/k, k, N, H)`` stack of every
-    ``∇_{A_t}J`` (the per-example rows); else ``steps`` is ``None``.
+    Returns a :class:`Backward`. With ``per_step`` the sums over ``t`` and ``∇_X`` are skipped (``None``)
+    and ``steps`` is the ``(τ/k, k, N, H)`` stack of every ``∇_{A_t}J`` (the per-example rows).
     """
-    W, U, _b, _V, _c = params
+    W, U, b = params.W, params.U, params.b
     ids = _is_ids(X)
 
     def chunk(carry, xs):
@@ -176,14 +193,14 @@ def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: boo
         return carry, (None if ids else G @ U.T, head_out, None)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ
 
     k = Zs.shape[1]
-    init = (Z_tau, gZ.astype(Z_tau.dtype), jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(_b), head_acc)
+    init = (Z_tau, gZ.astype(Z_tau.dtype), jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(b), head_acc)
     (_, dZ0, dW, dU, db, acc), (dX, head_out, steps) = jax.lax.scan(chunk, init, (Zs, chunks(X, k), head_xs),
                                                                     reverse=True)
-    # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
+    dZ0 = v.cast_like(dZ0, Z_tau)  # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
     if per_step:
-        return None, v.cast_like(dZ0, Z_tau), None, acc, head_out, steps
+        return Backward(None, dZ0, None, acc, head_out, steps)
     dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
-    return (dW, dU, db), v.cast_like(dZ0, Z_tau), dX, acc, head_out, None
+    return Backward((dW, dU, db), dZ0, dX, acc, head_out, None)
 
 
 def _label_cotangent(Y, dY):
@@ -211,24 +228,22 @@ def _rnn_fwd(params, Z0, X, Y):
 def _rnn_bwd(res, cts):
     params, Zs, Z_tau, X, Y = res
     gJ, gZ = cts  # cotangents of J and of the final state Z_τ
-    _W, _U, _b, V, c = params
+    V, c = params.V, params.c
     scale = gJ / X.shape[1]  # g/N
     labels = jnp.issubdtype(Y.dtype, jnp.integer)
 
     def head(Z_out, Y_k, acc):
         dV, dc = acc
-        logS = log_softmax(Z_out @ V + c[None, None, :])  # recomputed: ln s¹(O_t)
+        logS = output_log_probs(Z_out, V, c)  # recomputed: ln s¹(O_t)
         H = scale * cross_entropy_error(jnp.exp(logS), _dense_targets(Y_k, V.shape[1], logS.dtype))  # ∇_{O_t}J
         acc = (dV + jnp.einsum("tnh,tnk->hk", Z_out, H),  # Σ_t Z_tᵀ ∇_{O_t}J
                dc + jnp.sum(H, axis=(0, 1)))  # Σ_t ∇_{O_t}Jᵀ 1
         dY = None if labels else -scale * logS  # ∇_{Y_t}J = −ln s¹(O_t)/N (no cotangent for integer labels)
         return H @ V.T, acc, dY
 
-    k = Zs.shape[1]
-    (dW, dU, db), dZ0, dX, (dV, dc), dY, _ = backward(params, Zs, Z_tau, X, gZ, head, chunks(Y, k),
-                                                      (jnp.zeros_like(V), jnp.zeros_like(c)))
-    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
-    return dparams, dZ0, dX, _label_cotangent(Y, None if labels else dY.reshape(Y.shape))
+    out = backward(params, Zs, Z_tau, X, gZ, head, chunks(Y, Zs.shape[1]), (jnp.zeros_like(V), jnp.zeros_like(c)))
+    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((*out.grads, *out.head_acc), params)))
+    return dparams, out.dZ0, out.dX, _label_cotangent(Y, None if labels else out.head_out.reshape(Y.shape))
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
@@ -267,9 +282,9 @@ def _rnn_fused_bwd(blocks, res, cts):
     dZ, dV, dc, dT = linear_ce.backward(soft, *blocks, acc, (_all_states(Zs, Z_tau), params.V, params.c, targets, lse), g)
     k = Zs.shape[1]
     HV = chunks(dZ.reshape(X.shape[0], X.shape[1], -1), k)  # ∇_{Z_t}J through V: ∇_{O_t}J Vᵀ, per chunk
-    (dW, dU, db), dZ0, dX, _, _, _ = backward(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
-    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
-    return dparams, dZ0, dX, _label_cotangent(Y, dT.reshape(Y.shape) if soft else None)
+    out = backward(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
+    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((*out.grads, dV, dc), params)))
+    return dparams, out.dZ0, out.dX, _label_cotangent(Y, dT.reshape(Y.shape) if soft else None)
 
 
 _rnn_fused.defvjp(_rnn_fused_fwd, _rnn_fused_bwd)
@@ -283,55 +298,38 @@ def check_inputs(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
     """The RNN rules' input checks, at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast
     to one dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
     ``(τ, N)`` (classes) are accepted. Used by the losses and by ``mdc_jax.per_example``."""
-    v.require_sequence(fn, "params", params, "an RNNParams(W, U, b, V, c) (or a 5-tuple in that order)", length=5)
-    params = RNNParams(*params)
-    for name, p in zip(RNNParams._fields, params):
-        v.require_floating(fn, name, p)
     v.require_array(fn, "X", X)
     ids = tokens and jnp.issubdtype(jnp.result_type(X), jnp.integer)
     if ids:
-        tau, N = v.require_ndim(fn, "X", X, 2, "(τ, N) of token ids, time-major (or floating (τ, N, D))")
-        D = v.require_ndim(fn, "U", params.U, 2, "(D, H)")[0]
+        (tau, N), D = v.require_ndim(fn, "X", X, 2, "(τ, N) of token ids, time-major (or floating (τ, N, D))"), None
     else:
-        hint = "Integer token ids are (τ, N)." if tokens else "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D))."
-        v.require_floating(fn, "X", X, hint)
+        v.require_floating(fn, "X", X, "Integer token ids are (τ, N)." if tokens else
+                           "Embed integer tokens first (or pass jax.nn.one_hot(tokens, D)).")
         tau, N, D = v.require_ndim(fn, "X", X, 3, "(τ, N, D), time-major")
     if tau == 0 or N == 0:
         v.fail(fn, f"X has shape {v.shape_of(X)}; expected at least one time step and one sequence.")
-    H = v.require_ndim(fn, "W", params.W, 2, "(H, H)")[0]
-    v.require_shape(fn, "W", params.W, (H, H), "hidden-to-hidden weights must be square")
-    v.require_ndim(fn, "U", params.U, 2, "(D, H)")
-    rows = f"columns: W's hidden size H = {H}" if ids else f"rows: X's feature size D = {D}; columns: W's hidden size H = {H}"
-    v.require_shape(fn, "U", params.U, (D, H), rows)
+    D, H, K = v.require_rnn_params(fn, params, D)
+    params = RNNParams(*params)
     if ids:
         v.require_indices(fn, "X", X, D, "token (row of U)")
-    v.require_shape(fn, "b", params.b, (H,), f"one bias per hidden unit, H = {H}")
-    K = v.require_ndim(fn, "V", params.V, 2, "(H, K)")[1]
-    v.require_shape(fn, "V", params.V, (H, K), f"rows: W's hidden size H = {H}")
-    v.require_shape(fn, "c", params.c, (K,), f"one bias per column of V, K = {K}")
     v.require_floating(fn, "Z0", Z0)
     v.require_shape(fn, "Z0", Z0, (N, H), f"(N, H): X's {N} sequences and W's hidden size {H}")
-    labels = False
-    if Y is not None:
-        if K == 0:
-            v.fail(fn, f"V has shape {(H, K)}; expected at least one column (K >= 1 classes for the softmax).")
-        labels = v.require_labels(fn, "Y", Y, (tau, N), K, dims="(τ, N, K)",
-                                  why=f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns",
-                                  integer=f"integer labels (τ, N): X's {tau} steps and {N} sequences" if tokens else None,
-                                  hint=(f"or integer class labels of shape ({tau}, {N})" if tokens else
-                                        f"for integer class labels pass jax.nn.one_hot(labels, {K})"))
+    labels = Y is not None and v.require_labels(
+        fn, "Y", Y, (tau, N), v.require_classes(fn, "V", (H, K)), dims="(τ, N, K)",
+        why=f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns",
+        integer=f"integer labels (τ, N): X's {tau} steps and {N} sequences" if tokens else None,
+        hint=f"for integer class labels pass jax.nn.one_hot(labels, {K})")
     floating = [*params, Z0] + ([] if ids else [X]) + ([Y] if Y is not None and not labels else [])
-    dtype = jnp.result_type(*floating)
-    cast = [jnp.asarray(a).astype(dtype) for a in floating]  # a no-op when the dtypes agree
-    X = jnp.asarray(X) if ids else cast[6]
-    if Y is not None:
-        Y = jnp.asarray(Y) if labels else cast[-1]
-    return RNNParams(*cast[:5]), cast[5], X, Y
+    cast = lambda a: jnp.asarray(a).astype(jnp.result_type(*floating))  # a no-op when the dtypes agree
+    return (RNNParams(*map(cast, params)), cast(Z0), jnp.asarray(X) if ids else cast(X),
+            None if Y is None else jnp.asarray(Y) if labels else cast(Y))
 
 
 def _check_head(fn: str, head: str, block_size, X, params):
     """``None`` for the plain head, the (token, vocabulary) blocks of the fused one over the τN states."""
-    return linear_ce.check_head(fn, head, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
+    if linear_ce.check_head(fn, head, block_size):
+        return linear_ce.resolve_blocks(fn, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
+    return None
 
 
 def _loss_and_state(params, Z0, X, Y, blocks):
@@ -433,8 +431,8 @@ def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Arr
     W, U, b, V, c = params
 
     def step(Z_prev, XU_t):
-        Z = jnp.tanh(Z_prev @ W + XU_t)
-        return Z, Z @ V + c[None, :]
+        Z = state_step(Z_prev, W, XU_t)
+        return Z, Z @ V + c[None, :]  # O_t = Z_tV + 1cᵀ
 
     return jax.lax.scan(step, Z0, _input_term(X, U, b))
 
@@ -459,13 +457,9 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
       ``(J, grads, Z_τ)``, ``grads`` an :class:`RNNParams`.
     """
     fn = "rnn_truncated_bptt_grads"
-    if isinstance(chunk, jax.core.Tracer):
-        v.fail(fn, f"chunk is a traced value ({chunk!r}); it must be static, as it fixes the shapes of the "
-                   f"chunks: pass a Python int, e.g. jax.jit(rnn_truncated_bptt_grads, static_argnames='chunk').")
-    steps = v.static_int(chunk)
-    if steps is None or steps < 1:
-        v.fail(fn, f"chunk must be a positive int (steps per chunk); got {chunk!r}.")
-    chunk = steps
+    chunk = v.require_static_int(fn, "chunk", chunk, what="a positive int (steps per chunk)",
+                                 static_why=", as it fixes the shapes of the chunks: pass a Python int, e.g. "
+                                            "jax.jit(rnn_truncated_bptt_grads, static_argnames='chunk')")
     params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True)
     _check_head(fn, head, block_size, X, params)
     tau = X.shape[0]

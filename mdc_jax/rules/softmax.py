@@ -49,6 +49,15 @@ def softmax_vjp(s: jax.Array, g: jax.Array, axis: int = -1) -> jax.Array:
     return s * (g - jnp.sum(s * g, axis=axis, keepdims=True))
 
 
+def softmax_grad(s: jax.Array) -> jax.Array:
+    """The softmax's Jacobian from its output, ``∇s = diag(s) − ssᵀ`` (§4.3.5; seed 004 eq. 2.10), formed:
+    ``(..., K, K)`` for probabilities ``s`` ``(..., K)`` along the last axis (one matrix per leading index).
+    The one place this matrix is written: :func:`mdc_jax.softmax_jacobian` and ``mdc_jax.bracket.softmax``."""
+    K = s.shape[-1]
+    eye = jnp.eye(K, dtype=s.dtype).reshape((1,) * (s.ndim - 1) + (K, K))  # no implicit rank promotion
+    return s[..., :, None] * eye - s[..., :, None] * s[..., None, :]
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(A, axis):
     return jnp.exp(log_softmax(A, axis))

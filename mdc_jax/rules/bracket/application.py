@@ -8,8 +8,8 @@ eq. 32 transposed. For ``f : T_{n−k} → T_m`` and positions ``P = p_1…p_k``
 
 so ``X̄_{P(−P)} = ∇f^P(X)^{1…k \\overline{(n+1)…(n+m)}} ⊙^{1…(k+m)} G``. Element-wise ``f`` (§4.3.1):
 ``df = f'(X) ⊙ dX`` (eq. 17); such an f is an :class:`~mdc_jax.activations.Activation`, the type the
-activations of the rules have (``tanh`` and ``sigmoid`` here are the registered ones). Softmax
-(§4.3.5): ``∇s = diag(s) − ssᵀ``.
+activations of the rules have (``tanh`` and ``sigmoid`` here are the registered ones; :class:`Elementwise`
+is the subclass whose ``f'`` takes ``(x, f(x))``). Softmax (§4.3.5): ``∇s = diag(s) − ssᵀ``.
 
 (Named ``application``, not ``apply``: the package re-exports the function :func:`apply`.)
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 from ... import _validation as v
 from ...activations import Activation, get_activation
-from ..softmax import log_softmax
+from ..softmax import log_softmax, softmax_grad
 from .engine import einsum_term
 from .expr import DELTA, Factor, Term, letters
 from .operators import odot_term
@@ -51,23 +51,40 @@ class Function:
     rank: int | None = None
 
 
-def Elementwise(fn: Callable, derivative: Callable, name: str = "f") -> Activation:
+class Elementwise(Activation):
     """``f : ℝ → ℝ`` applied element-wise (§4.3.1, eq. 16), with ``df = f'(X) ⊙ dX`` (eq. 17).
 
-    Builds the one type for an element-wise function and its derivative,
-    :class:`~mdc_jax.activations.Activation`, which :func:`apply` and the FCNN/RNN rules take alike.
-    Where ``f'`` is a function of the output alone, ``Activation(name, fn, f', from_output=True)``
-    saves recomputing ``f``.
+    An :class:`~mdc_jax.activations.Activation` (the one type for an element-wise function and its
+    derivative, which :func:`apply` and the FCNN/RNN rules take alike) whose derivative sees both the
+    input and the output: ``derivative(x, y) = f'(x)`` with ``y = f(x)`` (use whichever is cheaper). The
+    backward takes ``y`` from the forward's residual, so ``f`` is evaluated once.
 
-    Args:
+    Attributes:
       fn: ``X ↦ f(X)``, element-wise.
       derivative: ``(x, y) ↦ f'(x)`` element-wise, with ``y = f(x)``.
       name: for messages.
-
-    Returns:
-      The :class:`~mdc_jax.activations.Activation` ``f'(x) = derivative(x, fn(x))``.
     """
-    return Activation(name, fn, lambda x: derivative(x, fn(x)), from_output=False)
+
+    __slots__ = ()
+
+    def __new__(cls, fn: Callable, derivative: Callable, name: str = "f"):
+        return super().__new__(cls, name, fn, derivative, False)
+
+    def grad_from(self, A: jax.Array, Z: jax.Array) -> jax.Array:
+        """``f'(A)`` from the input ``A`` and the output ``Z = f(A)``: ``derivative(A, Z)``."""
+        return self.derivative(A, Z)
+
+    def __eq__(self, other):  # a tuple's equality would equate it with an Activation of the same fields
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __hash__(self):
+        return hash((type(self), tuple(self)))
+
+    def __repr__(self):
+        return f"Elementwise(fn={self.fn!r}, derivative={self.derivative!r}, name={self.name!r})"
 
 
 def _softmax_vector(a):
@@ -75,7 +92,7 @@ def _softmax_vector(a):
 
 
 def _softmax_grad(a, s):
-    return jnp.diag(s) - jnp.outer(s, s)  # §4.3.5: ∇s = s ⊙_1 (I − 1sᵀ) = diag(s) − ssᵀ
+    return softmax_grad(s)  # §4.3.5: ∇s = s ⊙_1 (I − 1sᵀ) = diag(s) − ssᵀ
 
 
 softmax = Function(_softmax_vector, _softmax_grad, "softmax", rank=1)

@@ -220,12 +220,11 @@ def _given_sizes(fn: str, sizes, e: Expr) -> dict[str, int]:
     if not isinstance(sizes, Mapping):
         v.fail(fn, f"sizes must be a dict from index to size, e.g. {{'p': 3}}; got {sizes!r}.")
     indices = {i for t in e.terms for i in t.indices}
-    for i, n in sizes.items():
+    for i in sizes:
         if i not in indices:
             v.fail(fn, f"sizes names index {i!r}, which does not appear in {e}.")
-        if v.static_int(n) is None or int(n) < 0:
-            v.fail(fn, f"sizes[{i!r}] must be an int >= 0; got {n!r}.")
-    return {i: int(n) for i, n in sizes.items()}
+    return {i: v.require_static_int(fn, f"sizes[{i!r}]", n, minimum=0,
+                                    static_why=", as it fixes the result's shape") for i, n in sizes.items()}
 
 
 def evaluate(fn: str, e: Expr, tensors: Mapping, sizes=None, dtype=None) -> jax.Array:

@@ -134,9 +134,7 @@ def fused_positions(fn: str, p, q, bar, a_shape: tuple, b_shape: tuple) -> tuple
 def k_positions(fn: str, k, A, B) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``⊙_k``/``·_k``: A's last ``k`` positions and B's first ``k``, for an int ``0 <= k <= min(rank)``."""
     a_shape, b_shape = tensor_shape(fn, "A", A), tensor_shape(fn, "B", B)
-    k_int = v.static_int(k)
-    if k_int is None or k_int < 0:
-        v.fail(fn, f"k must be an int >= 0; got {k!r}.")
+    k_int = v.require_static_int(fn, "k", k, minimum=0, static_why=", as it fixes which dimensions are paired")
     if k_int > min(len(a_shape), len(b_shape)):
         v.fail(fn, f"k={k_int} does not fit: it pairs the last k dimensions of A (shape {a_shape}, rank "
                    f"{len(a_shape)}) with the first k of B (shape {b_shape}, rank {len(b_shape)}); k must be <= "
