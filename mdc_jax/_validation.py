@@ -402,12 +402,8 @@ def require_weights(fn: str, name: str, w, n: int, what: str = "one weight per e
 
 def require_unit_interval(fn: str, name: str, x, what: str = "labels (or probabilities)") -> None:
     """Concrete ``x`` lies in ``[0, 1]`` (NaN refused); traced: skipped (shapes only under ``jit``)."""
-    values = concrete(x)
-    if values is None:
-        return
-    bad = values[~((values >= 0) & (values <= 1))]
-    if bad.size:
-        fail(fn, f"{name} must hold {what} in [0, 1]; got value(s) {np.unique(bad)[:5].tolist()}.")
+    require_entries(fn, name, x, lambda values: ~((values >= 0) & (values <= 1)), "outside [0, 1] (or NaN)",
+                    f"{what} in [0, 1]")
 
 
 def as_penalty(x, dtype):

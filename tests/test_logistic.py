@@ -413,9 +413,9 @@ def test_bad_input_raises_naming_argument_and_shapes():
         lg.logistic_loss(theta, X, y, jnp.asarray(-0.5))  # a concrete 0-d array is checked like a number
     # Concrete labels are checked (the solvers refuse the same); under jit only shapes can be.
     with pytest.raises(ValueError, match=r"logistic_loss: y must hold labels \(or probabilities\) in \[0, 1\]; "
-                                         r"got value\(s\) \[2\.0\]"):
+                                         r"y contains 1 outside \[0, 1\] \(or NaN\) value\(s\) \(first at row 0, value 2\.0\)"):
         lg.logistic_loss(theta, X, y.at[0].set(2.0))
-    with pytest.raises(ValueError, match=r"y must hold labels .*\[nan\]"):
+    with pytest.raises(ValueError, match=r"y must hold labels .*first at row 1, value nan"):
         lg.logistic_hessian(theta, X, y.at[1].set(jnp.nan))
     # (the position of the first bad entry is named since _validation.require_label_rows)
     with pytest.raises(ValueError, match=r"Y must hold non-negative, finite label rows .*first at row 0, column 0, "
