@@ -460,3 +460,24 @@ def require_classes(fn: str, name: str, shape: tuple[int, ...], count: str = "K"
 def cast_like(ct, primal):
     """A cotangent in its primal's dtype: custom_vjp rules return float32 for float32 inputs."""
     return jnp.asarray(ct).astype(jnp.result_type(primal))
+
+
+def require_like(fn: str, name: str, tree, like_name: str, like, labels: Sequence[str] | None = None):
+    """``tree`` with ``like``'s structure (lists and tuples alike, compared by their ``jax.tree_util`` paths),
+    each leaf an array of its counterpart's shape and dtype; returns ``tree``'s leaves in ``like``'s structure.
+    ``labels``: one name per leaf for the messages (``"W_2"``), in ``like``'s flattened order."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+    got = jax.tree_util.tree_flatten_with_path(tree)[0]
+    paths = [jax.tree_util.keystr(path) for path, _ in flat]
+    got_paths = [jax.tree_util.keystr(path) for path, _ in got]
+    if got_paths != paths:
+        fail(fn, f"{name} must have the structure of {like_name}, arrays at {', '.join(paths)}; got "
+                   f"{'arrays at ' + ', '.join(got_paths) if got_paths else 'no arrays'}.")
+    for k, (path, (_, t), (_, p)) in enumerate(zip(paths, got, flat)):
+        what = f"{name}{path}" + (f" ({labels[k]})" if labels else "")
+        require_array(fn, what, t)
+        for attr, mine, theirs in (("shape", shape_of(t), shape_of(p)),
+                                   ("dtype", jnp.result_type(t), jnp.result_type(p))):
+            if mine != theirs:
+                fail(fn, f"{what} has {attr} {mine}; expected {theirs}, the {attr} of {like_name}{path}.")
+    return jax.tree_util.tree_unflatten(treedef, [t for _, t in got])

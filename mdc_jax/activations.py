@@ -14,6 +14,12 @@ Where f' is cheaper, or as exact, from the output ``Z = f(A)`` the derivative is
     relu:      f' = [Z > 0]         (0 at the kink, as ``jax.nn.relu``)
     softplus:  f' = σ(A) = 1 − e^{−Z}, computed as ``-expm1(-Z)`` (exact, and accurate for Z → 0)
     identity:  f' = 1
+
+The second derivatives (``mdc_jax.curvature``'s ``diag_hessian`` needs them), from the output too:
+
+    tanh:      f'' = −2Z(1 − Z²)        sigmoid:  f'' = Z(1 − Z)(1 − 2Z)
+    softplus:  f'' = σ(A)(1 − σ(A)) = (1 − e^{−Z}) e^{−Z}
+    relu, identity: f'' = 0 (relu's almost everywhere, as autodiff gives): :func:`no_curvature`
 """
 
 from __future__ import annotations
@@ -38,16 +44,29 @@ class Activation(NamedTuple):
       derivative: ``f'`` evaluated element-wise; its argument is ``Z`` when ``from_output`` is
         true, else ``A``.
       from_output: whether ``derivative`` takes the output ``Z = f(A)`` instead of the input.
+      second_derivative: ``f''`` element-wise, from the same argument as ``derivative``; ``None``
+        where it is not known (then ``diag_hessian`` refuses the activation). :func:`no_curvature`
+        marks a piecewise-linear ``f`` (``f'' = 0``), whose curvature terms are skipped.
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     derivative: Callable[[jax.Array], jax.Array]
     from_output: bool
+    second_derivative: Callable[[jax.Array], jax.Array] | None = None
 
     def grad_from(self, A: jax.Array | None, Z: jax.Array) -> jax.Array:
         """f'(A), from whichever of ``A`` or ``Z`` this activation needs."""
         return self.derivative(Z if self.from_output else A)
+
+    def second_from(self, A: jax.Array | None, Z: jax.Array) -> jax.Array:
+        """f''(A), from whichever of ``A`` or ``Z`` this activation needs (``second_derivative`` must be set)."""
+        return self.second_derivative(Z if self.from_output else A)
+
+    @property
+    def curved(self) -> bool:
+        """Whether ``f''`` may be non-zero: false for :func:`no_curvature` (identity, relu)."""
+        return self.second_derivative is not no_curvature
 
 
 _REGISTRY: dict[str, Activation] = {}
@@ -60,6 +79,7 @@ def register_activation(
     *,
     from_output: bool = False,
     overwrite: bool = False,
+    second_derivative: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Activation:
     """Registers an element-wise activation for use by name in the rules.
 
@@ -70,6 +90,9 @@ def register_activation(
       from_output: true when ``derivative`` is written in terms of ``Z = f(A)`` (like tanh's
         ``1 − Z²``); the rules then save only ``Z`` for the backward pass. A bool (or ``np.bool_``).
       overwrite: allow replacing an existing name. A bool (or ``np.bool_``).
+      second_derivative: element-wise ``f''`` in closed form, from the same argument as ``derivative``
+        (optional: only ``mdc_jax.curvature``'s ``diag_hessian`` needs it; pass :func:`no_curvature`
+        for a piecewise-linear ``f``).
 
     Returns:
       The registered :class:`Activation`.
@@ -86,13 +109,16 @@ def register_activation(
             f"register_activation: fn and derivative must be callables; got {type(fn).__name__} "
             f"and {type(derivative).__name__}."
         )
+    if second_derivative is not None and not callable(second_derivative):
+        raise ValueError(f"register_activation: second_derivative must be a callable or None; got "
+                         f"{type(second_derivative).__name__}.")
     from_output = v.require_bool("register_activation", "from_output", from_output)
     overwrite = v.require_bool("register_activation", "overwrite", overwrite)
     if name in _REGISTRY and not overwrite:
         raise ValueError(
             f"register_activation: {name!r} is already registered; pass overwrite=True to replace it."
         )
-    act = Activation(name, fn, derivative, from_output)
+    act = Activation(name, fn, derivative, from_output, second_derivative)
     _REGISTRY[name] = act
     return act
 
@@ -124,8 +150,18 @@ def sigmoid_derivative(Z: jax.Array) -> jax.Array:
     return Z * (1 - Z)
 
 
-register_activation("identity", lambda a: a, jnp.ones_like, from_output=True)
-register_activation("tanh", jnp.tanh, tanh_derivative, from_output=True)
-register_activation("sigmoid", jax.nn.sigmoid, sigmoid_derivative, from_output=True)
-register_activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), from_output=True)
-register_activation("softplus", jax.nn.softplus, lambda z: -jnp.expm1(-z), from_output=True)
+def no_curvature(Z: jax.Array) -> jax.Array:
+    """``f'' = 0``: the second derivative of a piecewise-linear activation (identity, relu), by which the
+    curvature code knows to skip its terms."""
+    return jnp.zeros_like(Z)
+
+
+register_activation("identity", lambda a: a, jnp.ones_like, from_output=True, second_derivative=no_curvature)
+register_activation("tanh", jnp.tanh, tanh_derivative, from_output=True,
+                    second_derivative=lambda z: -2 * z * tanh_derivative(z))
+register_activation("sigmoid", jax.nn.sigmoid, sigmoid_derivative, from_output=True,
+                    second_derivative=lambda z: sigmoid_derivative(z) * (1 - 2 * z))
+register_activation("relu", jax.nn.relu, lambda z: (z > 0).astype(z.dtype), from_output=True,
+                    second_derivative=no_curvature)
+register_activation("softplus", jax.nn.softplus, lambda z: -jnp.expm1(-z), from_output=True,
+                    second_derivative=lambda z: -jnp.expm1(-z) * jnp.exp(-z))

@@ -20,6 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def lead(a: jax.Array, like: jax.Array) -> jax.Array:
+    """``a`` with unit axes in front, to ``like``'s rank: a per-row factor (``N × d``) broadcast over the
+    leading column axes of a stack of back-propagated columns (``C × N × d``), explicitly (the curvature
+    code propagates many columns through the rules' recursions at once)."""
+    return a.reshape((1,) * (like.ndim - a.ndim) + a.shape)
+
+
 def block_start(index, total: int, block: int):
     """Where block ``index`` of the ``⌈total/block⌉`` blocks of ``block`` entries covering ``0..total``
     starts: ``index·block``, except the last, which is moved back to ``total − block`` so that every

@@ -42,10 +42,12 @@ import jax.numpy as jnp
 
 from .. import _validation as v
 from ..activations import Activation, get_activation, list_activations
+from ..kernels import lead
 from . import linear_ce
 from .softmax import cross_entropy_error, log_softmax, softmax_vjp
 
 Params = Sequence[tuple[jax.Array, jax.Array]]
+TASKS = ("classification", "regression")  # the losses: §6.3 (softmax cross-entropy) and §6.2 (squared error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,19 +70,26 @@ def layer_errors(params, Zs, As, acts, S):
 
     ``S_{j−1} = (S_j W_jᵀ) ⊙ f'_{j−1}(A_{j−1})``; ``Zs``, ``As`` as :func:`hidden_forward` returns them
     (``Zs[j]`` is layer ``j``'s input, 0-based). The recursion acts on each row alone, so an ``S_L`` built
-    from one example's loss gives that example's rows (the per-example quantities).
+    from one example's loss gives that example's rows (the per-example quantities). ``S`` may carry
+    leading column axes (``C × N × d_L``, curvature's back-propagated columns); ``f'`` broadcasts over them.
     """
     Ss = [S]
     for j in range(len(params) - 1, 0, -1):
-        S = (S @ params[j][0].T) * acts[j - 1].grad_from(As[j - 1], Zs[j])  # S_j W_jᵀ ⊙ f'(A_{j−1})
+        S = S @ params[j][0].T
+        S = S * lead(acts[j - 1].grad_from(As[j - 1], Zs[j]), S)  # S_j W_jᵀ ⊙ f'(A_{j−1})
         Ss.append(S)
     return Ss[::-1]
+
+
+def param_grads(Zs, Ss):
+    """``[(Z_{j−1}ᵀS_j, S_jᵀ1)]``: §6.2's ``∇W_j`` and ``∇b_j`` (penalty aside) from the layer inputs and errors."""
+    return [(Z.T @ S, jnp.sum(S, axis=0)) for Z, S in zip(Zs, Ss)]
 
 
 def _backward(params, Zs, As, acts, S, l2):
     """``(∇W_j, ∇b_j)`` per layer and ``∇_X J`` from ``S_L`` (§6.2 final equations)."""
     Ss = layer_errors(params, Zs, As, acts, S)
-    grads = [(Z.T @ S + l2 * W, jnp.sum(S, axis=0)) for (W, _), Z, S in zip(params, Zs, Ss)]  # Z_{j−1}ᵀS_j + λW_j, S_jᵀ1
+    grads = [(dW + l2 * W, db) for (W, _), (dW, db) in zip(params, param_grads(Zs, Ss))]  # + λW_j
     return grads, Ss[0] @ params[0][0].T  # ∇_X J = S_1 W_1ᵀ
 
 
@@ -243,6 +252,23 @@ def check_inputs(fn: str, params, X, Y, activations, l2, *, n_activations: int |
     if task is not None:  # the losses always take an l2; fcnn_forward none
         v.require_penalty(fn, "l2", l2)
     return pairs, acts
+
+
+def check_task_inputs(fn: str, params, X, Y, activations, task: str, l2=0.0):
+    """:func:`check_inputs` for a ``task`` argument (``"classification"``: one activation per hidden layer,
+    the last layer is the softmax; ``"regression"``: one per layer): the checked ``(pairs, activations)``.
+    Used by ``mdc_jax.per_example`` and ``mdc_jax.curvature``."""
+    v.require_choice(fn, "task", task, TASKS)
+    n = len(params) if isinstance(params, list | tuple) else None
+    n_acts = n if task == "regression" or n is None else n - 1
+    return check_inputs(fn, params, X, Y, activations, l2, n_activations=n_acts, task=task)
+
+
+def restructure(params, layers):
+    """Per-layer results ``[(for W_j, for b_j)]`` in the structure of ``params`` (a list of pairs stays a list
+    of pairs, a tuple of lists a tuple of lists)."""
+    pair = lambda layer, g: type(layer)(g) if isinstance(layer, tuple | list) else tuple(g)
+    return type(params)(pair(layer, g) for layer, g in zip(params, layers))
 
 
 def _activation(name) -> Activation:

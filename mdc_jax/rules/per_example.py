@@ -43,7 +43,7 @@ from . import fcnn, rnn
 from .softmax import cross_entropy_error
 
 QUANTITIES = ("batch_grad", "batch_l2", "grad_norm", "sum_grad_squared", "variance")
-TASKS = ("classification", "regression")
+TASKS = fcnn.TASKS
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,17 +95,8 @@ def _fcnn_weighted_grads(pairs, Zs, Ss, c, N, l2):
 
 
 def _prepare_fcnn(fn, params, X, Y, activations, l2, task):
-    v.require_choice(fn, "task", task, TASKS)
-    n = len(params) if isinstance(params, list | tuple) else None
-    n_acts = n if task == "regression" or n is None else n - 1
-    pairs, acts = fcnn.check_inputs(fn, params, X, Y, activations, l2, n_activations=n_acts, task=task)
+    pairs, acts = fcnn.check_task_inputs(fn, params, X, Y, activations, task, l2)
     return pairs, acts, v.as_penalty(l2, jnp.result_type(X))
-
-
-def _restructure(params, grads):
-    """Per-layer results in the structure of ``params`` (a list of pairs stays a list of pairs)."""
-    pair = lambda layer, g: type(layer)(g) if isinstance(layer, tuple | list) else tuple(g)
-    return type(params)(pair(layer, g) for layer, g in zip(params, grads))
 
 
 def fcnn_quantities(params, X, Y, activations: Sequence[str], l2=0.0, *, task: str = "classification",
@@ -149,22 +140,22 @@ def fcnn_quantities(params, X, Y, activations: Sequence[str], l2=0.0, *, task: s
     N = X.shape[0]
     ell, Zs, Ss = _fcnn_rows(pairs, X, Y, acts, task)
     out = {"loss": jnp.mean(ell) + l2 * fcnn.penalty(pairs),
-           "grad": _restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, None, N, l2))}
+           "grad": fcnn.restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, None, N, l2))}
     if "batch_grad" in quantities:
-        out["batch_grad"] = _restructure(params, [(Z[:, :, None] * S[:, None, :], S) for Z, S in zip(Zs, Ss)])
+        out["batch_grad"] = fcnn.restructure(params, [(Z[:, :, None] * S[:, None, :], S) for Z, S in zip(Zs, Ss)])
     if "batch_l2" in quantities or "grad_norm" in quantities:
         sq = _fcnn_layer_sq_norms(Zs, Ss)
         if "batch_l2" in quantities:
-            out["batch_l2"] = _restructure(params, sq)
+            out["batch_l2"] = fcnn.restructure(params, sq)
         if "grad_norm" in quantities:
             out["grad_norm"] = jnp.sqrt(sum(a + b for a, b in sq))
     if "sum_grad_squared" in quantities or "variance" in quantities:
         sgs = [((Z * Z).T @ (S * S), jnp.sum(S * S, axis=0)) for Z, S in zip(Zs, Ss)]
         if "sum_grad_squared" in quantities:
-            out["sum_grad_squared"] = _restructure(params, sgs)
+            out["sum_grad_squared"] = fcnn.restructure(params, sgs)
         if "variance" in quantities:
             means = _fcnn_weighted_grads(pairs, Zs, Ss, None, N, 0.0)
-            out["variance"] = _restructure(params, [tuple(s / N - m * m for s, m in zip(sg, mg))
+            out["variance"] = fcnn.restructure(params, [tuple(s / N - m * m for s, m in zip(sg, mg))
                                                     for sg, mg in zip(sgs, means)])
     return out
 
@@ -203,7 +194,7 @@ def fcnn_clipped_grad(params, X, Y, activations: Sequence[str], l2=0.0, *, task:
     if w is not None:
         c, ell = c * w, ell * w
     loss = jnp.mean(ell) + l2 * fcnn.penalty(pairs)
-    return loss, _restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, c, N, l2))
+    return loss, fcnn.restructure(params, _fcnn_weighted_grads(pairs, Zs, Ss, c, N, l2))
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import _validation as v
 from ..activations import tanh_derivative
+from ..kernels import lead
 from . import linear_ce
 from .softmax import cross_entropy_error, log_softmax
 
@@ -89,8 +90,9 @@ def output_log_probs(Z_out, V, c):
 
 def bptt_step(R, Z_t, HV_t):
     """One step of §6.4's recursion: ``∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)``, with
-    ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)``."""
-    return tanh_derivative(Z_t) * (R + HV_t)
+    ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)`` (broadcast over any
+    leading column axes of ``R``)."""
+    return lead(tanh_derivative(Z_t), R) * (R + HV_t)
 
 
 class Backward(NamedTuple):
@@ -155,13 +157,16 @@ def forward(params, Z0, X, Y):
     return J, Z_tau, Zs
 
 
-def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: bool = False):
+def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: bool = False, tap=None):
     """The §6.4 recursion for ∇_{A_t}J, walking the chunks back from the last (:func:`bptt_step` per step).
 
     ``head(Z_out, head_x, head_acc) -> (∇_{O_t}J Vᵀ, head_acc, head_out)`` supplies each chunk's
     ``∇_{Z_t}`` from the output layer (and accumulates that layer's own quantities); ``gZ`` is ``∇_{Z_τ}``.
     Returns a :class:`Backward`. With ``per_step`` the sums over ``t`` and ``∇_X`` are skipped (``None``)
-    and ``steps`` is the ``(τ/k, k, N, H)`` stack of every ``∇_{A_t}J`` (the per-example rows).
+    and ``steps`` is the ``(τ/k, k, N, H)`` stack of every ``∇_{A_t}J`` (the per-example rows). With
+    ``tap(head_acc, G, Z_in, X_k) -> head_acc`` the sums are skipped too and each chunk's ``∇_{A_t}`` stack
+    ``G`` goes to ``tap`` instead (the curvature factors accumulate there, never all steps at once).
+    Both carry any leading axes of ``gZ`` and ``HV`` (columns back-propagated together) through to ``G``.
     """
     W, U, b = params.W, params.U, params.b
     ids = _is_ids(X)
@@ -179,8 +184,9 @@ def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: boo
             return G @ W.T, G
 
         R, G = jax.lax.scan(step, R, (Z_out, HV), reverse=True)
-        if per_step:
-            return (Z_in[0], R, dW, dU, db, acc), (None, head_out, G)
+        if per_step or tap is not None:
+            acc = acc if tap is None else tap(acc, G, Z_in, X_k)
+            return (Z_in[0], R, dW, dU, db, acc), (None, head_out, G if per_step else None)
         if ids:  # Σ_t X_tᵀ ∇_{A_t}J with one-hot X_t: row x_ti of U gets row i of ∇_{A_t}J
             dU = dU.at[_rows(X_k, U.shape[0]).reshape(-1)].add(G.reshape(-1, G.shape[-1]), mode="drop")
         else:
@@ -197,7 +203,7 @@ def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: boo
     (_, dZ0, dW, dU, db, acc), (dX, head_out, steps) = jax.lax.scan(chunk, init, (Zs, chunks(X, k), head_xs),
                                                                     reverse=True)
     dZ0 = v.cast_like(dZ0, Z_tau)  # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
-    if per_step:
+    if per_step or tap is not None:
         return Backward(None, dZ0, None, acc, head_out, steps)
     dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
     return Backward((dW, dU, db), dZ0, dX, acc, head_out, None)
