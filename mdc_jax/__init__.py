@@ -8,10 +8,11 @@ How a family is exported (one way for all): its code lives in ``mdc_jax/rules/<f
 package of that name); its public names are re-exported flat here, one ``from ... import x as x``
 a line and listed in ``__all__``. A family with many names, some of which would clash here, gets a
 public namespace module instead, which is a re-export only: :mod:`mdc_jax.identities`,
-:mod:`mdc_jax.per_example`, :mod:`mdc_jax.bracket`. ``tests/test_architecture.py`` holds both to it.
+:mod:`mdc_jax.per_example`, :mod:`mdc_jax.curvature`, :mod:`mdc_jax.bracket`. ``tests/test_architecture.py`` holds both to it.
 """
 
 from . import bracket as bracket
+from . import curvature as curvature
 from . import identities as identities
 from . import per_example as per_example
 from . import reference as reference  # also registers mdc-jax's rules (see mdc_jax.registry)
@@ -55,6 +56,7 @@ __all__ = [
     "SingularHessianError",
     "bracket",
     "cross_entropy",
+    "curvature",
     "fcnn_classification_loss",
     "fcnn_forward",
     "fcnn_regression_loss",
