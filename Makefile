@@ -30,6 +30,7 @@ test: lint
 
 bench: $(VENV)/.installed-train
 	-$(BIN)/python -m pip install --quiet -e ".[bench]"  # torch column where torch installs; optional
+	-$(BIN)/python -m pip install --quiet --no-deps "backpack-for-pytorch>=1.7"  # curvature's peer (see pyproject's bench)
 	$(BIN)/mdc-jax bench --suite full
 
 # The site (guides + the API reference generated from the docstrings) into site/; --strict: a broken link fails.

@@ -3,7 +3,7 @@
 import importlib.util
 import json
 
-from mdc_jax.bench import fcnn, linear_ce, logistic, main, rnn, timing
+from mdc_jax.bench import curvature, fcnn, linear_ce, logistic, main, rnn, timing
 
 FIELDS = {"name", "closed_ms", "autodiff_ms", "ratio", "closed_temp_bytes", "autodiff_temp_bytes"}
 
@@ -88,3 +88,20 @@ def test_logistic_bench_reports_every_kind_and_agrees_with_its_peers():
                    "| multinomial fit, l2=1 (C=1) |"):
         assert header in tables
     assert ("| unpenalised fit (l2=0, C=inf) |" in tables) == has_statsmodels
+
+
+def test_curvature_bench_reports_floors_targets_and_backpack(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(curvature.SUITES, "small", {"cases": [("mlp", "MLP N=8 6-5-3", 8, [6, 5, 3], ("kfac",))],
+                                                    "rounds": 1})
+    out = tmp_path / "bench.json"
+    assert main(["--suite", "small", "--only", "curvature", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| curvature kfac MLP N=8 6-5-3 |" in table and "/ floor" in table
+    cases = {c["extra"]["program"]: c for c in json.loads(out.read_text())["cases"]}
+    assert set(cases) == {"v&g", "ggn_vp", "kfac"} and all(FIELDS <= set(c) for c in cases.values())
+    assert cases["ggn_vp"]["extra"]["rel_err_vs_autodiff"] < 1e-5  # float32: the closed form is the autodiff GGN-vp
+    e = cases["kfac"]["extra"]
+    assert {"vg_ms", "vs_vg", "floor_ms", "vs_floor", "temp_vs_vg", "targets"} <= set(e)
+    assert {t["what"] for t in e["targets"]} == {"vs_vg", "vs_floor", "backpack_speedup", "temp_vs_vg"}
+    if importlib.util.find_spec("backpack") is not None:
+        assert e["backpack_ms"] > 0 and e["backpack_speedup"] > 0

@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 
-CASE_MODULES = ("fcnn", "rnn", "logistic", "per_example", "linear_ce")
+CASE_MODULES = ("fcnn", "rnn", "logistic", "per_example", "linear_ce", "curvature")
 
 
 def main(argv: list[str] | None = None) -> int:
