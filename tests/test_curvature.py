@@ -93,7 +93,7 @@ def fcnn_both_ways(params, X, Y, acts, task, tangents):
     return jax.jit(run)(params, X, Y, tangents)
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(fcnn_shapes())
 @example((0, 1, [3, 2], "classification", []))  # N = 1, K = 2, one layer
 @example((1, 1, [2, 3, 1, 2], "regression", ["tanh", "relu", "sigmoid"]))  # N = 1, width 1, curved last activation
@@ -141,7 +141,7 @@ def rnn_both_ways(params, Z0, X, Y, tangents):
     return jax.jit(run)(params, Z0, X, Y, tangents)
 
 
-@settings(max_examples=2)
+@settings(max_examples=1)
 @given(rnn_shapes())
 @example((0, 1, 1, 1, 2, 2))  # τ = 1, N = 1, width 1 input, K = 2: kflr is exact
 @example((5, 7, 2, 2, 3, 3))  # τ = 7, prime

@@ -101,7 +101,7 @@ def format_table(results: list[CaseResult], matmul: float | None = None) -> str:
         gf = "-" if r.closed_gflops is None else f"{r.closed_gflops:.1f}"
         if r.closed_gflops is not None and matmul:
             gf += f" ({100 * r.closed_gflops / matmul:.0f}% of matmul)"
-        torch = f"{r.extra['torch_ms']:.2f}" if "torch_ms" in r.extra else "-"
+        torch = fmt(r.extra.get("torch_ms"))  # "-" where torch is not installed
         lines.append(f"| {r.name} | {r.closed_ms:.2f} | {r.autodiff_ms:.2f} | {r.ratio:.2f} | "
                      f"{mib(r.closed_temp_bytes)} | {mib(r.autodiff_temp_bytes)} | {tr} | {gf} | {torch} |")
     return "\n".join(lines)
