@@ -93,7 +93,7 @@ def fcnn_both_ways(params, X, Y, acts, task, tangents):
     return jax.jit(run)(params, X, Y, tangents)
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(fcnn_shapes())
 @example((0, 1, [3, 2], "classification", []))  # N = 1, K = 2, one layer
 @example((1, 1, [2, 3, 1, 2], "regression", ["tanh", "relu", "sigmoid"]))  # N = 1, width 1, curved last activation
