@@ -218,7 +218,7 @@ def _rnn_rows(params, Z0, X, Y):
                        per_step=True)
     flat = lambda A: A.reshape(-1, *A.shape[2:])
     Z_in = flat(Zs)
-    Z_out = jnp.concatenate([Z_in[1:], Z_tau[None]])
+    Z_out = rnn.states_out(Z_in, Z_tau)
     return out.head_acc, Z_in, Z_out, flat(out.steps), flat(out.head_out)
 
 

@@ -88,6 +88,11 @@ def output_log_probs(Z_out, V, c):
     return log_softmax(Z_out @ V + c[None, None, :])
 
 
+def states_out(Z_in, Z_last):
+    """The states ``Z_t`` from the inputs ``Z_{t−1}`` of a run of steps (leading axis) and its last state."""
+    return jnp.concatenate([Z_in[1:], Z_last[None]])
+
+
 def bptt_step(R, Z_t, HV_t):
     """One step of §6.4's recursion: ``∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)``, with
     ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)`` (broadcast over any
@@ -145,7 +150,7 @@ def forward(params, Z0, X, Y):
         XU = _input_term(X_k, U, b)  # X_tU + 1bᵀ for the chunk's steps at once
         Z, Z_in = jax.lax.scan(lambda Z_prev, XU_t: (state_step(Z_prev, W, XU_t), Z_prev), Z, XU)  # Z_in: Z_{t−1}
         if Y_k is not None:
-            Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
+            Z_out = states_out(Z_in, Z)  # the chunk's Z_t
             logS = output_log_probs(Z_out, V, c)
             J = J - jnp.sum(_dense_targets(Y_k, V.shape[1], logS.dtype) * logS) / N
         return (Z, J), Z_in
@@ -176,7 +181,7 @@ def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: boo
         # step after the chunk (∇_{Z_τ} after the last one), then the running sums.
         Z, R, dW, dU, db, acc = carry
         Z_in, X_k, head_x = xs  # Z_in: the chunk's Z_{t−1}
-        Z_out = jnp.concatenate([Z_in[1:], Z[None]])  # the chunk's Z_t
+        Z_out = states_out(Z_in, Z)  # the chunk's Z_t
         HV, acc, head_out = head(Z_out, head_x, acc)
 
         def step(R, xs):
@@ -260,8 +265,7 @@ _rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
 def _all_states(Zs, Z_tau):
     """Z_1..Z_τ as (τN, H) rows, from the residual Z_0..Z_{τ−1} and Z_τ."""
-    H = Z_tau.shape[-1]
-    return jnp.concatenate([Zs.reshape(-1, *Z_tau.shape)[1:], Z_tau[None]]).reshape(-1, H)
+    return states_out(Zs.reshape(-1, *Z_tau.shape), Z_tau).reshape(-1, Z_tau.shape[-1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))

@@ -74,11 +74,6 @@ def _steps(A):
     return A.reshape(-1, *A.shape[2:])
 
 
-def _states_out(Z_in, Z_tau):
-    """``Z_1..Z_τ`` ``(τ, N, H)`` from the inputs ``Z_0..Z_{τ−1}`` and ``Z_τ``."""
-    return jnp.concatenate([Z_in[1:], Z_tau[None]])
-
-
 # --------------------------------------------------------------------------------------------
 # GGN-vector product: forward differential, output Hessian, closed-form BPTT
 
@@ -137,7 +132,7 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents) -> rnn.RNNParams:
     _, Z_tau, Zs = rnn.forward(params, Z0, X, None)  # the recursion alone: no logits
     k = Zs.shape[1]
     Z_in = _steps(Zs)
-    dZ = _tangent_states(params, dparams, Z_in, _states_out(Z_in, Z_tau), X)
+    dZ = _tangent_states(params, dparams, Z_in, rnn.states_out(Z_in, Z_tau), X)
 
     def head(Z_out, xs, acc):
         Y_k, dZ_k = xs
@@ -367,8 +362,9 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("diag_ggn",
     acc, (P, F) = out.head_acc, out.head_out
     result = {"loss": acc["J"], "grad": rnn.RNNParams(*(acc[f"d{name}"] for name in "WUbVc"))}
     Z_in = _steps(Zs)
+    Z_out = rnn.states_out(Z_in, Z_tau)
     if q & set(_EXACT):
-        P, w, Z_out = _steps(P), jnp.sum(Y, axis=-1, keepdims=True), _states_out(Z_in, Z_tau)
+        P, w = _steps(P), jnp.sum(Y, axis=-1, keepdims=True)
         M_e, B_W = _exact_columns(params, Z_out, P, w, diag=diag, kron="kflr" in q)
         d = w * P * (1 - P)  # diag H_t = Σ_c F_c ⊙ F_c
         if diag:
@@ -388,7 +384,7 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("diag_ggn",
             B_V = jnp.diag(jnp.sum(w * P, axis=(0, 1))) - jnp.einsum("tnk,tnl->kl", w * P, P)
     if "diag_ggn_mc" in q:
         (dW, dU), db = _sampled_diags(_steps(out.steps)[:, 1:], [Z_in, X])
-        (dV,), dc = _sampled_diags(_steps(F), [_states_out(Z_in, Z_tau)])
+        (dV,), dc = _sampled_diags(_steps(F), [Z_out])
         result["diag_ggn_mc"] = rnn.RNNParams(dW / N, dU / N, db / N, dV / N, dc / N)
     if kron:  # A_V's Σ_{t=1..τ} Z_tᵀZ_t is A_W's Σ_{t=0..τ−1} less Z_0ᵀZ_0 plus Z_τᵀZ_τ
         A = [a / (N * tau) for a in (acc["A_W"], acc["A_U"], acc["A_W"] - Z0.T @ Z0 + Z_tau.T @ Z_tau)]
