@@ -98,14 +98,26 @@ class DataConfig:
 
 @dataclasses.dataclass
 class OptimizerConfig:
-    name: str = "adam"  # sgd | momentum | adam | adamw
+    name: str = "adam"  # sgd | momentum | adam | adamw | kfac | ggn_cg (mdc_jax.optim: the model's Curvature)
     learning_rate: float = 1e-3
     schedule: str = "constant"  # constant | cosine | warmup_cosine | exponential
     warmup_steps: int = 0
     decay_rate: float = 0.1  # exponential: factor reached at the last step
-    momentum: float = 0.9
+    momentum: float = 0.9  # momentum and kfac
     weight_decay: float = 1e-4  # adamw
     clip_norm: float = 0.0  # 0 disables global-norm clipping
+    damping: float = 1e-3  # kfac: λ of (F + λI)⁻¹; ggn_cg: the initial λ of (G + λI)p = −g
+    ema: float = 0.95  # kfac: running average of the Kronecker factors
+    update_every: int = 10  # kfac: steps between recomputations of the preconditioner
+    factors: str = "kfac"  # kfac (sampled B) | kflr (exact B)
+    inverse: str = "factored"  # kfac: factored (Tikhonov, π-split) | eigen (exact (A⊗B + λI)⁻¹)
+    adaptive: bool = False  # kfac: α, μ from the exact quadratic model, λ by Levenberg–Marquardt (M&G §6.5, §7)
+    mc_samples: int = 1  # kfac with factors: kfac: labels sampled per example (the model's Curvature reads it)
+    cg_iters: int = 50  # ggn_cg: most CG iterations per step
+    cg_tol: float = 1e-4  # ggn_cg: CG stops at ‖r‖ ≤ cg_tol·‖g‖
+    adapt_damping: bool = True  # ggn_cg: Levenberg–Marquardt rule on the reduction ratio ρ
+    line_search: bool = True  # ggn_cg: backtracking (Armijo) along the CG direction
+    structural_damping: float = 0.0  # ggn_cg: μ of (G + λμS), models whose curvature offers "structural"
 
 
 @dataclasses.dataclass
@@ -141,14 +153,18 @@ class ExperimentConfig:
     name: str = ""
 
 
+SECOND_ORDER = ("kfac", "ggn_cg")  # the optimizers of mdc_jax.optim, served by a model's Curvature
 CHOICES = {
-    "optimizer.name": ("sgd", "momentum", "adam", "adamw"),
+    "optimizer.name": ("sgd", "momentum", "adam", "adamw", *SECOND_ORDER),
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine", "exponential"),
+    "optimizer.factors": ("kfac", "kflr"),
+    "optimizer.inverse": ("factored", "eigen"),
     "train.grad": GRADS,
     "train.dp.accountant": ("pld", "rdp"),
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
-            "train.tol", "optimizer.learning_rate", "data.max_chars")
+            "train.tol", "optimizer.learning_rate", "optimizer.damping", "optimizer.update_every",
+            "optimizer.mc_samples", "optimizer.cg_iters", "data.max_chars")
 SEEDS = ("train.seed", "data.split_seed")
 
 
@@ -281,9 +297,13 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
                           f"({cfg.train.steps}) for the warmup_cosine schedule: the cosine decay needs steps after it")
     if not 0 < o.decay_rate:
         raise ConfigError(f"{source}: optimizer.decay_rate must be > 0, got {o.decay_rate}")
-    for key in ("clip_norm", "weight_decay", "momentum"):
+    for key in ("clip_norm", "weight_decay", "momentum", "cg_tol", "structural_damping"):
         if not getattr(o, key) >= 0:
             raise ConfigError(f"{source}: optimizer.{key} must be >= 0, got {getattr(o, key)}")
+    if not 0 <= o.ema < 1:
+        raise ConfigError(f"{source}: optimizer.ema must be in [0, 1), got {o.ema}")
+    if o.name in SECOND_ORDER:
+        _check_second_order(cfg, spec, source)
     dp = cfg.train.dp
     if dp is not None and spec.fit is not None:
         raise ConfigError(f"{source}: train.dp: model.kind {spec.kind!r} is fitted by a solver, not by gradient "
@@ -303,6 +323,29 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
                               f"(got {cfg.train.devices})")
     if cfg.train.devices < 0:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
+
+
+def _check_second_order(cfg: ExperimentConfig, spec, source: str) -> None:
+    """``optimizer.name: kfac | ggn_cg`` needs a gradient-trained model whose Curvature serves it, and no DP."""
+    o = cfg.optimizer
+    if spec.fit is not None:
+        raise ConfigError(f"{source}: optimizer.name {o.name!r}: model.kind {spec.kind!r} is fitted by a solver "
+                          f"(Newton), not by optimizer steps; use a gradient-trained model")
+    if o.name not in spec.curvature:
+        offers = f"its curvature serves {', '.join(spec.curvature)}" if spec.curvature else "it has no curvature"
+        raise ConfigError(f"{source}: optimizer.name {o.name!r}: model.kind {spec.kind!r} cannot serve it ({offers}); "
+                          f"expected a model whose ModelSpec.curvature lists {o.name!r}, or an optimizer among "
+                          f"sgd, momentum, adam, adamw")
+    if o.name == "kfac" and o.adaptive and "ggn_cg" not in spec.curvature:
+        raise ConfigError(f"{source}: optimizer.adaptive with optimizer.name 'kfac': model.kind {spec.kind!r} has no "
+                          f"GGN-vector product for the quadratic model (its ModelSpec.curvature lacks 'ggn_cg'); "
+                          f"expected false")
+    if o.name == "ggn_cg" and o.structural_damping > 0 and "structural" not in spec.curvature:
+        raise ConfigError(f"{source}: optimizer.structural_damping {o.structural_damping}: model.kind {spec.kind!r} "
+                          f"has no structural damping (its ModelSpec.curvature lacks 'structural'); expected 0")
+    if cfg.train.dp is not None:
+        raise ConfigError(f"{source}: train.dp with optimizer.name {o.name!r}: the curvature would see the private "
+                          f"examples unclipped and unnoised; DP-SGD trains with sgd, momentum, adam or adamw")
 
 
 def yaml_error_line(err: Exception) -> str:

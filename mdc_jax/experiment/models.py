@@ -25,6 +25,31 @@ from .._plugins import Registry
 
 MODELS_GROUP = "mdc_jax.models"
 GRADS = ("closed", "autodiff")
+CURVATURE = ("kfac", "ggn_cg", "structural")  # what a ModelSpec's Curvature can serve (see ModelSpec.curvature)
+
+
+class Curvature(NamedTuple):
+    """A model's curvature, from the closed forms (:mod:`mdc_jax.curvature`), for :mod:`mdc_jax.optim`.
+
+    Both describe the model's own training loss ``model.loss(params, batch)`` on ``batch`` (its scaling
+    included: a loss per token divides by ``τ``).
+
+    Attributes:
+      factors: ``(params, batch, key, exact) -> (loss, grads, factors)``: the loss and its gradient (the
+        penalty included, as ``jax.grad`` of ``model.loss`` gives them) and the Kronecker factors of the GGN
+        of the loss *without* its L2 penalty, from the same forward: a pytree with ``params`` as a prefix,
+        each weight matrix mapped to ``(A, B)`` (its GGN block ``≈ kron(A, B)`` in row-major ``vec``) and
+        each vector to its block ``B``, as :func:`mdc_jax.curvature.fcnn_quantities` and
+        :func:`~mdc_jax.curvature.rnn_quantities` return them. ``exact``: KFLR's exact ``B`` (``True``) or
+        KFAC's sampled one (``False``, from ``key``).
+      ggn_vp: ``(params, batch, tangents, structural=0.0) -> G v``: the exact GGN-vector product of the loss,
+        its L2 penalty's curvature included; with ``structural = w > 0`` (models listing ``"structural"``
+        in :attr:`ModelSpec.curvature` only) ``(G + w S) v``, ``S`` the Gauss–Newton matrix of the hidden
+        states (Martens & Sutskever's structural damping).
+    """
+
+    factors: Callable[..., tuple]
+    ggn_vp: Callable[..., Any]
 
 
 class Model(NamedTuple):
@@ -47,6 +72,8 @@ class Model(NamedTuple):
       examples: the number of training examples, for DP-SGD (``train.dp``): Poisson sampling draws
         each of them with probability ``batch_size / examples`` and the accountant needs that rate.
       gather: ``indices -> batch``: the training examples at ``indices`` (jittable), for DP-SGD.
+      curvature: what the second-order optimizers (``optimizer.name: kfac | ggn_cg``, :mod:`mdc_jax.optim`)
+        need from the model, a :class:`Curvature`; ``None`` for a model that cannot give it.
       clipped_grad: ``(params, batch, weights, clip_norm) -> (loss, grads)`` with
         ``grads = (1/B) Σ_i w_i min(1, C/‖g_i‖) g_i + ∇penalty`` over the batch's ``B`` examples
         (``g_i``: example i's own gradient; see :mod:`mdc_jax.per_example`), for DP-SGD with
@@ -65,6 +92,7 @@ class Model(NamedTuple):
     examples: int | None = None
     gather: Callable[[jax.Array], Any] | None = None
     clipped_grad: Callable[..., tuple] | None = None
+    curvature: Curvature | None = None
 
 
 class Fit(NamedTuple):
@@ -111,6 +139,9 @@ class ModelSpec:
       fit: ``cfg -> Fit``, for models fitted by a solver (``train.steps`` is its iteration cap).
         Exactly one of ``build`` and ``fit`` is given.
       float64: the model runs in float64; the CLI turns on ``jax_enable_x64`` for it.
+      curvature: what its :class:`Curvature` offers, any of ``"kfac"`` (``factors``), ``"ggn_cg"``
+        (``ggn_vp``) and ``"structural"`` (``ggn_vp``'s structural damping): a config asking for a
+        second-order optimizer the model cannot serve is refused at load, naming the key.
       configs: a folder of example configs shipped with the model (``mdc-jax train NAME`` finds them).
       description: one line for ``mdc-jax models``.
     """
@@ -121,6 +152,7 @@ class ModelSpec:
     build: Callable[[Any], Model] | None = None
     fit: Callable[[Any], Fit] | None = None
     float64: bool = False
+    curvature: tuple[str, ...] = ()
     configs: Path | None = None
     description: str = ""
 
@@ -133,6 +165,8 @@ class ModelSpec:
                              f"got {self.options!r}.")
         if (self.build is None) == (self.fit is None):
             raise ValueError(f"ModelSpec {self.kind!r}: give exactly one of build (gradient-trained) and fit (solver).")
+        if isinstance(self.curvature, str) or not set(self.curvature) <= set(CURVATURE):
+            raise ValueError(f"ModelSpec {self.kind!r}: curvature must be a tuple of {CURVATURE}; got {self.curvature!r}.")
         if isinstance(self.datasets, str) or not self.datasets:
             raise ValueError(f"ModelSpec {self.kind!r}: datasets must be a non-empty tuple of names; got {self.datasets!r}.")
 

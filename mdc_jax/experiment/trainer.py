@@ -2,7 +2,9 @@
 
 :func:`train` reads as its steps: open the run directory (:mod:`.run_dir`), build the model, the
 optimizer and the initial state, resume from the newest checkpoint, compile the step once, run the
-steps (logging, evaluation, checkpoints), then write ``final.npz`` and ``summary.json``.
+steps (logging, evaluation, checkpoints), then write ``final.npz`` and ``summary.json``. The optimizers
+are optax's, or the second-order ``kfac`` and ``ggn_cg`` of :mod:`mdc_jax.optim`, which the step feeds
+with the model's curvature (:func:`_curvature_update`).
 
 Determinism: a step's batch is drawn from ``fold_in(data_key, step)``, so a run resumed from a
 checkpoint (parameters, optimizer state, step, key) performs exactly the computations an
@@ -12,6 +14,7 @@ uninterrupted run performs, and ends with a bit-identical ``final.npz``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import sys
@@ -24,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .. import optim
 from .._validation import describe_non_finite
 from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
-from .config import ConfigError, ExperimentConfig
+from .config import SECOND_ORDER, ConfigError, ExperimentConfig
 from .dp import epsilon, make_dp_grad
 from .models import Model, get_model
 from .run_dir import RESUMABLE as RESUMABLE
@@ -37,6 +41,8 @@ from .run_dir import load_run_config as load_run_config
 from .run_dir import read_metrics as read_metrics
 
 EXIT_NON_FINITE = 3
+GGN_CG_FIGURES = ("damping", "rho", "step_size", "cg_steps")  # ggn_cg's state, shown in the log records
+KFAC_ADAPTIVE_FIGURES = ("damping", "rho", "alpha", "mu")  # adaptive kfac's λ, ρ and the last step's α, μ
 
 
 class NonFiniteLoss(RuntimeError):
@@ -51,18 +57,33 @@ class RunResult:
 
 
 def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
+    """The config's optimizer, after global-norm clipping if ``optimizer.clip_norm > 0``.
+
+    ``kfac`` and ``ggn_cg`` (:mod:`mdc_jax.optim`) are ``optax.GradientTransformationExtraArgs``: their
+    ``update`` takes the model's curvature as keyword arguments (see :func:`_compile_step`)."""
+    o, lr = cfg.optimizer, _learning_rate(cfg)
+    if o.name == "kfac":
+        opt = optim.kfac(lr, damping=o.damping, ema=o.ema, update_every=o.update_every, momentum=o.momentum,
+                         inverse=o.inverse, adaptive=o.adaptive)
+    elif o.name == "ggn_cg":
+        opt = optim.ggn_cg(lr, damping=o.damping, cg_iters=o.cg_iters, cg_tol=o.cg_tol, adapt_damping=o.adapt_damping,
+                           line_search=o.line_search, structural_damping=o.structural_damping)
+    else:
+        opt = {"sgd": lambda: optax.sgd(lr), "momentum": lambda: optax.sgd(lr, momentum=o.momentum),
+               "adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=o.weight_decay)}[o.name]()
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm), opt) if o.clip_norm > 0 else opt
+
+
+def _learning_rate(cfg: ExperimentConfig):
+    """``optimizer.learning_rate`` under ``optimizer.schedule``: a float, or an optax schedule of the step."""
     o, steps = cfg.optimizer, cfg.train.steps
     if o.schedule == "constant":
-        lr = o.learning_rate
-    elif o.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(o.learning_rate, steps)
-    elif o.schedule == "warmup_cosine":
-        lr = optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1), steps)
-    else:  # exponential: reaches decay_rate·lr at the last step
-        lr = optax.exponential_decay(o.learning_rate, steps, o.decay_rate)
-    opt = {"sgd": lambda: optax.sgd(lr), "momentum": lambda: optax.sgd(lr, momentum=o.momentum),
-           "adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=o.weight_decay)}[o.name]()
-    return optax.chain(optax.clip_by_global_norm(o.clip_norm), opt) if o.clip_norm > 0 else opt
+        return o.learning_rate
+    if o.schedule == "cosine":
+        return optax.cosine_decay_schedule(o.learning_rate, steps)
+    if o.schedule == "warmup_cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1), steps)
+    return optax.exponential_decay(o.learning_rate, steps, o.decay_rate)  # reaches decay_rate·lr at the last step
 
 
 def _mesh_shardings(cfg: ExperimentConfig, batch_axes):
@@ -118,11 +139,13 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         state = _resume(state, cfg, run_dir, log, start_over)
     save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
     dp_grad, dp_rate = _dp_gradient(model, cfg)
-    step_fn = _compile_step(model, opt, shardings, dp_grad, state.data_key)
+    step_fn = _compile_step(cfg, model, opt, shardings, dp_grad, state.data_key)
     state = _place(state, shardings)
     resumed_from = state.step if resume else None
+    step_fn, compile_s = _compile_ahead(step_fn, state, cfg.train.steps)
     state, metrics, step_times = _run_steps(cfg, model, step_fn, state, run_dir, log, dp_rate)
-    return _finish_run(cfg, model, state, metrics, step_times, run_dir, log, started, resumed_from, dp_rate)
+    return _finish_run(cfg, model, state, metrics, step_times, run_dir, log, started, resumed_from, dp_rate,
+                       compile_s)
 
 
 def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume) -> tuple[ExperimentConfig, Path]:
@@ -150,6 +173,7 @@ def _build_model(spec, cfg: ExperimentConfig) -> Model:
     model = spec.build(cfg)
     _check_data(cfg, model.data)
     _check_dp(cfg, model)
+    _check_curvature(cfg, model)
     return model
 
 
@@ -201,25 +225,79 @@ def _place(state: TrainState, shardings) -> TrainState:
     return state._replace(params=params, opt_state=opt_state)
 
 
-def _compile_step(model: Model, opt, shardings, dp_grad, data_key):
+def _compile_step(cfg: ExperimentConfig, model: Model, opt, shardings, dp_grad, data_key):
     """``train_step(params, opt_state, step) -> (params, opt_state, loss)``, jitted once per run.
     Step ``t``'s batch (or, under ``train.dp``, its Poisson draw and noise) comes from
     ``fold_in(data_key, t)``: a resumed run repeats exactly the computations of an uninterrupted one."""
+    curvature_update = _curvature_update(cfg, model, opt)
 
     def train_step(params, opt_state, step):
+        key = jax.random.fold_in(data_key, step)
         if dp_grad is not None:  # Poisson-sampled batch, clipped per example, noised (experiment/dp.py)
-            loss, grads = dp_grad(params, jax.random.fold_in(data_key, step))
+            loss, grads = dp_grad(params, key)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+        batch = model.batch(key)
+        if shardings is not None:
+            batch = jax.lax.with_sharding_constraint(batch, shardings[1])
+        if curvature_update is not None:  # kfac, ggn_cg: the sampled factors' labels from a key of their own
+            loss, updates, opt_state = curvature_update(params, opt_state, batch, jax.random.fold_in(key, 1))
         else:
-            batch = model.batch(jax.random.fold_in(data_key, step))
-            if shardings is not None:
-                batch = jax.lax.with_sharding_constraint(batch, shardings[1])
             loss, grads = jax.value_and_grad(model.loss)(params, batch)
-        updates, opt_state = opt.update(grads, opt_state, params)
+            updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     if shardings is None:
         return jax.jit(train_step)
     return jax.jit(train_step, out_shardings=(shardings[0], shardings[0], shardings[0]))
+
+
+def _curvature_update(cfg: ExperimentConfig, model: Model, opt):
+    """``(params, opt_state, batch, key) -> (loss, updates, opt_state)`` of ``kfac`` or ``ggn_cg``, fed by the
+    model's :class:`~.models.Curvature` on the step's batch; ``None`` for the first-order optimizers.
+
+    kfac: the loss, its gradient and the Kronecker factors from one forward (``factors: kflr`` their exact
+    ``B``, ``kfac`` the sampled one); ``train.grad: autodiff`` takes the loss and gradient from ``jax.grad``
+    instead; ``adaptive: true`` adds the GGN-vector product and the loss on the same batch, for the quadratic
+    model and the reduction ratio. ggn_cg: the gradient as for the first-order optimizers, and the GGN-vector
+    product and the loss at other parameters on the same batch, for CG and the reduction ratio."""
+    o, curvature = cfg.optimizer, model.curvature
+    if o.name == "kfac":
+        exact, autodiff, adaptive = o.factors == "kflr", cfg.train.grad == "autodiff", o.adaptive
+
+        def kfac_update(params, opt_state, batch, key):
+            loss, grads, factors = curvature.factors(params, batch, key, exact)
+            if autodiff:
+                loss, grads = jax.value_and_grad(model.loss)(params, batch)
+            quadratic = {}
+            if adaptive:
+                quadratic = dict(ggn_vp=functools.partial(curvature.ggn_vp, params, batch),
+                                 loss=lambda p: model.loss(p, batch), value=loss)
+            updates, opt_state = opt.update(grads, opt_state, params, factors=factors, **quadratic)
+            return loss, updates, opt_state
+
+        return kfac_update
+    if o.name == "ggn_cg":
+
+        def ggn_cg_update(params, opt_state, batch, key):
+            loss, grads = jax.value_and_grad(model.loss)(params, batch)
+            updates, opt_state = opt.update(grads, opt_state, params, ggn_vp=functools.partial(
+                curvature.ggn_vp, params, batch), loss=lambda p: model.loss(p, batch), value=loss)
+            return loss, updates, opt_state
+
+        return ggn_cg_update
+    return None
+
+
+def _optimizer_figures(cfg: ExperimentConfig, opt_state) -> dict:
+    """What a log record shows of the optimizer's state: ggn_cg's damping λ, reduction ratio ρ, step size α and
+    CG iterations of the last step; adaptive kfac's λ, ρ of the last adaptation, and α, μ of the last step
+    (read by field name, so a clipping ``optax.chain`` around it is no matter)."""
+    o = cfg.optimizer
+    names = GGN_CG_FIGURES if o.name == "ggn_cg" else KFAC_ADAPTIVE_FIGURES if o.name == "kfac" and o.adaptive else ()
+    found = {name: optax.tree_utils.tree_get(opt_state, name) for name in names}
+    figures = {name: np.asarray(value).item() for name, value in found.items() if value is not None and np.ndim(value) == 0}
+    return {name: value if math.isfinite(value) else None for name, value in figures.items()}  # JSON has no NaN
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -232,18 +310,23 @@ def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, 
     checkpointed on the config's schedule. Returns the last state, the last evaluation (None if no
     step ran) and each step's seconds.
 
+    Every record carries ``time_s``, the seconds spent in steps so far (compilation, evaluation and
+    checkpoints excluded; a resumed run goes on from its last record's), to plot against wall time.
+
     A checkpoint is written only once its parameters are known to give a finite loss: those of step
     s are saved after step s + 1 has computed their loss (the last step's once its parameters are
     checked finite), so the newest checkpoint is never the one that went non-finite."""
     t, folder = cfg.train, run_dir / "checkpoints"
     step_times, losses, window_start, metrics, pending = [], [], time.perf_counter(), None, None
+    spent = _seconds_so_far(log)
     for step in range(state.step + 1, t.steps + 1):
         t0 = time.perf_counter()
         params, opt_state, loss = step_fn(state.params, state.opt_state, jnp.asarray(step, jnp.int32))
         loss = float(loss)
         step_times.append(time.perf_counter() - t0)
+        spent += step_times[-1]
         if not math.isfinite(loss):
-            log.record(step=step, loss=loss, error="non-finite loss")
+            log.record(step=step, loss=loss, time_s=spent, error="non-finite loss")
             _stop(log, run_dir, f"the loss is {loss} at step {step}", f"non-finite loss ({loss}) at step {step}")
         if pending is not None:
             save_checkpoint(folder, *pending)
@@ -252,22 +335,42 @@ def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, 
         losses.append(loss)
         if _due(step, t.log_every, t.steps):
             rate = len(losses) / (time.perf_counter() - window_start)
-            log.record(step=step, loss=float(np.mean(losses)), steps_per_sec=rate)
+            log.record(step=step, loss=float(np.mean(losses)), steps_per_sec=rate, time_s=spent,
+                       **_optimizer_figures(cfg, state.opt_state))
             log.say(f"step {step}/{t.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
             losses, window_start = [], time.perf_counter()
         if _due(step, t.eval_every, t.steps):
             metrics = _evaluate(cfg, model, state, dp_rate)
-            log.record(step=step, eval=metrics)
+            log.record(step=step, time_s=spent, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % t.checkpoint_every == 0:
             pending = (step, state.params, state.opt_state, state.data_key)
     if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params)):  # no next step checks them
-        log.record(step=t.steps, error="non-finite parameters")
+        log.record(step=t.steps, time_s=spent, error="non-finite parameters")
         _stop(log, run_dir, f"the parameters are not finite after step {t.steps}",
               f"non-finite parameters after step {t.steps}, the last step")
     if pending is not None:
         save_checkpoint(folder, *pending)
     return state, metrics, step_times
+
+
+def _seconds_so_far(log: MetricsLog) -> float:
+    """The ``time_s`` of the newest record a resumed run kept (0 for a new run): its steps' seconds so far."""
+    if not log.path.exists():
+        return 0.0
+    seconds = [r["time_s"] for _, r in read_metrics(log.path) if r is not None and isinstance(r.get("time_s"), float)]
+    return seconds[-1] if seconds else 0.0
+
+
+def _compile_ahead(step_fn, state: TrainState, steps: int):
+    """``(compiled step, seconds)``: the step compiled before the first one runs, so that no step's seconds
+    include compilation, and the steps call the compiled executable itself (calling the ``jit`` after
+    ``lower().compile()`` would lower it again). ``(step_fn, None)`` when no step is left to run."""
+    if state.step >= steps:
+        return step_fn, None
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state.params, state.opt_state, jnp.asarray(state.step + 1, jnp.int32)).compile()
+    return compiled, time.perf_counter() - t0
 
 
 def _stop(log: MetricsLog, run_dir: Path, what: str, reason: str):
@@ -291,7 +394,8 @@ def _epsilon(cfg: ExperimentConfig, steps: int, dp_rate: float) -> float:
 
 
 def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step_times: list[float], run_dir: Path,
-                log: MetricsLog, started: float, resumed_from: int | None, dp_rate: float | None) -> RunResult:
+                log: MetricsLog, started: float, resumed_from: int | None, dp_rate: float | None,
+                compile_s: float | None) -> RunResult:
     """``final.npz``, ``summary.json`` and the plots of a finished run."""
     final_metrics = metrics if metrics is not None else model.evaluate(state.params)  # the loop evaluated its last step
     atomic_savez(run_dir / "final.npz", flatten_named(state.params, ""))
@@ -302,6 +406,7 @@ def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
                "resumed_from_step": resumed_from, **final_metrics, **privacy, **model.report(state.params),
                "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
+               "compile_s": compile_s,
                "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
     write_summary(run_dir, summary)
     try:
@@ -329,6 +434,14 @@ def _check_dp(cfg: ExperimentConfig, model) -> None:
                           f"({model.examples} examples); with train.dp it is the expected batch size q·N of Poisson "
                           f"sampling (each example drawn with probability q = batch_size / N, without "
                           f"replacement), so at most {model.examples}")
+
+
+def _check_curvature(cfg: ExperimentConfig, model: Model) -> None:
+    """``kfac`` and ``ggn_cg`` need the model's :class:`~.models.Curvature` (its ModelSpec promised it)."""
+    if cfg.optimizer.name in SECOND_ORDER and model.curvature is None:
+        raise ConfigError(f"optimizer.name {cfg.optimizer.name!r}: model.kind {cfg.model.kind!r} built a Model "
+                          f"without curvature (Model.curvature is None), though its ModelSpec.curvature lists "
+                          f"{cfg.optimizer.name!r}; expected a Curvature(factors, ggn_vp)")
 
 
 def _check_data(cfg: ExperimentConfig, data) -> None:
