@@ -28,6 +28,7 @@ _LOADERS = {"digits": "load_digits", "wine": "load_wine", "iris": "load_iris", "
 CLASSIFICATION = tuple(_LOADERS)
 BINARY = ("breast_cancer",)  # the classification sets with two classes
 REGRESSION = ("diabetes",)
+IMAGES = ("digits",)  # pixel rows in [0, 1], for the autoencoder (its own targets)
 TEXT = ("python_source",)  # characters (rnn_charlm) or word tokens (rnn_wordlm) of the stdlib's source
 
 # Samples and classes (0: regression) of the bundled sets, to check a split when a config is loaded.
@@ -81,6 +82,28 @@ def load_classification(name: str = "digits", test_size: float = 0.2, seed: int 
     std = np.where(std > 0, std, 1.0)  # constant pixels in digits: leave them at zero
     return Dataset((X_tr - mean) / std, y_tr.astype(np.int32), (X_te - mean) / std, y_te.astype(np.int32),
                    int(y.max()) + 1)
+
+
+class ImageDataset(NamedTuple):
+    """Images as rows of pixel intensities in ``[0, 1]``, no labels (an autoencoder's input is its target)."""
+
+    X_train: np.ndarray
+    X_test: np.ndarray
+
+
+def load_images(name: str = "digits", test_size: float = 0.2, seed: int = 0) -> ImageDataset:
+    """scikit-learn's bundled ``digits`` (8×8 images, 64 pixels of 0..16) scaled to ``[0, 1]`` by ``/16``.
+
+    The split is :func:`load_classification`'s (stratified by digit, same ``test_size`` and ``seed``), so an
+    autoencoder and a classifier of one config see the same training images; the pixels are not standardised.
+    """
+    from sklearn import datasets
+
+    if name not in IMAGES:
+        raise ValueError(f"load_images: unknown dataset {name!r}; expected one of {IMAGES}.")
+    X, y = datasets.load_digits(return_X_y=True)
+    X_tr, X_te, _, _ = _split(name, test_size, seed, X / 16.0, y, stratify=y)
+    return ImageDataset(X_tr, X_te)
 
 
 class RegressionDataset(NamedTuple):

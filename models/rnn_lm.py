@@ -7,19 +7,24 @@ so nothing of size ``τ·N·K`` is an input; with ``model.head: fused`` (its def
 :func:`mdc_jax.linear_softmax_cross_entropy`'s blocks, so no ``τ·N × K`` logits exist either.
 Training windows of ``seq_len`` tokens start from a zero state; evaluation runs the held-out text as a
 few long contiguous streams, carrying the state: bits per character, or perplexity per token.
+
+Both give the second-order optimizers (``optimizer.name: kfac | ggn_cg``) a
+:class:`~mdc_jax.experiment.models.Curvature` (:func:`rnn_curvature`) from :mod:`mdc_jax.curvature`'s
+closed forms, which take one-hot rows: the word LM only for ``vocab_size ≤`` :data:`MAX_CURVATURE_VOCAB`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdc_jax import RNNParams, per_example, reference, rnn_forward, rnn_loss, rnn_loss_and_state
+from mdc_jax import RNNParams, curvature, per_example, reference, rnn_forward, rnn_loss, rnn_loss_and_state
 from mdc_jax.experiment.config import ConfigError
-from mdc_jax.experiment.models import Model, ModelOptions, ModelSpec, pick_loss
+from mdc_jax.experiment.models import Curvature, Model, ModelOptions, ModelSpec, pick_loss
 from mdc_jax.rules.linear_ce import HEADS
 
 from . import CONFIGS
@@ -27,6 +32,8 @@ from .data import TEXT, decode, encode, load_text, load_words
 
 EVAL_STREAMS = 16
 MAX_HIDDEN = 46_340  # hidden_size² ≤ 2**31 - 1 entries in W: beyond this a config is a typo, not a model
+MAX_CURVATURE_VOCAB = 4096  # the word LM's curvature: one-hot rows of K tokens and K × K factors (B_V, A_U)
+SECOND_ORDER = ("kfac", "ggn_cg")  # the optimizer.name values that need the model's Curvature
 
 
 @dataclasses.dataclass
@@ -54,6 +61,7 @@ class CharLMOptions(ModelOptions):
         return problems
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))  # one compilation, not one per eager operation
 def init_rnn(key, vocab: int, hidden: int, dtype=jnp.float32) -> RNNParams:
     kW, kU, kV = jax.random.split(key, 3)
     W = jnp.linalg.qr(jax.random.normal(kW, (hidden, hidden), dtype))[0] * 0.9  # orthogonal, stable start
@@ -62,8 +70,61 @@ def init_rnn(key, vocab: int, hidden: int, dtype=jnp.float32) -> RNNParams:
     return RNNParams(W, U, jnp.zeros((hidden,), dtype), V, jnp.zeros((vocab,), dtype))
 
 
+def rnn_curvature(dense, scale: float, mc_samples: int = 1) -> Curvature:
+    """The :class:`~mdc_jax.experiment.models.Curvature` of a §6.4 RNN model whose loss is ``scale · J`` on
+    ``(X, Y) = dense(batch)`` (one-hot inputs ``(τ, N, D)``, label rows ``(τ, N, K)``, zero rows where no
+    label is given) from a zero initial state, ``J`` as in :func:`mdc_jax.rnn_loss`.
+
+    .. math::
+
+       \\mathcal L = sJ,\\qquad \\nabla\\mathcal L = s\\nabla J,\\qquad
+       G_{\\mathcal L} \\approx A\\otimes sB,\\qquad (G_{\\mathcal L} + wS_{\\mathcal L})\\,v = s\\,(G + wS)\\,v
+
+    ``factors``: :func:`mdc_jax.curvature.rnn_quantities`' loss, gradient and KFLR (``exact``) or KFAC
+    (``mc_samples`` labels sampled per output row from ``key``) factors, ``B`` scaled by ``s`` (``A`` is a mean
+    of inputs).
+    ``ggn_vp``: :func:`mdc_jax.curvature.rnn_ggn_vp`, with structural damping; ``S`` is scaled as the loss is
+    (a loss per token, ``s = 1/τ``, gets the states' Gauss–Newton matrix per state), so a structural weight
+    means the same whatever ``s``. No L2 penalty. A fused head trains the same ``J``: its curvature is this one.
+
+    Args:
+      dense: ``batch -> (X, Y)`` as floating one-hot rows (jittable).
+      scale: ``s``, the model's loss over ``J`` (``1/τ`` per token, 1 per sequence).
+      mc_samples: KFAC's sampled columns per output row (``optimizer.mc_samples``).
+
+    Returns:
+      ``Curvature(factors, ggn_vp)``.
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §6.4; Martens, Ba & Johnson, "Kronecker-factored curvature approximations
+      for recurrent neural networks", ICLR 2018; Martens & Sutskever, "Learning recurrent neural networks with
+      Hessian-free optimization", ICML 2011.
+    """
+
+    def zeros(params, X):
+        return jnp.zeros((X.shape[1], params.W.shape[0]), X.dtype)
+
+    def dense_like(params, batch):  # in the parameters' dtype (the one-hot rows are exact in any)
+        return tuple(a.astype(params.W.dtype) for a in dense(batch))
+
+    def factors(params, batch, key, exact: bool):
+        name = "kflr" if exact else "kfac"
+        X, Y = dense_like(params, batch)
+        q = curvature.rnn_quantities(params, zeros(params, X), X, Y, quantities=(name,), key=None if exact else key,
+                                     mc_samples=mc_samples)
+        scaled = RNNParams(*((f[0], scale * f[1]) if isinstance(f, tuple) else scale * f for f in q[name]))
+        return scale * q["loss"], jax.tree.map(lambda g: scale * g, q["grad"]), scaled
+
+    def ggn_vp(params, batch, tangents, structural=0.0):
+        X, Y = dense_like(params, batch)
+        Gv = curvature.rnn_ggn_vp(params, zeros(params, X), X, Y, tangents, structural=structural)
+        return jax.tree.map(lambda g: scale * g, Gv)
+
+    return Curvature(factors, ggn_vp)
+
+
 def _windows(ids, starts, length):
-    return ids[starts[:, None] + jnp.arange(length)[None, :]]  # (N, length)
+    return ids[starts[:, None] + jnp.arange(length, dtype=starts.dtype)[None, :]]  # (N, length)
 
 
 def one_hot_time_major(ids, vocab):
@@ -139,10 +200,11 @@ def build_charlm(cfg) -> Model:
     return Model(init=lambda key: init_rnn(key, vocab, cfg.model.hidden_size), loss=loss, batch=batch,
                  batch_axes=(1, 1), evaluate=lambda p: {"test_bits_per_char": bits_per_char(p, data.test, vocab)},
                  primary="test_bits_per_char", report=report, examples=windows, gather=gather,
-                 clipped_grad=clipped_grad)
+                 clipped_grad=clipped_grad, curvature=rnn_curvature(lambda b: b, 1 / tau, cfg.optimizer.mc_samples))
 
 
 CHARLM = ModelSpec("rnn_charlm", CharLMOptions, TEXT, build=build_charlm, configs=CONFIGS,
+                   curvature=("kfac", "ggn_cg", "structural"),
                    description="character-level tanh RNN, closed-form BPTT (seed 000 §6.4)")
 
 
@@ -168,6 +230,10 @@ class WordLMOptions(ModelOptions):
         for name, size in (("hidden_size", self.hidden_size), ("vocab_size", self.vocab_size)):
             if size * max(self.hidden_size, 1) > 2**31 - 1:
                 problems.append(f"model.{name} {size}: a weight matrix would have more than 2**31 - 1 entries")
+        if cfg.optimizer.name in SECOND_ORDER and self.vocab_size > MAX_CURVATURE_VOCAB:
+            problems.append(f"model.vocab_size {self.vocab_size}: optimizer.name {cfg.optimizer.name!r} needs the "
+                            f"curvature through one-hot tokens, for at most {MAX_CURVATURE_VOCAB} tokens (K × K "
+                            f"factors); set model.vocab_size <= {MAX_CURVATURE_VOCAB} or a first-order optimizer")
         return problems
 
 
@@ -215,11 +281,16 @@ def build_wordlm(cfg) -> Model:
                 "test_unknown_rate": float(np.mean(data.test == 0)),
                 "unigram_test_perplexity": float(np.exp(-np.mean(np.log(p[data.test]))))}
 
+    def dense(b):  # token ids and labels as the one-hot rows they stand for (the curvature's inputs)
+        return tuple(jax.nn.one_hot(ids, vocab, dtype=jnp.float32) for ids in b)  # (τ, N, K) each
+
     return Model(init=lambda key: init_rnn(key, vocab, m.hidden_size),
                  loss=loss, batch=lambda key: gather(jax.random.randint(key, (n,), 0, windows, dtype=jnp.int32)),
                  batch_axes=(1, 1), evaluate=lambda p: {"test_perplexity": perplexity(p, data.test, m.head, m.eval_chunk)},
-                 primary="test_perplexity", report=report)
+                 primary="test_perplexity", report=report,
+                 curvature=rnn_curvature(dense, 1 / tau, cfg.optimizer.mc_samples) if vocab <= MAX_CURVATURE_VOCAB else None)
 
 
 WORDLM = ModelSpec("rnn_wordlm", WordLMOptions, TEXT, build=build_wordlm, configs=CONFIGS,
+                   curvature=("kfac", "ggn_cg", "structural"),
                    description="word-level tanh RNN LM, 16k vocabulary, fused softmax head (seed 000 §6.4, §6.3.1)")

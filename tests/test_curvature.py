@@ -347,3 +347,29 @@ def test_the_closed_forms_never_call_autodiff():
         calls = re.findall(r"(?<![\w])(?:jax\.)?(?:grad|vjp|jvp|jacrev|jacfwd|linearize|hessian|value_and_grad)\(",
                            source)
         assert not calls, (path.name, calls)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structural damping (Martens & Sutskever 2011): (G + wS)v, S the hidden states' Gauss–Newton matrix
+
+
+def test_rnn_ggn_vp_with_structural_damping_matches_the_explicit_ggn_plus_w_times_the_states_ggn_float64():
+    """One backward gives (G + wS)v with S = (1/N) Σ_{t,i} J_{Z,t,i}ᵀJ_{Z,t,i} (jax.jacfwd of the states), the
+    weight traced (an optimizer's λ·μ); w = 0 is G v; a negative weight is refused, naming it."""
+    params, Z0, X, Y = rnn_case(11, 5, 3, 2, 3, 3, jnp.float64, one_hot=False)  # τ = 5: chunks of 1
+    Y = scale_rows(Y, 11)
+    tangents = random_like(params, 12)
+
+    def run(params, Z0, X, Y, tangents, w):
+        G = jnp.sum(ref.rnn_batch_ggn(params, Z0, X, Y), axis=0)
+        S = jnp.sum(ref.rnn_batch_structural(params, Z0, X), axis=0)
+        return (curv.rnn_ggn_vp(params, Z0, X, Y, tangents, structural=w), ref.ggn_vp(G + w * S, params, tangents),
+                curv.rnn_ggn_vp(params, Z0, X, Y, tangents), ref.ggn_vp(G, params, tangents), S)
+
+    got, want, plain, want_plain, S = jax.jit(run)(params, Z0, X, Y, tangents, jnp.asarray(0.7))
+    assert_close(got, want, F64, "rnn (G + wS)v", atol=1e-14)
+    assert_close(plain, want_plain, F64, "rnn G v (structural=0)", atol=1e-14)
+    assert rel_norm(got, plain) > 1e-2, "S v is not negligible here: the test can fail"
+    assert np.all(np.asarray(ref.blocks(S, params).V) == 0), "the states do not depend on V"
+    with pytest.raises(ValueError, match=r"rnn_ggn_vp: structural must be a finite number >= 0; got -1"):
+        curv.rnn_ggn_vp(params, Z0, X, Y, tangents, structural=-1.0)

@@ -89,6 +89,16 @@ def rnn_batch_ggn(params, Z0, X, Y):
     return _batch_ggn(jax.jacfwd(outputs)(theta), output_hessians("classification", outputs(theta), Y))
 
 
+def rnn_batch_structural(params, Z0, X):
+    """Each sequence's ``(1/N) Σ_t J_{Z,t,i}ᵀ J_{Z,t,i}``, ``(N, P, P)``, ``J_{Z,t,i} = ∂z_{t,i}/∂θ``: their sum is
+    the hidden states' Gauss–Newton matrix ``S`` of Martens & Sutskever's structural damping, the GGN of
+    ``(1/(2N)) Σ_{t,i} ‖z_{t,i}(θ) − z_{t,i}(θ_0)‖²`` at ``θ_0`` (output Hessian ``I``; ``V``, ``c`` columns zero)."""
+    theta, unravel = ravel_pytree(RNNParams(*params))
+    states = lambda th: rnn_states(unravel(th), Z0, X)
+    Z = states(theta)
+    return _batch_ggn(jax.jacfwd(states)(theta), output_hessians("regression", Z, Z))
+
+
 def fcnn_hessian(params, X, Y, activations, *, task="classification"):
     """The Hessian of ``J`` (no penalty), ``(P, P)``, by ``jax.hessian`` of the reference loss."""
     theta, unravel = ravel_pytree(params)

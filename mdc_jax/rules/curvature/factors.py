@@ -48,7 +48,8 @@ def sqrt_hessian(task: str, P, w, start=0, size: int | None = None):
     output's shape for regression), ``w`` the row sums ``(..., 1)`` (unused for regression)."""
     K = P.shape[-1]
     size = K if size is None else size
-    eye = jax.nn.one_hot(start + jnp.arange(size), K, dtype=P.dtype).reshape((size,) + (1,) * (P.ndim - 1) + (K,))
+    columns = start + jnp.arange(size, dtype=jnp.result_type(start))  # a traced int32 start stays int32
+    eye = jax.nn.one_hot(columns, K, dtype=P.dtype).reshape((size,) + (1,) * (P.ndim - 1) + (K,))
     if task == "regression":
         return jnp.broadcast_to(eye, (size, *P.shape))
     r = jnp.sqrt(P)  # √p

@@ -17,7 +17,8 @@ the weights being shared over time, ``g(W) = Σ_t z_{t−1} s_tᵀ``, ``g(U) = �
 
 GGN-vector product: the forward differential ``dA_t = dZ_{t−1}W + Z_{t−1}dW + X_t dU + 1dbᵀ``,
 ``dZ_t = (1 − Z_t²) ⊙ dA_t`` (``dZ_0 = 0``), ``dO_t = dZ_tV + Z_t dV + 1dcᵀ``, then the BPTT with
-``∇_{O_t} := H_t dO_t / N``.
+``∇_{O_t} := H_t dO_t / N``; structural damping adds ``(w/N) dZ_t`` to ``∇_{Z_t}`` (the states' own Gauss–Newton
+matrix, output Hessian ``I``).
 
 Exact columns (``diag_ggn``, ``batch_diag_ggn``, ``kflr``: one pass). Output time ``t''``'s ``K`` columns live only
 at ``t ≤ t''``, so they are back-propagated one output time at a time from ``t''`` down (``τ(τ+1)K/2``
@@ -51,6 +52,7 @@ Nothing here calls ``jax.grad``, ``jax.vjp``, ``jax.jvp`` or ``jax.linearize``: 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -94,7 +96,7 @@ def _tangent_states(params, dparams, Z_in, Z_out, X):
     return jax.lax.scan(step, jnp.zeros_like(Z_out[0]), (tanh_derivative(Z_out), E))[1]
 
 
-def rnn_ggn_vp(params, Z0, X, Y, tangents) -> rnn.RNNParams:
+def rnn_ggn_vp(params, Z0, X, Y, tangents, *, structural=0.0) -> rnn.RNNParams:
     """The GGN-vector product ``G v`` of the §6.4 RNN, exact, from the forward differential and the BPTT.
 
     .. math::
@@ -103,30 +105,43 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents) -> rnn.RNNParams:
 
        dO_t = dZ_tV + Z_t\\,dV + \\mathbf 1dc^T,\\qquad
        Gv = \\text{§6.4's backward with } \\nabla_{O_t} := \\tfrac1N (\\mathbf 1^Ty_t)(\\operatorname{diag}p_t
-       - p_tp_t^T)\\,dO_t \\text{ row by row}.
+       - p_tp_t^T)\\,dO_t \\text{ row by row},
+
+       (G + wS)v:\\quad \\nabla_{Z_t} := \\nabla_{O_t}V^T + \\tfrac wN\\,dZ_t.
 
     ``G = (1/N) Σ_i J_iᵀ H_i J_i`` over every output ``o_{t,i}`` (the module docstring); the L2 penalty's
     curvature ``λI`` is not included. One recursion-only forward, one forward-differential scan and one
     backward (the softmax recomputed chunk by chunk, as in :func:`mdc_jax.rnn_loss`).
 
+    Structural damping (Martens & Sutskever 2011): with ``structural = w > 0`` the result is
+    ``(G + wS)v``, ``S = (1/N) Σ_i Σ_t J_{Z,t,i}ᵀ J_{Z,t,i}`` the Gauss–Newton matrix of the hidden states
+    ``Z_1..Z_τ`` (that of ``(1/(2N)) Σ_{t,i} ‖z_{t,i}(θ) − z_{t,i}(θ_0)‖²`` at ``θ = θ_0``): its output Hessian
+    is ``I``, so ``∇_{Z_t} += (w/N) dZ_t`` enters the same backward beside ``∇_{O_t}Vᵀ``, in the same pass.
+
     Args:
       params, Z0, X, Y: as in :func:`mdc_jax.rnn_loss`, with floating ``X`` ``(τ, N, D)`` and probability
         rows ``Y`` ``(τ, N, K)`` (``jax.nn.one_hot`` integer labels first).
       tangents: ``v``, an :class:`~mdc_jax.RNNParams` (or 5-tuple) of the shapes and dtypes of ``params``.
+      structural: ``w ≥ 0``, the weight of the hidden states' Gauss–Newton matrix ``S`` (a number or a 0-d
+        array, traced or not: an optimizer passes its damping ``λ`` times the structural damping ``μ``).
 
     Returns:
-      ``G v`` as an :class:`~mdc_jax.RNNParams`.
+      ``(G + wS) v`` as an :class:`~mdc_jax.RNNParams` (``G v`` for ``w = 0``).
 
     Raises:
-      ValueError: naming the argument (and the leaf of ``tangents``) for inconsistent shapes or dtypes.
+      ValueError: naming the argument (and the leaf of ``tangents``) for inconsistent shapes or dtypes, or
+      a ``structural`` that is not a finite number ``>= 0``.
 
     References:
-      ``000_3fed0c34b422d74e.txt`` §6.4; Schraudolph (2002), fast curvature-matrix-vector products.
+      ``000_3fed0c34b422d74e.txt`` §6.4; Schraudolph (2002), fast curvature-matrix-vector products;
+      Martens & Sutskever, "Learning recurrent neural networks with Hessian-free optimization", ICML 2011.
     """
     fn = "rnn_ggn_vp"
     original = params
     params, Z0, X, Y = rnn.check_inputs(fn, params, Z0, X, Y)
     _check_tangents(fn, original, tangents)
+    v.require_penalty(fn, "structural", structural)
+    w = None if isinstance(structural, numbers.Real) and structural == 0 else jnp.asarray(structural).astype(X.dtype)
     dparams = rnn.RNNParams(*(jnp.asarray(t).astype(p.dtype) for t, p in zip(tangents, params)))
     V, c, N = params.V, params.c, X.shape[1]
     _, Z_tau, Zs = rnn.forward(params, Z0, X, None)  # the recursion alone: no logits
@@ -140,7 +155,9 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents) -> rnn.RNNParams:
         dO = dZ_k @ V + Z_out @ dparams.V + dparams.c[None, None, :]  # dO_t = dZ_tV + Z_t dV + 1dcᵀ
         HdO = factors.hessian_vp(_TASK, P, jnp.sum(Y_k, axis=-1, keepdims=True), dO) / N
         acc = (acc[0] + jnp.einsum("tnh,tnk->hk", Z_out, HdO), acc[1] + jnp.sum(HdO, axis=(0, 1)))
-        return HdO @ V.T, acc, None
+        if w is None:
+            return HdO @ V.T, acc, None
+        return HdO @ V.T + (w / N) * dZ_k, acc, None  # ∇_{Z_t} from O_t and, structural damping, from Z_t itself
 
     out = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, (rnn.chunks(Y, k), rnn.chunks(dZ, k)),
                        (jnp.zeros_like(V), jnp.zeros_like(c)))
