@@ -170,8 +170,12 @@ def mdc_jax_cli(*args) -> list[str]:
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path, subprocess_env):
-    """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed."""
-    raw = {**SMALL, "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
+    """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed. The optimizer
+    is adaptive K-FAC, whose state is the richest (factor averages, inverses, damping, the last update); Adam's
+    resume is checked in-process below (test_resume_from_the_run_directory_alone_extends_the_run), ggn_cg's and
+    the other K-FAC modes' in tests/test_optim_training.py."""
+    raw = {**SMALL, "optimizer": {"name": "kfac", "adaptive": True, "damping": 0.1},
+           "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
     path = write_config(tmp_path, raw)
     # The three processes compile the same programs: XLA's persistent cache (conftest.py) compiles them once.
     env = subprocess_env
