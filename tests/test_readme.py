@@ -48,7 +48,7 @@ def _readme(ns):
 
 
 WITH_EXAMPLES = {"README.md", "rules.md", "conventions.md", "gradcheck.md", "dp_sgd.md", "fused_head.md", "logistic.md",
-                 "notation.md", "models.md", "rnn.md", "curvature.md"}
+                 "notation.md", "models.md", "rnn.md", "curvature.md", "optim.md"}
 
 
 # What some pages' examples compute, checked beyond "it ran".
