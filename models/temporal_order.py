@@ -17,8 +17,9 @@ Procedural: each step's batch is drawn on device from the step's key (:func:`seq
 Initialisation (``init_*`` options), after Martens & Sutskever's sparse initialisation: each hidden unit has
 ``init_connections`` nonzero incoming recurrent weights drawn from ``N(0, 1)``, and ``W`` is rescaled to
 spectral radius ``init_radius`` (1.1: slightly beyond the edge of stability, so the state neither forgets
-the relevant symbols at once nor, through ``tanh``, explodes); ``U ~ N(0, input_scale²)``,
-``V ~ N(0, 1/H)``, zero biases.
+the relevant symbols at once nor, through ``tanh``, explodes); ``U ~ N(0, input_scale²)`` with ``input_scale``
+0.1 (at 1.0 the inputs saturate ``tanh``: swapping X and Y at ``t2`` moved ``Z_T`` by 0.03% at T = 50,
+H = 100, against 26% at 0.1, and every optimizer stayed at chance), ``V ~ N(0, 1/H)``, zero biases.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class TemporalOrderOptions(ModelOptions):
     hidden_size: int = 100  # H
     init_radius: float = 1.1  # spectral radius of W at initialisation
     init_connections: int = 15  # nonzero incoming recurrent weights per hidden unit (sparse initialisation)
-    input_scale: float = 1.0  # standard deviation of U's entries at initialisation
+    input_scale: float = 0.1  # standard deviation of U's entries at initialisation (1.0 saturates tanh: the task is lost)
     test_sequences: int = 2000  # held-out sequences, drawn from data.split_seed
 
     def validate(self, cfg) -> list[str]:

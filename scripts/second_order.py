@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from mdc_jax.experiment.config import load_config
+from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.curves import first_reaching, plot_curves, read_curve, write_json
 from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.sweep import run_sweep
@@ -34,7 +35,7 @@ EXPERIMENTS = {
                "metric": "test_accuracy", "lower": False},
     "temporal_order": {"adam": "temporal_order_adam", "grid": "1.0e-4,3.0e-4,1.0e-3,3.0e-3,1.0e-2",
                        "others": {"ggn_cg": "temporal_order_ggn_cg", "kfac": "temporal_order_kfac"},
-                       "metric": "test_accuracy", "lower": False, "solved": 0.99},
+                       "metric": "test_accuracy", "lower": False, "solved": 0.99, "budget_s": 45.0},
 }
 
 
@@ -74,26 +75,59 @@ def compare(name: str, out: Path, overrides: list[str]) -> dict:
     return results
 
 
+def _cut(curve, seconds: float):
+    """``curve`` up to ``seconds`` of training time (its evaluations with ``time_s <= seconds``)."""
+    keep = sum(t <= seconds for t in curve.seconds)
+    return type(curve)(curve.steps[:keep], curve.seconds[:keep], curve.values[:keep])
+
+
+def _at_length(config: str, T: int) -> list[str]:
+    """The configs' ``train.steps`` and ``eval_every`` are sized for ``T = 50``; a step costs ~``T/50`` as
+    much at length ``T`` (the scans), so both scale by ``50/T`` (one checkpoint, at the end)."""
+    t = load_config(find_config(config)).train
+    steps, every = max(1, round(t.steps * 50 / T)), max(1, round(t.eval_every * 50 / T))
+    return [f"model.seq_len={T}", f"train.steps={steps}", f"train.eval_every={every}", f"train.checkpoint_every={steps}"]
+
+
 def temporal_order(out: Path, overrides: list[str], seq_lens: list[int], seeds: list[int]) -> dict:
-    """Success rates over seeds at each ``T``: Adam at the best learning rate of its grid (chosen on the first
-    seed), and each second-order method; a run succeeds when its final held-out accuracy is ≥ ``solved``."""
+    """Success rates over seeds at each ``T`` within the same budget of training seconds (``budget_s``, the
+    records' ``time_s``: evaluation and checkpoints excluded) for every method: Adam at the best learning rate
+    of its grid (chosen on the first seed, by the held-out accuracy at the budget; that grid run is its
+    first-seed run), and each second-order method. Every curve is cut at the budget; a run succeeds when its
+    last held-out accuracy within the budget is ``>= solved``."""
     exp, results = EXPERIMENTS["temporal_order"], {}
+    budget, solved = exp["budget_s"], exp["solved"]
     for T in seq_lens:
-        base, where = [*overrides, f"model.seq_len={T}"], out / "temporal_order" / f"T{T}"
-        best, grid = best_of_grid(exp, where / "adam_grid", [*base, f"train.seed={seeds[0]}"])
+        where = out / "temporal_order" / f"T{T}"
+        adam_base = [*overrides, *_at_length(exp["adam"], T)]
+        _, grid = best_of_grid(exp, where / "adam_grid", [*adam_base, f"train.seed={seeds[0]}"])
+        cut = {lr: _cut(read_curve(g["run_dir"], exp["metric"]), budget) for lr, g in grid.items()}
+        for lr, g in grid.items():
+            g["at_budget"] = cut[lr].values[-1]
+        best = max(cut, key=lambda lr: cut[lr].values[-1])  # first of equals: the grid's order
         methods = {"adam": (exp["adam"], [best]), **{k: (c, []) for k, c in exp["others"].items()}}
-        row, curves = {"adam_best": best, "adam_grid": grid}, {}
+        row, curves = {"budget_s": budget, "adam_best": best, "adam_grid": grid}, {}
         for label, (config, extra) in methods.items():
-            finals, seconds = [], []
+            finals, seconds, reached, dirs = [], [], [], []
             for seed in seeds:
-                curve = read_curve(run(config, where / f"{label}-seed{seed}", [*base, *extra, f"train.seed={seed}"]),
-                                   exp["metric"])
-                curves.setdefault(label, curve)
+                if label == "adam" and seed == seeds[0]:
+                    run_dir = Path(grid[best]["run_dir"])
+                else:
+                    run_dir = run(str(find_config(config)), where / f"{label}-seed{seed}",
+                                  [*overrides, *_at_length(config, T), *extra, f"train.seed={seed}"])
+                curve = _cut(read_curve(run_dir, exp["metric"]), budget)
+                curves.setdefault(f"adam ({best.split('=')[1]})" if label == "adam" else label, curve)
+                hit = first_reaching(curve, solved, lower_is_better=False)
                 finals.append(curve.values[-1])
                 seconds.append(curve.seconds[-1])
-            row[label] = {"final_accuracy": finals, "solved": sum(a >= exp["solved"] for a in finals),
-                          "seeds": len(seeds), "median_seconds": statistics.median(seconds)}
-        plot_curves(curves, exp["metric"], where / "curves.png", f"temporal order, T = {T} (seed {seeds[0]})")
+                reached.append(hit and hit[1])
+                dirs.append(str(run_dir))
+            hits = [t for t in reached if t is not None]
+            row[label] = {"final_accuracy": finals, "solved": sum(a >= solved for a in finals), "seeds": len(seeds),
+                          "median_seconds": statistics.median(seconds), "reached_solved_at_seconds": reached,
+                          "median_seconds_to_solved": statistics.median(hits) if hits else None, "run_dirs": dirs}
+        plot_curves(curves, exp["metric"], where / "curves.png",
+                    f"temporal order, T = {T} (seed {seeds[0]}; cut at {budget:g} s of training)")
         results[f"T{T}"] = row
         write_json(out / "temporal_order" / "results.json", results)
     return results
