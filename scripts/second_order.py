@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from mdc_jax.experiment.config import load_config
-from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.curves import first_reaching, plot_curves, read_curve, write_json
 from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.sweep import run_sweep
