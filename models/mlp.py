@@ -94,15 +94,17 @@ def fcnn_curvature(activations: Sequence[str], l2: float, task: str, mc_samples:
 
        J(\\theta) = \\frac1N\\sum_i \\ell_i + \\frac\\lambda2\\sum_j W_j\\cdot W_j,\\qquad
        \\nabla J = \\nabla J_{data} + \\lambda[(W_j, 0)],\\qquad
-       (G + \\lambda I_W)\\,v = G v + \\lambda[(dW_j, 0)]
+       (G + \\lambda I_W)\\,v = G v + \\lambda[(dW_j, 0)],\\qquad
+       v_a^T(G + \\lambda I_W)v_b = v_a^TGv_b + \\lambda\\sum_j dW_j^{(a)}\\cdot dW_j^{(b)}
 
     (``ℓ_i = ½‖z_{L,i} − y_i‖²`` for regression, ``−ln(z_{L,i})·y_i`` for classification: the scaling of
     :func:`mdc_jax.fcnn_regression_loss` and :func:`mdc_jax.fcnn_classification_loss`, so ``factors``' loss and
     gradient are ``model.loss`` and ``jax.grad(model.loss)``). ``factors`` returns KFLR's (``exact``) or
     KFAC's sampled (``key``, ``mc_samples`` labels per example) ``((A_j, B_j), B_j)`` of the data term only
     (:func:`mdc_jax.curvature.fcnn_quantities`); ``ggn_vp`` is :func:`mdc_jax.curvature.fcnn_ggn_vp` plus the
-    penalty's curvature, which falls on the weights (biases are not penalised). The fused head trains the
-    same ``J``: its curvature is this one.
+    penalty's curvature, which falls on the weights (biases are not penalised); ``ggn_gram`` is
+    :func:`mdc_jax.curvature.fcnn_ggn_gram` (stacked tangents, no backward) plus the same penalty term. The fused
+    head trains the same ``J``: its curvature is this one.
 
     Args:
       activations: the hidden layers' (classification) or every layer's (regression), as the loss takes them.
@@ -111,8 +113,8 @@ def fcnn_curvature(activations: Sequence[str], l2: float, task: str, mc_samples:
       mc_samples: KFAC's sampled columns per example (``optimizer.mc_samples``).
 
     Returns:
-      ``Curvature(factors, ggn_vp)``; ``ggn_vp`` refuses a ``structural`` weight other than 0 (an MLP has no
-      hidden states over time).
+      ``Curvature(factors, ggn_vp, ggn_gram)``; ``ggn_vp`` refuses a ``structural`` weight other than 0 (an
+      MLP has no hidden states over time).
 
     References:
       ``000_3fed0c34b422d74e.txt`` §6.2, §6.3.1; Martens & Grosse, KFAC (ICML 2015); Martens, Deep learning via
@@ -136,7 +138,14 @@ def fcnn_curvature(activations: Sequence[str], l2: float, task: str, mc_samples:
         Gv = curvature.fcnn_ggn_vp(params, *batch, acts, tangents, task=task)
         return with_penalty(params, Gv, tangents)
 
-    return Curvature(factors, ggn_vp)
+    def ggn_gram(params, batch, tangents):
+        gram = curvature.fcnn_ggn_gram(params, *batch, acts, tangents, task=task)
+        if not l2:
+            return gram
+        rows = [dW.reshape(dW.shape[0], -1) for dW, _ in tangents]  # each tangent's vec(W_j), stacked
+        return gram + l2 * sum(r @ r.T for r in rows)  # + λ Σ_j dW_j^{(a)}·dW_j^{(b)}
+
+    return Curvature(factors, ggn_vp, ggn_gram)
 
 
 def _batch_sampler(arrays, batch_size, poisson: bool = False):

@@ -85,7 +85,9 @@ def rnn_curvature(dense, scale: float, mc_samples: int = 1) -> Curvature:
     of inputs).
     ``ggn_vp``: :func:`mdc_jax.curvature.rnn_ggn_vp`, with structural damping; ``S`` is scaled as the loss is
     (a loss per token, ``s = 1/τ``, gets the states' Gauss–Newton matrix per state), so a structural weight
-    means the same whatever ``s``. No L2 penalty. A fused head trains the same ``J``: its curvature is this one.
+    means the same whatever ``s``. ``ggn_gram``: :func:`mdc_jax.curvature.rnn_ggn_gram`'s ``[v_aᵀ G v_b]`` of stacked
+    tangents (the forward differential alone), times ``s``. No L2 penalty. A fused head trains the same ``J``: its
+    curvature is this one.
 
     Args:
       dense: ``batch -> (X, Y)`` as floating one-hot rows (jittable).
@@ -93,7 +95,7 @@ def rnn_curvature(dense, scale: float, mc_samples: int = 1) -> Curvature:
       mc_samples: KFAC's sampled columns per output row (``optimizer.mc_samples``).
 
     Returns:
-      ``Curvature(factors, ggn_vp)``.
+      ``Curvature(factors, ggn_vp, ggn_gram)``.
 
     References:
       ``000_3fed0c34b422d74e.txt`` §6.4; Martens, Ba & Johnson, "Kronecker-factored curvature approximations
@@ -120,7 +122,11 @@ def rnn_curvature(dense, scale: float, mc_samples: int = 1) -> Curvature:
         Gv = curvature.rnn_ggn_vp(params, zeros(params, X), X, Y, tangents, structural=structural)
         return jax.tree.map(lambda g: scale * g, Gv)
 
-    return Curvature(factors, ggn_vp)
+    def ggn_gram(params, batch, tangents):
+        X, Y = dense_like(params, batch)
+        return scale * curvature.rnn_ggn_gram(params, zeros(params, X), X, Y, tangents)
+
+    return Curvature(factors, ggn_vp, ggn_gram)
 
 
 def _windows(ids, starts, length):

@@ -4,6 +4,7 @@ jax.hessian of the plain forwards)."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from pathlib import Path
@@ -288,6 +289,11 @@ def test_results_keep_the_structure_of_params():
 # Bad input
 
 
+def stacked(tree, k, dtype=None):
+    """``k`` copies of ``tree`` stacked on a leading axis, as NumPy arrays (no eager XLA op to compile)."""
+    return jax.tree.map(lambda x: np.stack([np.asarray(x, dtype)] * k), tree)
+
+
 def _wrong_leaf(params):
     (W1, b1), (W2, b2) = params
     return [(W1, b1), (W2[:, :1], b2)]
@@ -310,6 +316,14 @@ def _wrong_leaf(params):
      r"fcnn_ggn_vp: tangents\[1\]\[0\] \(W_2\) has shape \(3, 1\); expected \(3, 2\)"),
     (lambda a: curv.fcnn_ggn_vp(*a, jax.tree.map(lambda x: x.astype(jnp.float32), a[0])),
      r"fcnn_ggn_vp: tangents\[0\]\[0\] \(W_1\) has dtype float32; expected float64"),
+    (lambda a: curv.fcnn_ggn_gram(*a, a[0]), r"fcnn_ggn_gram: tangents\[0\]\[0\] \(W_1\) has shape \(3, 3\); "
+                                            r"expected \(k, 3, 3\): k tangents stacked on a leading axis"),
+    (lambda a: curv.fcnn_ggn_gram(*a, stacked(a[0][:1], 1)),
+     r"fcnn_ggn_gram: tangents must have the structure of params"),
+    (lambda a: curv.fcnn_ggn_gram(*a, [(stacked(W, 2), stacked(b, k)) for (W, b), k in zip(a[0], (2, 3))]),
+     r"fcnn_ggn_gram: tangents\[1\]\[1\] \(b_2\) has shape \(3, 2\); expected \(2, 2\): k = 2 .*tangents\[0\]\[0\] \(W_1\)"),
+    (lambda a: curv.fcnn_ggn_gram(*a, stacked(a[0], 1, np.float32)),
+     r"fcnn_ggn_gram: tangents\[0\]\[0\] \(W_1\) has dtype float32; expected float64"),
 ])
 def test_fcnn_bad_input_raises_naming_the_argument(call, match):
     params, X, Y, acts = fcnn_setup(0, 4, [3, 3, 2], "classification", ["tanh"])
@@ -334,6 +348,10 @@ def test_diag_hessian_refuses_an_activation_without_a_second_derivative_but_the_
     (lambda a: curv.rnn_quantities(*a[:3], jnp.zeros((3, 2), jnp.int32)), r"rnn_quantities: Y .*one_hot"),
     (lambda a: curv.rnn_ggn_vp(*a, tuple(a[0])[:4]), r"rnn_ggn_vp: tangents must .*structure of params"),
     (lambda a: curv.rnn_ggn_vp(*a, a[0]._replace(V=a[0].V.T)), r"rnn_ggn_vp: tangents.*V.* has shape \(2, 3\)"),
+    (lambda a: curv.rnn_ggn_gram(*a, a[0]), r"rnn_ggn_gram: tangents\.W has shape \(3, 3\); expected \(k, 3, 3\)"),
+    (lambda a: curv.rnn_ggn_gram(*a, tuple(stacked(a[0], 1))[:4]), r"rnn_ggn_gram: tangents must be an RNNParams"),
+    (lambda a: curv.rnn_ggn_gram(*a, stacked(a[0], 1)._replace(c=np.zeros((2, 2)))),
+     r"rnn_ggn_gram: tangents\.c has shape \(2, 2\); expected \(1, 2\)"),
 ])
 def test_rnn_bad_input_raises_naming_the_argument(call, match):
     params, Z0, X, Y = rnn_case(0, 3, 2, 2, 3, 2, jnp.float64)
@@ -353,23 +371,84 @@ def test_the_closed_forms_never_call_autodiff():
 # Structural damping (Martens & Sutskever 2011): (G + wS)v, S the hidden states' Gauss–Newton matrix
 
 
+@functools.cache
+def rnn_products():
+    """One RNN case (τ = 5: five chunks of one step) and, in one program, the rule's (G + wS)v at w = 0.7, its
+    G v, and the Gram matrix of three stacked tangents (the last one v), each beside its reference from the
+    explicit G and S (jax.jacfwd of the outputs and of the states)."""
+    params, Z0, X, Y = rnn_case(11, 5, 3, 2, 3, 3, jnp.float64, one_hot=False)
+    Y = scale_rows(Y, 11)
+    tangents = random_like(params, 12)
+    V = jax.tree.map(lambda *xs: jnp.stack(xs), random_like(params, 13), random_like(params, 14), tangents)
+
+    def run(params, Z0, X, Y, tangents, V, w):
+        G = jnp.sum(ref.rnn_batch_ggn(params, Z0, X, Y), axis=0)
+        S = jnp.sum(ref.rnn_batch_structural(params, Z0, X), axis=0)
+        return {"structural": (curv.rnn_ggn_vp(params, Z0, X, Y, tangents, structural=w),
+                               ref.ggn_vp(G + w * S, params, tangents)),
+                "plain": (curv.rnn_ggn_vp(params, Z0, X, Y, tangents), ref.ggn_vp(G, params, tangents)),
+                "gram": (curv.rnn_ggn_gram(params, Z0, X, Y, V), ref.ggn_gram(G, V)), "S": S}
+
+    return (params, Z0, X, Y, tangents, V), jax.jit(run)(params, Z0, X, Y, tangents, V, jnp.asarray(0.7))
+
+
 def test_rnn_ggn_vp_with_structural_damping_matches_the_explicit_ggn_plus_w_times_the_states_ggn_float64():
     """One backward gives (G + wS)v with S = (1/N) Σ_{t,i} J_{Z,t,i}ᵀJ_{Z,t,i} (jax.jacfwd of the states), the
     weight traced (an optimizer's λ·μ); w = 0 is G v; a negative weight is refused, naming it."""
-    params, Z0, X, Y = rnn_case(11, 5, 3, 2, 3, 3, jnp.float64, one_hot=False)  # τ = 5: chunks of 1
-    Y = scale_rows(Y, 11)
-    tangents = random_like(params, 12)
-
-    def run(params, Z0, X, Y, tangents, w):
-        G = jnp.sum(ref.rnn_batch_ggn(params, Z0, X, Y), axis=0)
-        S = jnp.sum(ref.rnn_batch_structural(params, Z0, X), axis=0)
-        return (curv.rnn_ggn_vp(params, Z0, X, Y, tangents, structural=w), ref.ggn_vp(G + w * S, params, tangents),
-                curv.rnn_ggn_vp(params, Z0, X, Y, tangents), ref.ggn_vp(G, params, tangents), S)
-
-    got, want, plain, want_plain, S = jax.jit(run)(params, Z0, X, Y, tangents, jnp.asarray(0.7))
+    (params, Z0, X, Y, tangents, _), out = rnn_products()
+    (got, want), (plain, want_plain), S = out["structural"], out["plain"], out["S"]
     assert_close(got, want, F64, "rnn (G + wS)v", atol=1e-14)
     assert_close(plain, want_plain, F64, "rnn G v (structural=0)", atol=1e-14)
     assert rel_norm(got, plain) > 1e-2, "S v is not negligible here: the test can fail"
     assert np.all(np.asarray(ref.blocks(S, params).V) == 0), "the states do not depend on V"
     with pytest.raises(ValueError, match=r"rnn_ggn_vp: structural must be a finite number >= 0; got -1"):
         curv.rnn_ggn_vp(params, Z0, X, Y, tangents, structural=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGN Gram matrices [v_aᵀ G v_b]: the forward differentials alone, k tangents stacked on a leading axis
+
+
+def stacked_like(tree, k, seed):
+    """``k`` random tangents like ``tree``, stacked leaf by leaf on a leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *(random_like(tree, seed + a) for a in range(k)))
+
+
+def tree_dot(a, b):
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_fcnn_ggn_gram_equals_the_explicit_quadratic_form_and_the_ggn_vp_products_float64():
+    """[v_aᵀ G v_b] against Vᵀ(G V) from the explicit GGN: classification (soft rows, a curved hidden layer)
+    with k = 3, its last column also against [v_a · ggn_vp(v_k)]; regression (a curved last activation) with
+    k = 1. One program."""
+    cls, reg = (fcnn_setup(3, 4, [3, 4, 3], "classification", ["tanh"]),
+                fcnn_setup(4, 3, [2, 3, 2], "regression", ["softplus", "sigmoid"]))
+    V_cls, V_reg = stacked_like(cls[0], 3, 30), stacked_like(reg[0], 1, 10)
+
+    def run(cls, reg, V_cls, V_reg):
+        out = []
+        for task, (params, X, Y), acts, V in (("classification", cls, cls_acts, V_cls), ("regression", reg, reg_acts, V_reg)):
+            G = jnp.sum(ref.fcnn_batch_ggn(params, X, Y, acts, task=task), axis=0)
+            out.append((curv.fcnn_ggn_gram(params, X, Y, acts, V, task=task), ref.ggn_gram(G, V)))
+        params, X, Y = cls
+        Gv = curv.fcnn_ggn_vp(params, X, Y, cls_acts, jax.tree.map(lambda x: x[-1], V_cls))
+        return out, jnp.stack([tree_dot(jax.tree.map(lambda x: x[a], V_cls), Gv) for a in range(3)])
+
+    cls_acts, reg_acts = cls[3], reg[3]
+    out, products = jax.jit(run)(cls[:3], reg[:3], V_cls, V_reg)
+    for (got, want), task, k in zip(out, ("classification", "regression"), (3, 1)):
+        assert got.shape == (k, k), (task, got.shape)
+        assert_close(got, want, F64, f"{task} k={k}: Gram vs Vᵀ(GV)", atol=1e-14)
+    assert_close(out[0][0][:, -1], products, F64, "classification: Gram vs [v_a · ggn_vp(v_3)]", atol=1e-14)
+
+
+def test_rnn_ggn_gram_equals_the_explicit_quadratic_form_and_the_ggn_vp_products_float64():
+    """The same for the RNN, k = 3 over five chunks of time (the program of the structural-damping test)."""
+    (*_, V), out = rnn_products()
+    (got, want), (Gv, _) = out["gram"], out["plain"]
+    assert got.shape == (3, 3)
+    assert_close(got, want, F64, "rnn: Gram vs Vᵀ(GV)", atol=1e-14)
+    leaves = [(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(V), jax.tree.leaves(Gv))]
+    products = [sum(np.vdot(x[a], y) for x, y in leaves) for a in range(3)]  # v_3 is the tangents of G v
+    assert_close(got[:, -1], np.asarray(products), F64, "rnn: Gram vs [v_a · ggn_vp(v_k)]", atol=1e-14)

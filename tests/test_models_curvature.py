@@ -1,6 +1,7 @@
 """Specification of the MLP models' Curvature (models/mlp.py) and of the mlp_autoencoder model: on tiny configs,
 ``factors`` gives ``model.loss`` and ``jax.grad(model.loss)`` (L2 penalty included) and KFLR's factors of the data
-term, ``ggn_vp`` the explicit GGN of ``model.loss`` with the penalty's curvature (mdc_jax.reference.curvature),
+term, ``ggn_vp`` and ``ggn_gram`` the explicit GGN of ``model.loss`` with the penalty's curvature
+(mdc_jax.reference.curvature),
 and, on linear models where the GGN is the Hessian, ``jax.hessian(model.loss)`` itself: the loss scaling checked
 without the reference's own conventions."""
 
@@ -81,18 +82,21 @@ def test_curvature_is_that_of_the_models_own_loss_penalty_included_float64(name)
     acts, task = activations_of(cfg), task_of(cfg.model.kind)
 
     @jax.jit  # one program: compiling it beats running its many small ops one by one
-    def both(params, batch, v):
+    def both(params, batch, v, V):
         X, Y = batch
         G = jnp.sum(ref.fcnn_batch_ggn(params, X, Y, acts, task=task), axis=0)  # the data term's
-        flat_v = ravel_pytree(v)[0]
-        # the curvature's loss, gradient, KFLR factors and (G + λ I_W) v; the model's and the reference's
+        G_l2 = G + jnp.diag(penalty_curvature(params))
+        # the curvature's loss, gradient, KFLR factors, (G + λ I_W) v and [v_aᵀ(G + λ I_W)v_b]; the model's and
+        # the reference's
         ours = (*model.curvature.factors(params, batch, jax.random.PRNGKey(1), True),
-                model.curvature.ggn_vp(params, batch, v))
+                model.curvature.ggn_vp(params, batch, v), model.curvature.ggn_gram(params, batch, V))
         return ours, (model.loss(params, batch), jax.grad(model.loss)(params, batch), ref.fcnn_kflr(params, X, G, acts),
-                      ref.as_params(G @ flat_v + penalty_curvature(params) * flat_v, params))
+                      ref.ggn_vp(G_l2, params, v), ref.ggn_gram(G_l2, V))
 
-    ours, expected = both(params, batch, tangents(params, 2))
-    for what, a, b in zip(["loss", "grads", "KFLR factors (data term)", "(G + λ I_W) v"], ours, expected):
+    V = jax.tree.map(lambda *xs: jnp.stack(xs), tangents(params, 3), tangents(params, 2))  # k = 2
+    ours, expected = both(params, batch, tangents(params, 2), V)
+    for what, a, b in zip(["loss", "grads", "KFLR factors (data term)", "(G + λ I_W) v", "Vᵀ(G + λ I_W)V"], ours,
+                          expected):
         assert_close(a, b, F64_RTOL, f"{name}: {what}")
 
 

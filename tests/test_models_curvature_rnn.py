@@ -1,7 +1,7 @@
 """Specification of the RNN models' Curvature (rnn_charlm, rnn_wordlm, rnn_temporal_order) for the second-order
 optimizers, and of the temporal order problem's sequences: each model's factors give its own loss and
 jax.grad(model.loss), KFLR's factors are the definitions' (mdc_jax.reference.curvature) scaled as the loss is,
-and ggn_vp is the explicit (G + wS)v, float64, on tiny sizes."""
+ggn_vp is the explicit (G + wS)v and ggn_gram the explicit Vᵀ(G V), float64, on tiny sizes."""
 
 from __future__ import annotations
 
@@ -56,17 +56,18 @@ def dense(kind, batch, vocab):
 @pytest.mark.parametrize("kind", ["rnn_temporal_order", "rnn_wordlm"])  # scale 1 and 1/τ, one-hot rows and ids
 def test_each_rnn_models_curvature_is_its_loss_gradient_and_explicit_ggn_with_structural_damping_float64(kind):
     """factors: the loss, jax.grad(model.loss) and KFLR's factors scaled as the loss is (B by s, A not: c's block B_V
-    is G's, exactly; A_V the states' mean Gram matrix); KFAC's have their structure; ggn_vp: s·(G + wS)v against
-    jax.jacfwd's explicit G and S (s: the loss's scale over J, 1/τ for a loss per token)."""
+    is G's, exactly; A_V the states' mean Gram matrix); KFAC's have their structure; ggn_vp: s·(G + wS)v and
+    ggn_gram: Vᵀ(sG)V against jax.jacfwd's explicit G and S (s: the loss's scale over J, 1/τ for a loss per token)."""
     _, model, scale = tiny(kind)
     to64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64) if a.dtype == np.float32 else a),
                                      tree)  # by NumPy: no eager XLA op to compile per leaf
     params, batch = to64(model.init(jax.random.PRNGKey(0))), to64(jax.jit(model.batch)(jax.random.PRNGKey(1)))
     rng = np.random.default_rng(2)
     tangents = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
+    V = jax.tree.map(lambda p, t: jnp.stack([t, jnp.asarray(rng.normal(size=p.shape))]), params, tangents)  # k = 2
     vocab, c = params.U.shape[0], model.curvature
 
-    def run(params, batch, tangents, w):
+    def run(params, batch, tangents, V, w):
         X, Y = dense(kind, batch, vocab)
         Z0 = jnp.zeros((X.shape[1], params.W.shape[0]), X.dtype)
         G = jnp.sum(ref.rnn_batch_ggn(params, Z0, X, Y), axis=0)
@@ -75,12 +76,13 @@ def test_each_rnn_models_curvature_is_its_loss_gradient_and_explicit_ggn_with_st
         A_V = jnp.einsum("tnh,tng->hg", Zs, Zs) / (Zs.shape[0] * Zs.shape[1])
         return (c.factors(params, batch, None, True), jax.value_and_grad(model.loss)(params, batch),
                 c.ggn_vp(params, batch, tangents, structural=w), ref.ggn_vp(scale * (G + w * S), params, tangents),
-                scale * ref.blocks(G, params).c, A_V)
+                scale * ref.blocks(G, params).c, A_V, c.ggn_gram(params, batch, V), ref.ggn_gram(scale * G, V))
 
-    (loss, grads, kflr), (want_loss, want_grads), got, want, G_c, A_V = jax.jit(run)(params, batch, tangents,
-                                                                                   jnp.asarray(0.3))
+    (loss, grads, kflr), (want_loss, want_grads), got, want, G_c, A_V, gram, want_gram = jax.jit(run)(
+        params, batch, tangents, V, jnp.asarray(0.3))
     for what, a, b in [("loss", loss, want_loss), ("grads", grads, want_grads), ("(G + wS)v", got, want),
-                       ("KFLR's B_c", kflr.c, G_c), ("KFLR's B_V", kflr.V[1], G_c), ("KFLR's A_V", kflr.V[0], A_V)]:
+                       ("KFLR's B_c", kflr.c, G_c), ("KFLR's B_V", kflr.V[1], G_c), ("KFLR's A_V", kflr.V[0], A_V),
+                       ("Vᵀ(sG)V", gram, want_gram)]:
         assert_close(a, b, F64, f"{kind}: {what}", atol=1e-14)
     for n in "WU":
         np.testing.assert_array_equal(getattr(kflr, n)[1], kflr.b, err_msg=f"{kind}: B_{n} is B_W, scaled once")

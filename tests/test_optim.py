@@ -14,7 +14,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from mdc_jax.curvature import fcnn_ggn_vp, fcnn_quantities
+from mdc_jax.curvature import fcnn_ggn_gram, fcnn_quantities
 from mdc_jax.optim import GGNCGState, KFACState, ggn_cg, kfac
 from mdc_jax.optim._kfac import DECAY, quadratic_coefficients
 
@@ -206,7 +206,7 @@ def adaptive_softmax_run():
     opt = kfac(damping=0.05, ema=0.0, update_every=1, adaptive=True, adapt_every=2)
     loss = lambda p: -jnp.sum(jax.nn.log_softmax(X @ p[0][0] + p[0][1][None, :]) * Y) / X.shape[0]
     update = jax.jit(lambda g, s, p, factors, value: opt.update(
-        g, s, p, factors=factors, ggn_vp=lambda v: fcnn_ggn_vp(p, X, Y, [], v), loss=loss, value=value))
+        g, s, p, factors=factors, ggn_gram=lambda V: fcnn_ggn_gram(p, X, Y, [], V), loss=loss, value=value))
     steps, state = [], opt.init(params)
     for t in range(3):
         out = quantities(params, jax.random.key(t))
@@ -249,7 +249,7 @@ def test_adaptive_kfac_levenberg_marquardt_rule_in_float32_inside_optax_chain_co
     """On a quadratic J with Hessian H, the curvature handed over as cH makes the first (α-only) step's
     ρ = 2 − 1/c (λ ≈ 0): λ·ω above 3/4, λ/ω below 1/4 (and for a NaN loss), kept between; clamped to
     [min_damping, max_damping]. float32 parameters keep a float32 state of fixed shapes: one compile."""
-    params64, loss64, grads64, _, hvp64, _ = least_squares()
+    params64, loss64, grads64, H, _, _ = least_squares()
     f32 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float32), tree)
     f64 = lambda tree: jax.tree.map(lambda x: x.astype(jnp.float64), tree)
     params, grads, loss = f32(params64), f32(grads64), lambda p: loss64(f64(p)).astype(jnp.float32)
@@ -260,8 +260,9 @@ def test_adaptive_kfac_levenberg_marquardt_rule_in_float32_inside_optax_chain_co
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(params, state, c, shift):
-        ggn_vp = lambda v: jax.tree.map(lambda x: c * x, f32(hvp64(f64(v))))
-        updates, state = opt.update(grads, state, params, factors=factors, ggn_vp=ggn_vp, loss=lambda p: loss(p) + shift)
+        ggn_gram = lambda V: c * gram_of(H, f64(V)).astype(jnp.float32)
+        updates, state = opt.update(grads, state, params, factors=factors, ggn_gram=ggn_gram,
+                                    loss=lambda p: loss(p) + shift)
         return optax.apply_updates(params, updates), state
 
     state0 = opt.init(params)
@@ -295,15 +296,21 @@ def test_adaptive_kfac_falls_back_to_delta_alone_then_to_no_move_on_a_singular_s
 
 
 def test_adaptive_kfac_update_names_what_it_is_missing():
-    params, loss, grads, _, hvp, _ = least_squares()
+    params, loss, grads, H, hvp, _ = least_squares()
     factors = {"W": (jnp.eye(3), jnp.eye(2)), "b": jnp.eye(2)}
+    gram = functools.partial(gram_of, H)
     opt = kfac(adaptive=True)
     state = opt.init(params)
-    for kwargs, name in (({"loss": loss}, "ggn_vp"), ({"ggn_vp": hvp}, "loss")):
+    for kwargs, name in (({"loss": loss}, "ggn_gram"), ({"ggn_gram": gram}, "loss")):
         with pytest.raises(ValueError, match=f"kfac: update needs {name}=.* with adaptive=True; got None"):
             opt.update(grads, state, params, factors=factors, **kwargs)
+    with pytest.raises(ValueError, match=r"kfac: update needs ggn_gram=.* with adaptive=True \(not ggn_vp: "):
+        opt.update(grads, state, params, factors=factors, ggn_vp=hvp, loss=loss)
     with pytest.raises(ValueError, match="kfac: update needs params="):
-        opt.update(grads, state, factors=factors, ggn_vp=hvp, loss=loss)
+        opt.update(grads, state, factors=factors, ggn_gram=gram, loss=loss)
+    with pytest.raises(ValueError, match=r"kfac: ggn_gram\(tangents\) has shape \(\); expected \(2, 2\)"):
+        jax.eval_shape(lambda: opt.update(grads, state, params, factors=factors, ggn_gram=lambda V: jnp.sum(gram(V)),
+                                          loss=loss))  # traced, not run: the check is on shapes
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +337,12 @@ def least_squares():
     hvp = lambda v: unravel(jnp.asarray(H) @ ravel_pytree(v)[0])
     solution = np.linalg.lstsq(X1, Y, rcond=None)[0]
     return params, loss, unravel(jnp.asarray(grads.reshape(-1))), H, hvp, {"W": solution[:3], "b": solution[3]}
+
+
+def gram_of(H, V) -> jax.Array:
+    """``[v_aᵀ H v_b]`` for tangents ``V`` stacked on a leading axis, from the explicit ``H``."""
+    M = jax.vmap(lambda t: ravel_pytree(t)[0])(V)
+    return M @ jnp.asarray(H) @ M.T
 
 
 def test_ggn_cg_takes_the_newton_step_on_a_strictly_convex_quadratic():

@@ -3,7 +3,9 @@ model's :class:`~mdc_jax.experiment.models.Curvature`, their config checks, thei
 resumes, and the ``time_s`` of every metrics record.
 
 The model is a user's own (registered here, as docs/models.md describes): a 4-6-3 tanh classifier on 96
-fixed points, its Curvature from :mod:`mdc_jax.curvature`. Each run is a few steps: compilation dominates.
+fixed points, its Curvature from :mod:`mdc_jax.curvature` without the optional ``ggn_gram``, so adaptive K-FAC
+runs on the Gram matrix the trainer forms from ``ggn_vp`` (the shipped models' own ``ggn_gram`` is checked in
+tests/test_models_curvature*.py). Each run is a few steps: compilation dominates.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 import yaml
 
 import mdc_jax
-from mdc_jax.curvature import fcnn_ggn_vp, fcnn_quantities
+from mdc_jax.curvature import fcnn_ggn_gram, fcnn_ggn_vp, fcnn_quantities
 from mdc_jax.experiment import trainer
 from mdc_jax.experiment.checkpoint import list_checkpoints
 from mdc_jax.experiment.config import ConfigError, load_config
@@ -267,3 +269,21 @@ def test_kfac_under_train_grad_autodiff_takes_the_gradient_from_jax_grad_not_fro
     model = build_tiny(cfg)
     before = model.evaluate(model.init(jax.random.split(jax.random.PRNGKey(cfg.train.seed))[0]))["train_loss"]
     assert result.summary["train_loss"] < before  # with the factors' (zero) gradient it would not move
+
+
+def test_adaptive_kfac_on_a_curvature_without_ggn_gram_gets_the_gram_matrix_from_ggn_vp_products(tmp_path):
+    """The trainer's [v_aᵀ G v_b] of stacked tangents for a Curvature with ggn_vp only: [v_a · ggn_vp(v_b)], equal
+    to fcnn_ggn_gram's (the forward differentials alone); a Curvature with a ggn_gram is asked for its own."""
+    cfg = load_config(write_config(tmp_path, {**BASE, "optimizer": OPTIMIZERS["kfac_adaptive"]}))
+    model = build_tiny(cfg)
+    rng = np.random.default_rng(3)  # NumPy draws: no eager XLA op to compile
+    normal = lambda shape: jnp.asarray(rng.normal(size=shape).astype(np.float32))
+    params = jax.tree.map(lambda s: normal(s.shape), jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    batch = tuple(a[:32] for a in tiny_data())
+    V = jax.tree.map(lambda p: normal((2, *p.shape)), params)  # k = 2, as kfac asks
+    got, want = jax.jit(lambda p, b, V: (trainer._ggn_gram(model.curvature, p, b)(V), fcnn_ggn_gram(p, *b, ACTS, V)))(
+        params, batch, V)
+    assert got.shape == (2, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    own = model.curvature._replace(ggn_gram=lambda p, b, V: ("own", p, b, V))
+    assert trainer._ggn_gram(own, params, batch)(V)[0] == "own"

@@ -31,7 +31,7 @@ CURVATURE = ("kfac", "ggn_cg", "structural")  # what a ModelSpec's Curvature can
 class Curvature(NamedTuple):
     """A model's curvature, from the closed forms (:mod:`mdc_jax.curvature`), for :mod:`mdc_jax.optim`.
 
-    Both describe the model's own training loss ``model.loss(params, batch)`` on ``batch`` (its scaling
+    Each describes the model's own training loss ``model.loss(params, batch)`` on ``batch`` (its scaling
     included: a loss per token divides by ``τ``).
 
     Attributes:
@@ -46,10 +46,17 @@ class Curvature(NamedTuple):
         its L2 penalty's curvature included; with ``structural = w > 0`` (models listing ``"structural"``
         in :attr:`ModelSpec.curvature` only) ``(G + w S) v``, ``S`` the Gauss–Newton matrix of the hidden
         states (Martens & Sutskever's structural damping).
+      ggn_gram: ``(params, batch, tangents) -> (k, k)``, optional: the Gram matrix ``[v_aᵀ G v_b]`` of ``k``
+        tangents stacked on a leading axis (each leaf ``(k, *param.shape)``) under the same ``G`` as ``ggn_vp``
+        (the L2 penalty's curvature included, ``+ l2 Σ_W v_a(W)·v_b(W)``; no structural damping), from the
+        forward differentials alone (:func:`mdc_jax.curvature.fcnn_ggn_gram`, :func:`~mdc_jax.curvature.rnn_ggn_gram`).
+        Adaptive K-FAC's ``α``, ``μ`` need only this quadratic form; ``None``: the trainer forms it from ``k``
+        products of ``ggn_vp`` (a backward each).
     """
 
     factors: Callable[..., tuple]
     ggn_vp: Callable[..., Any]
+    ggn_gram: Callable[..., Any] | None = None
 
 
 class Model(NamedTuple):

@@ -258,9 +258,10 @@ def _curvature_update(cfg: ExperimentConfig, model: Model, opt):
 
     kfac: the loss, its gradient and the Kronecker factors from one forward (``factors: kflr`` their exact
     ``B``, ``kfac`` the sampled one); ``train.grad: autodiff`` takes the loss and gradient from ``jax.grad``
-    instead; ``adaptive: true`` adds the GGN-vector product and the loss on the same batch, for the quadratic
-    model and the reduction ratio. ggn_cg: the gradient as for the first-order optimizers, and the GGN-vector
-    product and the loss at other parameters on the same batch, for CG and the reduction ratio."""
+    instead; ``adaptive: true`` adds the GGN's Gram matrix of stacked tangents (:func:`_ggn_gram`) and the loss
+    on the same batch, for the quadratic model and the reduction ratio. ggn_cg: the gradient as for the
+    first-order optimizers, and the GGN-vector product and the loss at other parameters on the same batch, for
+    CG and the reduction ratio."""
     o, curvature = cfg.optimizer, model.curvature
     if o.name == "kfac":
         exact, autodiff, adaptive = o.factors == "kflr", cfg.train.grad == "autodiff", o.adaptive
@@ -271,8 +272,8 @@ def _curvature_update(cfg: ExperimentConfig, model: Model, opt):
                 loss, grads = jax.value_and_grad(model.loss)(params, batch)
             quadratic = {}
             if adaptive:
-                quadratic = dict(ggn_vp=functools.partial(curvature.ggn_vp, params, batch),
-                                 loss=lambda p: model.loss(p, batch), value=loss)
+                quadratic = dict(ggn_gram=_ggn_gram(curvature, params, batch), loss=lambda p: model.loss(p, batch),
+                                 value=loss)
             updates, opt_state = opt.update(grads, opt_state, params, factors=factors, **quadratic)
             return loss, updates, opt_state
 
@@ -287,6 +288,22 @@ def _curvature_update(cfg: ExperimentConfig, model: Model, opt):
 
         return ggn_cg_update
     return None
+
+
+def _ggn_gram(curvature, params, batch):
+    """``V -> [v_aᵀ G v_b]`` for ``k`` tangents stacked on a leading axis, on ``batch`` at ``params``: the model's own
+    ``Curvature.ggn_gram`` (the forward differentials alone), or, for a Curvature without one, from ``k``
+    products of its ``ggn_vp`` (``v_a · G v_b``, a backward each)."""
+    if curvature.ggn_gram is not None:
+        return functools.partial(curvature.ggn_gram, params, batch)
+    ggn_vp = functools.partial(curvature.ggn_vp, params, batch)
+
+    def gram(V):
+        vs = [jax.tree.map(lambda x, a=a: x[a], V) for a in range(jax.tree.leaves(V)[0].shape[0])]
+        Gvs = [ggn_vp(v) for v in vs]
+        return jnp.stack([jnp.stack([optax.tree_utils.tree_vdot(v, Gv) for Gv in Gvs]) for v in vs])
+
+    return gram
 
 
 def _optimizer_figures(cfg: ExperimentConfig, opt_state) -> dict:
@@ -441,7 +458,7 @@ def _check_curvature(cfg: ExperimentConfig, model: Model) -> None:
     if cfg.optimizer.name in SECOND_ORDER and model.curvature is None:
         raise ConfigError(f"optimizer.name {cfg.optimizer.name!r}: model.kind {cfg.model.kind!r} built a Model "
                           f"without curvature (Model.curvature is None), though its ModelSpec.curvature lists "
-                          f"{cfg.optimizer.name!r}; expected a Curvature(factors, ggn_vp)")
+                          f"{cfg.optimizer.name!r}; expected a Curvature(factors, ggn_vp[, ggn_gram])")
 
 
 def _check_data(cfg: ExperimentConfig, data) -> None:

@@ -30,14 +30,17 @@ def require_unit_interval(fn: str, name: str, x, *, closed: bool) -> float:
     return value
 
 
-def require_curvature_args(fn: str, params, ggn_vp, loss, *, when: str = "") -> None:
+def require_curvature_args(fn: str, params, curvature, loss, *, when: str = "", name: str = "ggn_vp") -> None:
     """The extra arguments of an update that moves along the exact quadratic model: ``params`` (the loss is
-    evaluated along the step), ``ggn_vp`` and ``loss``; ``when`` says which option needs them."""
-    for name, x, what in (("params", params, "the parameters (the loss is evaluated along the step)"),
-                          ("ggn_vp", ggn_vp, "v -> G v, the GGN-vector product at params on the batch"),
-                          ("loss", loss, "params -> the scalar loss on the batch")):
+    evaluated along the step), the GGN's ``curvature`` under the argument ``name`` (``"ggn_vp"``: ``v -> G v``;
+    ``"ggn_gram"``: stacked tangents ``-> [v_aᵀ G v_b]``) and ``loss``; ``when`` says which option needs them."""
+    what = {"ggn_vp": "v -> G v, the GGN-vector product at params on the batch",
+            "ggn_gram": "stacked tangents -> their (k, k) Gram matrix [v_a^T G v_b] under the GGN at params on the batch"}
+    for arg, x, why in (("params", params, "the parameters (the loss is evaluated along the step)"),
+                        (name, curvature, what[name]),
+                        ("loss", loss, "params -> the scalar loss on the batch")):
         if x is None:
-            v.fail(fn, f"update needs {name}=... ({what}){when}; got None.")
+            v.fail(fn, f"update needs {arg}=... ({why}){when}; got None.")
 
 
 def reduction_ratio(J_new, J, predicted) -> jax.Array:

@@ -12,10 +12,10 @@ damping (``factored``); the algebra is in :mod:`._blocks`. With ``adaptive=True`
 momentum come from the exact quadratic model, and ``λ`` from the Levenberg–Marquardt rule (§6.5, §7)::
 
     Δ = −P g,  δ₀ = the previous update
-    (α, μ) = argmin M(αΔ + μδ₀),  M(δ) = gᵀδ + ½ δᵀ(G + λI)δ        (a 2×2 system; G v from ggn_vp)
+    (α, μ) = argmin M(αΔ + μδ₀),  M(δ) = gᵀδ + ½ δᵀ(G + λI)δ        (a 2×2 system; [Δ δ₀]ᵀG[Δ δ₀] from ggn_gram)
     δ = αΔ + μδ₀;   every adapt_every steps: ρ = (J(θ + δ) − J(θ)) / M(δ),  λ ← λ·ω if ρ > 3/4, λ/ω if ρ < 1/4
 
-Nothing here differentiates anything: the factors, ``G v`` and ``J`` come from the caller
+Nothing here differentiates anything: the factors, the GGN's Gram matrix and ``J`` come from the caller
 (``Model.curvature``, ``Model.loss``), through optax's extra arguments.
 """
 
@@ -207,12 +207,17 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
 
     (``ρ`` NaN: ``λ/ω``), clamped to ``[min_damping, max_damping]``. ``M`` includes ``λ`` here (as in
     :func:`~mdc_jax.optim.ggn_cg`; kfac-jax's ``include_damping_in_quad_change`` defaults to leaving it out).
-    Each step costs two more GGN-vector products (``G Δ``, ``G δ₀``); the update takes them as
-    :func:`~mdc_jax.optim.ggn_cg` does::
+    The quadratic model needs ``G`` only as the ``2 × 2`` Gram matrix ``[Δ, δ₀]ᵀG[Δ, δ₀]``: the update takes a
+    function ``ggn_gram`` of the two directions stacked on a leading axis (each leaf ``(2, *param.shape)``),
+    which :func:`mdc_jax.curvature.fcnn_ggn_gram` and :func:`~mdc_jax.curvature.rnn_ggn_gram` compute from one
+    forward and the two forward differentials (no backward)::
 
         opt = kfac(damping=1.0, adaptive=True)
-        updates, state = opt.update(out["grad"], state, params, factors=out["kfac"], ggn_vp=lambda v: G(v),
+        gram = lambda V: fcnn_ggn_gram(params, X, Y, acts, V, task=task)  # (2, 2): [v_aᵀ G v_b]
+        updates, state = opt.update(out["grad"], state, params, factors=out["kfac"], ggn_gram=gram,
                                     loss=lambda p: J(p), value=out["loss"])
+
+    (with only ``v -> G v`` at hand: ``ggn_gram(V)[a, b] = v_a · G v_b``, ``v_a`` the slices of ``V``).
 
     Args:
       learning_rate: ``η``, a number ``>= 0`` or an optax schedule (a callable of the step count).
@@ -233,10 +238,12 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
       ``(d_in, d_out)`` maps to ``(A, B)`` (``(d_in, d_in)``, ``(d_out, d_out)``; ``W``'s GGN block ``≈ A ⊗ B``
       in the row-major ``vec``), each vector ``(d,)`` to its block ``B`` ``(d, d)``, as
       :func:`mdc_jax.curvature.fcnn_quantities` and :func:`~mdc_jax.curvature.rnn_quantities` return them.
-      With ``adaptive``, ``update(grads, state, params, *, factors, ggn_vp, loss, value=None)`` as
-      :func:`~mdc_jax.optim.ggn_cg` takes them: ``ggn_vp`` maps ``v`` like ``params`` to ``G v`` (the GGN of
-      ``loss`` at ``params`` on the batch of ``grads``), ``loss`` maps parameters to the scalar loss on that
-      batch, ``value`` is ``loss(params)`` when the caller has it. Other extra arguments are ignored.
+      With ``adaptive``, ``update(grads, state, params, *, factors, ggn_gram, loss, value=None)``: ``ggn_gram``
+      maps ``k`` tangents stacked on a leading axis (a pytree like ``params``, each leaf ``(k, *param.shape)``;
+      here ``k = 2``, ``[Δ, δ₀]``) to their ``(k, k)`` Gram matrix ``[v_aᵀ G v_b]``, ``G`` the GGN of ``loss``
+      at ``params`` on the batch of ``grads`` (as ``Model.curvature.ggn_gram``); ``loss`` maps parameters to
+      the scalar loss on that batch, ``value`` is ``loss(params)`` when the caller has it. Other extra arguments
+      are ignored.
 
     Raises:
       ValueError: naming the argument: ``damping <= 0`` (a number; a schedule with ``adaptive``), ``ema``
@@ -244,7 +251,8 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
         bool, ``adapt_every < 1``, ``min_damping <= 0``, ``max_damping < min_damping``; at ``init``, a
         parameter that is not a floating matrix or vector (named by its path); at ``update``, missing
         ``factors``, a factor whose structure or shape does not match its parameter (named by its path), and
-        with ``adaptive`` a missing ``params``, ``ggn_vp`` or ``loss``.
+        with ``adaptive`` a missing ``params``, ``ggn_gram`` or ``loss``, or a ``ggn_gram`` whose result is not
+        ``(2, 2)``.
 
     References:
       Martens & Grosse, "Optimizing neural networks with Kronecker-factored approximate curvature" (ICML
@@ -298,11 +306,11 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
                          velocity=optax.tree_utils.tree_zeros_like(params), damping=scalar(damp(zero), dtype),
                          rho=jnp.full([], jnp.nan, dtype), alpha=jnp.zeros([], dtype), mu=jnp.zeros([], dtype))
 
-    def update_fn(updates, state, params=None, *, factors=None, ggn_vp=None, loss=None, value=None, **extra_args):
-        del extra_args
+    def update_fn(updates, state, params=None, *, factors=None, ggn_gram=None, loss=None, value=None, **extra_args):
         new = _check_factors(fn, updates, factors, state.factors)
         if adaptive:
-            require_curvature_args(fn, params, ggn_vp, loss, when=" with adaptive=True")
+            hint = " (not ggn_vp: the quadratic model needs only [v_a^T G v_b])" if "ggn_vp" in extra_args else ""
+            require_curvature_args(fn, params, ggn_gram, loss, when=f" with adaptive=True{hint}", name="ggn_gram")
         dtype, count = state.damping.dtype, state.count
         first = count == 0
         averages = jax.tree.map(lambda a, f: jnp.where(first, f, ema * a + (1 - ema) * f), state.factors, new)
@@ -311,7 +319,7 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
                      lambda: state.preconditioner)
         Pg = jax.tree.map(lambda g, p: apply(p, g, lam), updates, P)
         if adaptive:
-            delta, lam_next, rho, w = adaptive_step(updates, Pg, state, params, ggn_vp, loss, value)
+            delta, lam_next, rho, w = adaptive_step(updates, Pg, state, params, ggn_gram, loss, value)
             return delta, KFACState(optax.safe_increment(count), averages, P, delta, lam_next, rho, w[0], w[1])
         velocity = jax.tree.map(lambda u, w: mu * u + w, state.velocity, Pg) if mu else Pg
         eta = lr(count)
@@ -319,17 +327,16 @@ def kfac(learning_rate=1e-3, *, damping=1e-3, ema: float = 0.95, update_every: i
                 KFACState(optax.safe_increment(count), averages, P, velocity, scalar(lam, dtype),
                           jnp.full([], jnp.nan, dtype), scalar(eta, dtype), scalar(mu, dtype)))
 
-    def adaptive_step(g, Pg, state, params, ggn_vp, loss, value):
+    def adaptive_step(g, Pg, state, params, ggn_gram, loss, value):
         """§7: ``δ = αΔ + μδ₀`` minimising the damped quadratic model; §6.5: every ``adapt_every`` steps, the
         reduction ratio ``ρ`` and the Levenberg–Marquardt move of ``λ``. Returns ``(δ, λ, ρ, (α, μ))``."""
         lam, dtype = state.damping, state.damping.dtype
         vdot = lambda x, y: scalar(optax.tree_utils.tree_vdot(x, y), dtype)
         Delta, d0 = scale(-1, Pg), state.velocity
-        G_Delta, G_d0 = ggn_vp(Delta), ggn_vp(d0)
-        A = jnp.stack([jnp.stack([vdot(Delta, G_Delta) + lam * vdot(Delta, Delta),
-                                  vdot(Delta, G_d0) + lam * vdot(Delta, d0)]),
-                       jnp.stack([vdot(d0, G_Delta) + lam * vdot(d0, Delta),
-                                  vdot(d0, G_d0) + lam * vdot(d0, d0)])])
+        gram = ggn_gram(jax.tree.map(lambda a, b: jnp.stack([a, b]), Delta, d0))  # [Δ, δ₀]ᵀ G [Δ, δ₀]
+        v.require_shape(fn, "ggn_gram(tangents)", gram, (2, 2), "the Gram matrix of the 2 stacked directions Δ, δ₀")
+        A = scalar(gram, dtype) + lam * jnp.stack([jnp.stack([vdot(Delta, Delta), vdot(Delta, d0)]),
+                                                   jnp.stack([vdot(d0, Delta), vdot(d0, d0)])])
         b = jnp.stack([vdot(g, Delta), vdot(g, d0)])
         w = quadratic_coefficients(A, b)
         delta = add_scaled(scale(w[0], Delta), w[1], d0)

@@ -137,6 +137,13 @@ def ggn_vp(G, params, tangents):
     return as_params(G @ ravel_pytree(tangents)[0], params)
 
 
+def ggn_gram(G, stacked):
+    """``Vᵀ G V`` ``(k, k)``, column ``a`` of ``V`` the flattened slice ``a`` of ``stacked`` (tangents stacked on a
+    leading axis, each leaf ``(k, *param.shape)``)."""
+    V = jax.vmap(lambda t: ravel_pytree(t)[0])(stacked).T
+    return V.T @ (G @ V)
+
+
 # --------------------------------------------------------------------------------------------
 # Kronecker factors from their definitions
 

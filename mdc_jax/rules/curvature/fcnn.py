@@ -15,6 +15,9 @@ output ``o_i`` is the logit row ``a_{L,i}`` (classification) or ``z_{L,i} = f_L(
 gives ``do`` (``dA_L`` or ``dZ_L``); ``H_i do_i / N`` is then back-propagated by §6.2's recursion as the
 gradient's ``S_L`` is (regression: ``S_L = H do/N ⊙ f'_L(A_L)``): ``G v = [(Z_{j−1}ᵀ S_j, S_jᵀ 1)]``.
 
+**Gram matrix.** ``v_aᵀ G v_b = (1/N) Σ_i do_{a,i}ᵀ H_i do_{b,i}`` needs the forward differentials alone: ``k``
+tangents stacked on a leading axis run through it at once, and ``H`` is applied at the output; no backward.
+
 **Columns.** Each column ``c`` of ``F`` at the output, moved to ``A_L``, runs down the same recursion
 (a leading axis: all columns at once, or in chunks for many) to ``S_j^{(c)}`` (``N × d_j``), whose row ``i`` is ``J_{A_j,i}``'s
 transpose applied to ``F_i``'s column ``c``. As ``∂a_{j,i}/∂W_j[a, b] = z_{j−1,i,a} e_b``:
@@ -58,6 +61,11 @@ _COLUMN_CHUNK = 8  # more columns are back-propagated in chunks of at most this 
 # Input checks: _validation's vocabulary
 
 
+def _labels(pairs) -> list[str]:
+    """The names of the leaves of ``params``, for the messages: ``W_1, b_1, W_2, ...``."""
+    return [f"{name}_{j + 1}" for j in range(len(pairs)) for name in "Wb"]
+
+
 def _require_second_derivatives(fn, acts, n_layers):
     for j, act in enumerate(acts):
         if act.second_derivative is None:
@@ -80,15 +88,16 @@ def _at_logits(task, acts, As, out, F):
 
 def _forward_differential(pairs, Zs, As, acts, out, tangents):
     """§6.2's forward differential at ``tangents = [(dW_j, db_j)]``: ``dA_L`` when the last layer has no
-    activation here (classification: the logits), else ``dZ_L``; ``dZ_0 = 0``."""
+    activation here (classification: the logits), else ``dZ_L``; ``dZ_0 = 0``. Tangents stacked on a leading
+    axis (``(k, d_{j−1}, d_j)``, ``(k, d_j)``) give the ``k`` differentials at once, ``(k, N, d_L)``."""
     L, dZ = len(pairs), None
     for j, ((W, _), (dW, db)) in enumerate(zip(pairs, tangents)):
-        dA = Zs[j] @ dW + db[None, :]  # Z_{j−1} dW_j + 1 db_jᵀ
+        dA = Zs[j] @ dW + db[..., None, :]  # Z_{j−1} dW_j + 1 db_jᵀ
         if dZ is not None:
             dA = dA + dZ @ W  # + dZ_{j−1} W_j
         if j == len(acts):
             return dA
-        dZ = acts[j].grad_from(As[j], Zs[j + 1] if j + 1 < L else out) * dA  # f'_j(A_j) ⊙ dA_j
+        dZ = lead(acts[j].grad_from(As[j], Zs[j + 1] if j + 1 < L else out), dA) * dA  # f'_j(A_j) ⊙ dA_j
     return dZ
 
 
@@ -195,8 +204,7 @@ def fcnn_ggn_vp(params, X, Y, activations: Sequence[str], tangents, *, task: str
     """
     fn = "fcnn_ggn_vp"
     pairs, acts = fcnn.check_task_inputs(fn, params, X, Y, activations, task)
-    labels = [f"{name}_{j + 1}" for j in range(len(pairs)) for name in "Wb"]
-    dpairs = v.require_like(fn, "tangents", tangents, "params", params, labels)
+    dpairs = v.require_like(fn, "tangents", tangents, "params", params, _labels(pairs))
     N = X.shape[0]
     _, Zs, As, out = fcnn.output_forward(task, pairs, X, Y, acts)
     dO = _forward_differential(pairs, Zs, As, acts, out, dpairs)
@@ -204,6 +212,50 @@ def fcnn_ggn_vp(params, X, Y, activations: Sequence[str], tangents, *, task: str
     HV = factors.hessian_vp(task, P, jnp.sum(Y, axis=1, keepdims=True), dO) / N
     Ss = fcnn.layer_errors(pairs, Zs, As, acts, _at_logits(task, acts, As, out, HV))
     return fcnn.restructure(params, fcnn.param_grads(Zs, Ss))
+
+
+def fcnn_ggn_gram(params, X, Y, activations: Sequence[str], tangents, *, task: str = "classification") -> jax.Array:
+    """The Gram matrix ``[v_aᵀ G v_b]`` of ``k`` stacked tangents under the GGN of an FCNN loss, from one forward
+    and the ``k`` forward differentials: no backward.
+
+    .. math::
+
+       v_a^TGv_b = \\frac1N\\sum_i \\big(do_i^{(a)}\\big)^T H_i\\, do_i^{(b)},\\qquad do_i^{(a)} = J_iv_a
+
+    with ``do^{(a)}`` §6.2's forward differential at ``v_a`` (as in :func:`fcnn_ggn_vp`: ``dA_L`` for
+    classification, ``dZ_L`` for regression) and ``H_i do = (1ᵀy_i)(diag p_i − p_ip_iᵀ) do`` (classification)
+    or ``do`` (regression). The ``k`` differentials run as one leading axis. ``G`` is the GGN of ``J`` without
+    the L2 penalty (whose curvature adds ``λ Σ_j v_a(W_j)·v_b(W_j)``). This is the quadratic form of
+    :func:`fcnn_ggn_vp`, ``[v_a · G v_b]``, at the cost of the forward differentials alone: what a step chosen
+    on the quadratic model needs (K-FAC's adaptive ``α``, ``μ``).
+
+    Args:
+      params, X, Y, activations, task: as in :func:`fcnn_ggn_vp`.
+      tangents: ``k`` tangents stacked on a leading axis, in the structure of ``params``: each leaf
+        ``(k, *param.shape)`` in its parameter's dtype (``jnp.stack`` of ``k`` pytrees like ``params``, leaf by
+        leaf).
+
+    Returns:
+      ``(k, k)``, entry ``(a, b)`` equal to ``v_aᵀ G v_b``, in the parameters' dtype.
+
+    Raises:
+      ValueError: naming the argument, for inconsistent inputs; naming the leaf, for a tangent whose
+        structure, shape or dtype differs from ``params`` stacked ``k`` times (``k`` shared by every leaf).
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §6.2, §6.3.1; Martens & Grosse, KFAC (ICML 2015), §7 (the exact quadratic
+      model on a few directions).
+    """
+    fn = "fcnn_ggn_gram"
+    pairs, acts = fcnn.check_task_inputs(fn, params, X, Y, activations, task)
+    dpairs = v.require_stacked(fn, tangents, params, _labels(pairs))
+    N = X.shape[0]
+    _, Zs, As, out = fcnn.output_forward(task, pairs, X, Y, acts)
+    dO = _forward_differential(pairs, Zs, As, acts, out, dpairs)  # (k, N, d_L): row i of slice a is J_i v_a
+    P = jnp.exp(out) if task == "classification" else out  # Z_L = s¹(A_L) from ln Z_L
+    HdO = factors.hessian_vp(task, lead(P, dO), lead(jnp.sum(Y, axis=1, keepdims=True), dO), dO)
+    k = dO.shape[0]
+    return dO.reshape(k, -1) @ HdO.reshape(k, -1).T / N  # Σ_i (J_i v_a)ᵀ H_i (J_i v_b) / N
 
 
 def fcnn_quantities(params, X, Y, activations: Sequence[str], *, task: str = "classification",

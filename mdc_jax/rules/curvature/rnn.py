@@ -18,7 +18,8 @@ the weights being shared over time, ``g(W) = Σ_t z_{t−1} s_tᵀ``, ``g(U) = �
 GGN-vector product: the forward differential ``dA_t = dZ_{t−1}W + Z_{t−1}dW + X_t dU + 1dbᵀ``,
 ``dZ_t = (1 − Z_t²) ⊙ dA_t`` (``dZ_0 = 0``), ``dO_t = dZ_tV + Z_t dV + 1dcᵀ``, then the BPTT with
 ``∇_{O_t} := H_t dO_t / N``; structural damping adds ``(w/N) dZ_t`` to ``∇_{Z_t}`` (the states' own Gauss–Newton
-matrix, output Hessian ``I``).
+matrix, output Hessian ``I``). The Gram matrix ``[v_aᵀGv_b] = (1/N) Σ_{t,i} dO_{a,t,i}ᵀ H_{t,i} dO_{b,t,i}`` of ``k``
+tangents needs the forward differential alone, the tangents as one more axis: no backward.
 
 Exact columns (``diag_ggn``, ``batch_diag_ggn``, ``kflr``: one pass). Output time ``t''``'s ``K`` columns live only
 at ``t ≤ t''``, so they are back-propagated one output time at a time from ``t''`` down (``τ(τ+1)K/2``
@@ -60,6 +61,7 @@ import jax.numpy as jnp
 
 from ... import _validation as v
 from ...activations import tanh_derivative
+from ...kernels import lead
 from .. import rnn
 from ..softmax import cross_entropy_error
 from . import factors
@@ -80,20 +82,35 @@ def _steps(A):
 # GGN-vector product: forward differential, output Hessian, closed-form BPTT
 
 
-def _check_tangents(fn: str, params, tangents):
-    """``tangents`` in the structure of ``params``: five arrays, each of its parameter's shape and dtype."""
-    v.require_sequence(fn, "tangents", tangents, "an RNNParams (W, U, b, V, c) in the structure of params",
-                       length=5)
-    v.require_like(fn, "tangents", rnn.RNNParams(*tangents), "params", rnn.RNNParams(*params))
+def _check_tangents(fn: str, params, tangents, *, stacked: bool = False) -> rnn.RNNParams:
+    """``tangents`` in the structure of ``params``: five arrays, each of its parameter's shape and dtype (with
+    ``stacked``, each ``(k, *shape)``: ``k`` tangents on a leading axis); cast to the checked ``params``' dtypes."""
+    v.require_sequence(fn, "tangents", tangents, "an RNNParams (W, U, b, V, c) in the structure of params"
+                       + (", each leaf with a leading axis of k stacked tangents" if stacked else ""), length=5)
+    like, tangents = rnn.RNNParams(*params), rnn.RNNParams(*tangents)
+    if stacked:
+        v.require_stacked(fn, tangents, like)
+    else:
+        v.require_like(fn, "tangents", tangents, "params", like)
+    return tangents
 
 
 def _tangent_states(params, dparams, Z_in, Z_out, X):
     """The forward differential of §6.4: ``dZ_t = (1 − Z_t²) ⊙ (dZ_{t−1}W + Z_{t−1}dW + X_t dU + 1dbᵀ)``,
-    ``dZ_0 = 0``, stacked ``(τ, N, H)``. The terms without ``dZ_{t−1}`` are batched matmuls over all steps;
-    only ``dZ_{t−1}W`` runs step by step."""
-    E = Z_in @ dparams.W + X @ dparams.U + dparams.b[None, None, :]
-    step = lambda dZ, xs: (lambda d: (d, d))(xs[0] * (dZ @ params.W + xs[1]))
-    return jax.lax.scan(step, jnp.zeros_like(Z_out[0]), (tanh_derivative(Z_out), E))[1]
+    ``dZ_0 = 0``, stacked ``(τ, N, H)``; ``(τ, k, N, H)`` for tangents stacked on a leading axis ``k`` (time
+    leads: the scan). The terms without ``dZ_{t−1}`` are batched matmuls over all steps; only ``dZ_{t−1}W``
+    runs step by step."""
+    E = jnp.einsum("tnh,...hg->t...ng", Z_in, dparams.W) + jnp.einsum("tnd,...dg->t...ng", X, dparams.U)
+    E = E + lead(dparams.b[..., None, :], E)
+    step = lambda dZ, xs: (lambda d: (d, d))(lead(xs[0], dZ) * (dZ @ params.W + xs[1]))
+    return jax.lax.scan(step, jnp.zeros(E.shape[1:], E.dtype), (tanh_derivative(Z_out), E))[1]
+
+
+def _output_differential(Z_out, dZ, V, dparams):
+    """``dO_t = dZ_tV + Z_t dV + 1dcᵀ`` for a run of steps ``Z_out`` ``(k, N, H)``, ``dZ`` ``(k, ..., N, H)``
+    (any axes of stacked tangents after time's, as ``dparams``' leading ones)."""
+    dO = dZ @ V + jnp.einsum("tnh,...hk->t...nk", Z_out, dparams.V)
+    return dO + lead(dparams.c[..., None, :], dO)
 
 
 def rnn_ggn_vp(params, Z0, X, Y, tangents, *, structural=0.0) -> rnn.RNNParams:
@@ -139,7 +156,7 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents, *, structural=0.0) -> rnn.RNNParams:
     fn = "rnn_ggn_vp"
     original = params
     params, Z0, X, Y = rnn.check_inputs(fn, params, Z0, X, Y)
-    _check_tangents(fn, original, tangents)
+    tangents = _check_tangents(fn, original, tangents)
     v.require_penalty(fn, "structural", structural)
     w = None if isinstance(structural, numbers.Real) and structural == 0 else jnp.asarray(structural).astype(X.dtype)
     dparams = rnn.RNNParams(*(jnp.asarray(t).astype(p.dtype) for t, p in zip(tangents, params)))
@@ -152,7 +169,7 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents, *, structural=0.0) -> rnn.RNNParams:
     def head(Z_out, xs, acc):
         Y_k, dZ_k = xs
         P = jnp.exp(rnn.output_log_probs(Z_out, V, c))  # recomputed: s¹(O_t)
-        dO = dZ_k @ V + Z_out @ dparams.V + dparams.c[None, None, :]  # dO_t = dZ_tV + Z_t dV + 1dcᵀ
+        dO = _output_differential(Z_out, dZ_k, V, dparams)
         HdO = factors.hessian_vp(_TASK, P, jnp.sum(Y_k, axis=-1, keepdims=True), dO) / N
         acc = (acc[0] + jnp.einsum("tnh,tnk->hk", Z_out, HdO), acc[1] + jnp.sum(HdO, axis=(0, 1)))
         if w is None:
@@ -162,6 +179,60 @@ def rnn_ggn_vp(params, Z0, X, Y, tangents, *, structural=0.0) -> rnn.RNNParams:
     out = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, (rnn.chunks(Y, k), rnn.chunks(dZ, k)),
                        (jnp.zeros_like(V), jnp.zeros_like(c)))
     return rnn.RNNParams(*out.grads, *out.head_acc)
+
+
+def rnn_ggn_gram(params, Z0, X, Y, tangents) -> jax.Array:
+    """The Gram matrix ``[v_aᵀ G v_b]`` of ``k`` stacked tangents under the GGN of the §6.4 RNN, from the
+    forward differential alone: no backward through time.
+
+    .. math::
+
+       v_a^TGv_b = \\frac1N\\sum_{t,i}\\big(dO_{t,i}^{(a)}\\big)^T H_{t,i}\\, dO_{t,i}^{(b)},\\qquad
+       H_{t,i} = (\\mathbf 1^Ty_{t,i})(\\operatorname{diag}p_{t,i} - p_{t,i}p_{t,i}^T)
+
+    ``dO^{(a)}_t = dZ_tV + Z_t\\,dV + 1dcᵀ`` the forward differential at ``v_a`` (as in :func:`rnn_ggn_vp`);
+    the ``k`` tangents run through the forward-differential scan as one axis, and the softmax is recomputed
+    chunk by chunk of time (no ``τ × N × K`` probabilities stacked). ``G`` as in :func:`rnn_ggn_vp` (no L2
+    penalty, no structural damping): this is its quadratic form ``[v_a · G v_b]``, at the cost of the forward
+    differential, what a step chosen on the quadratic model needs (K-FAC's adaptive ``α``, ``μ``).
+
+    Args:
+      params, Z0, X, Y: as in :func:`rnn_ggn_vp`.
+      tangents: ``k`` tangents stacked on a leading axis: an :class:`~mdc_jax.RNNParams` (or 5-tuple) whose
+        leaves are ``(k, *param.shape)`` in their parameters' dtypes.
+
+    Returns:
+      ``(k, k)``, entry ``(a, b)`` equal to ``v_aᵀ G v_b``, in the parameters' dtype.
+
+    Raises:
+      ValueError: naming the argument (and the leaf of ``tangents``) for inconsistent shapes or dtypes, or a
+        leading axis that differs between the leaves of ``tangents``.
+
+    References:
+      ``000_3fed0c34b422d74e.txt`` §6.4; Martens & Grosse, KFAC (ICML 2015), §7.
+    """
+    fn = "rnn_ggn_gram"
+    original = params
+    params, Z0, X, Y = rnn.check_inputs(fn, params, Z0, X, Y)
+    tangents = _check_tangents(fn, original, tangents, stacked=True)
+    dparams = rnn.RNNParams(*(jnp.asarray(t).astype(p.dtype) for t, p in zip(tangents, params)))
+    V, c, N, k = params.V, params.c, X.shape[1], dparams.c.shape[0]
+    _, Z_tau, Zs = rnn.forward(params, Z0, X, None)  # the recursion alone: no logits
+    steps = Zs.shape[1]  # the forward's chunks of time
+    Z_in = _steps(Zs)
+    Z_out = rnn.states_out(Z_in, Z_tau)
+    dZ = _tangent_states(params, dparams, Z_in, Z_out, X)  # (τ, k, N, H)
+
+    def chunk(gram, xs):
+        Z_s, dZ_s, Y_s = xs
+        P = jnp.exp(rnn.output_log_probs(Z_s, V, c))[:, None]  # recomputed: s¹(O_t), broadcast over the tangents
+        dO = _output_differential(Z_s, dZ_s, V, dparams)  # (steps, k, N, K)
+        HdO = factors.hessian_vp(_TASK, P, jnp.sum(Y_s, axis=-1, keepdims=True)[:, None], dO)
+        return gram + jnp.einsum("tank,tbnk->ab", dO, HdO), None  # Σ_{t,i} dO_aᵀ H dO_b over the chunk
+
+    xs = (rnn.chunks(Z_out, steps), rnn.chunks(dZ, steps), rnn.chunks(Y, steps))
+    gram = jax.lax.scan(chunk, jnp.zeros((k, k), Z_tau.dtype), xs)[0]
+    return gram / N
 
 
 # --------------------------------------------------------------------------------------------
