@@ -18,7 +18,7 @@ reconstruction error.
 The mdc-jax side is the trainer's own step, not a copy of it: :func:`mdc_jax.experiment.trainer.make_optimizer`
 (the config's ``kfac``, ``adaptive`` included) and the step ``mdc-jax train`` jits
 (``trainer._compile_step``: step ``t``'s batch from ``fold_in(data_key, t)``, then ``_curvature_update``:
-``model.curvature.factors`` and, with ``optimizer.adaptive``, ``model.curvature.ggn_vp`` and ``model.loss`` on
+``model.curvature.factors`` and, with ``optimizer.adaptive``, ``model.curvature.ggn_gram`` and ``model.loss`` on
 the same batch, into the optimizer's update), lowered and compiled ahead and called as the compiled executable,
 as ``trainer._compile_ahead`` does; parameters and data key from ``trainer._initial_state``. Those are the
 trainer's only private helpers used here. kfac-jax draws step ``t``'s batch with the same ``model.batch`` from
@@ -35,15 +35,15 @@ kfac-jax's mode is the config's peer (``--kfac-jax-modes auto``, the default):
   ceiling (both libraries' defaults), the damping inside the quadratic model's change
   (``include_damping_in_quad_change=True``: mdc-jax's ``M(δ)`` includes ``λ``), no burn-in and no initial damping
   calibration (mdc-jax has neither; the example uses 5 burn-in steps, a calibrated initial λ, inverses every 5
-  steps and ``λ ∈ [1e-5, 1000]``), ``l2_reg = model.l2`` (in the quadratic model, as mdc-jax's ``ggn_vp`` has it).
-  Per step, mdc-jax: one closed-form forward and backward giving the loss, the gradient and the sampled
-  Kronecker factors; ``G Δ`` and ``G δ₀``, two closed-form GGN-vector products (each a forward, a tangent
-  forward ``J v`` and a backward ``Jᵀ H J v``); the 2×2 solve for ``α, μ``; every 5th step one more loss at
-  ``θ + δ``; every ``update_every``-th step the factored inverses. kfac-jax: its curvature-estimator update (a
-  forward and a backward of Rademacher-sampled output tangents through the tagged graph, and the factor
-  statistics), the loss and gradient (``jax.value_and_grad``: another forward and backward), ``J Δ`` and
-  ``J δ₀`` (two Jacobian-vector products; the quadratic model needs ``vᵀJᵀHJv`` only, so no backward), the 2×2
-  solve; every 5th step one more loss; every ``update_every``-th step its inverses.
+  steps and ``λ ∈ [1e-5, 1000]``), ``l2_reg = model.l2`` (in the quadratic model, as mdc-jax's ``ggn_gram`` has
+  it). Per step, mdc-jax: one closed-form forward and backward giving the loss, the gradient and the sampled
+  Kronecker factors; ``[Δ δ₀]ᵀ G [Δ δ₀]``, the closed-form Gram matrix (one forward and the two tangent forwards
+  ``J Δ``, ``J δ₀``, with ``H`` applied at the output; no backward); the 2×2 solve for ``α, μ``; every 5th step
+  one more loss at ``θ + δ``; every ``update_every``-th step the factored inverses. kfac-jax: its
+  curvature-estimator update (a forward and a backward of Rademacher-sampled output tangents through the tagged
+  graph, and the factor statistics), the loss and gradient (``jax.value_and_grad``: another forward and
+  backward), ``J Δ`` and ``J δ₀`` (two Jacobian-vector products; the quadratic model needs ``vᵀJᵀHJv`` only, so
+  no backward), the 2×2 solve; every 5th step one more loss; every ``update_every``-th step its inverses.
 * ``kfac_jax.matched``, for a fixed-step config (``optimizer.adaptive: false``): the config's learning rate
   (schedule), momentum, damping, factor EMA and inverse period, held fixed; ``l2_reg = 0`` (as mdc-jax's
   preconditioner, the penalty is in the loss only); no burn-in. Refused for an adaptive config, whose
