@@ -481,30 +481,3 @@ def require_like(fn: str, name: str, tree, like_name: str, like, labels: Sequenc
             if mine != theirs:
                 fail(fn, f"{what} has {attr} {mine}; expected {theirs}, the {attr} of {like_name}{path}.")
     return jax.tree_util.tree_unflatten(treedef, [t for _, t in got])
-
-
-def require_stacked(fn: str, tangents, params, labels: Sequence[str] | None = None):
-    """``tangents``: ``k`` tangents stacked on a leading axis, in the structure of ``params`` (compared by
-    ``jax.tree_util`` paths, as :func:`~mdc_jax._validation.require_like` does), each leaf ``(k, *shape)`` of
-    its parameter's ``shape`` and dtype, ``k`` the same for every leaf. Returns ``tangents``' leaves in the
-    structure of ``params``. ``labels``: one name per leaf for the messages (``"W_2"``)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-    got = jax.tree_util.tree_flatten_with_path(tangents)[0]
-    if [path for path, _ in got] != [path for path, _ in flat]:
-        require_like(fn, "tangents", tangents, "params", params, labels)  # names both structures
-    k, first = None, None
-    for i, ((path, t), (_, p)) in enumerate(zip(got, flat)):
-        where = f"tangents{jax.tree_util.keystr(path)}" + (f" ({labels[i]})" if labels else "")
-        require_array(fn, where, t)
-        shape, expected = shape_of(t), shape_of(p)
-        if i == 0 and len(shape) == len(expected) + 1:
-            k, first = shape[0], where
-        if shape != (k, *expected):
-            stacked = ("k tangents stacked on a leading axis" if k is None else
-                       f"k = {k} tangents (the leading axis of {first}: the same for every leaf)")
-            fail(fn, f"{where} has shape {shape}; expected ({', '.join(map(str, ['k' if k is None else k, *expected]))}): "
-                       f"{stacked}, each of params{jax.tree_util.keystr(path)}'s shape {expected}.")
-        if jnp.result_type(t) != jnp.result_type(p):
-            fail(fn, f"{where} has dtype {jnp.result_type(t)}; expected {jnp.result_type(p)}, the dtype of "
-                       f"params{jax.tree_util.keystr(path)}.")
-    return jax.tree_util.tree_unflatten(treedef, [t for _, t in got])

@@ -175,7 +175,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, subprocess_env):
     resume is checked in-process below (test_resume_from_the_run_directory_alone_extends_the_run), ggn_cg's and
     the other K-FAC modes' in tests/test_optim_training.py."""
     raw = {**SMALL, "optimizer": {"name": "kfac", "adaptive": True, "damping": 0.1},
-           "train": {**SMALL["train"], "steps": 400, "checkpoint_every": 5, "eval_every": 100}}
+           "train": {**SMALL["train"], "steps": 200, "checkpoint_every": 5, "eval_every": 100}}
     path = write_config(tmp_path, raw)
     # The three processes compile the same programs: XLA's persistent cache (conftest.py) compiles them once.
     env = subprocess_env
@@ -191,7 +191,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, subprocess_env):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = list_checkpoints(killed / "checkpoints")
-    assert done and done[-1][0] < 400, "the run finished before it could be killed; make it longer"
+    assert done and done[-1][0] < 200, "the run finished before it could be killed; make it longer"
     # Leave debris like a kill during a write would: a half-written temporary file.
     (killed / "checkpoints" / f"ckpt-{done[-1][0] + 5:08d}.npz.tmp").write_bytes(b"PK\x03\x04 partial")
 

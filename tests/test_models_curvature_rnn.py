@@ -53,7 +53,10 @@ def dense(kind, batch, vocab):
     return batch
 
 
-@pytest.mark.parametrize("kind", ["rnn_temporal_order", "rnn_wordlm"])  # scale 1 and 1/τ, one-hot rows and ids
+# The word LM: scale 1/τ and token ids. The temporal order's curvature is the same rnn_curvature at scale 1: its loss
+# and gradient are checked against model.loss in test_the_temporal_order_model_holds_out_... (suite time: one
+# explicit GGN case).
+@pytest.mark.parametrize("kind", ["rnn_wordlm"])
 def test_each_rnn_models_curvature_is_its_loss_gradient_and_explicit_ggn_with_structural_damping_float64(kind):
     """factors: the loss, jax.grad(model.loss) and KFLR's factors scaled as the loss is (B by s, A not: c's block B_V
     is G's, exactly; A_V the states' mean Gram matrix); KFAC's have their structure; ggn_vp: s·(G + wS)v and
@@ -139,6 +142,10 @@ def test_the_temporal_order_model_holds_out_a_fixed_set_and_its_init_has_the_spe
     metrics = model.evaluate(params)
     assert set(metrics) == {"test_accuracy", "test_loss"} and model.primary == "test_accuracy"
     assert metrics == get_model("rnn_temporal_order").build(cfg).evaluate(params), "the held-out set is fixed"
+    batch = jax.jit(model.batch)(jax.random.PRNGKey(1))  # its curvature describes its loss (per sequence: scale 1)
+    (loss, grads, _), (want_loss, want_grads) = jax.jit(lambda p, b: (
+        model.curvature.factors(p, b, jax.random.key(2), False), jax.value_and_grad(model.loss)(p, b)))(params, batch)
+    assert_close((loss, grads), (want_loss, want_grads), 1e-4, "temporal order: factors' loss and gradient", atol=1e-6)
 
 
 @pytest.mark.parametrize("override, match", [

@@ -48,6 +48,7 @@ from ... import _validation as v
 from ...kernels import block_starts, fresh_mask, lead
 from .. import fcnn
 from . import factors
+from ._checks import require_stacked
 
 QUANTITIES = ("diag_ggn", "diag_ggn_mc", "batch_diag_ggn", "kflr", "kfac", "diag_hessian")
 """What :func:`fcnn_quantities` computes (BackPACK's DiagGGNExact, DiagGGNMC, BatchDiagGGNExact, KFLR, KFAC, DiagHessian)."""
@@ -248,7 +249,7 @@ def fcnn_ggn_gram(params, X, Y, activations: Sequence[str], tangents, *, task: s
     """
     fn = "fcnn_ggn_gram"
     pairs, acts = fcnn.check_task_inputs(fn, params, X, Y, activations, task)
-    dpairs = v.require_stacked(fn, tangents, params, _labels(pairs))
+    dpairs = require_stacked(fn, tangents, params, _labels(pairs))
     N = X.shape[0]
     _, Zs, As, out = fcnn.output_forward(task, pairs, X, Y, acts)
     dO = _forward_differential(pairs, Zs, As, acts, out, dpairs)  # (k, N, d_L): row i of slice a is J_i v_a

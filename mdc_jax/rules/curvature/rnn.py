@@ -65,6 +65,7 @@ from ...kernels import lead
 from .. import rnn
 from ..softmax import cross_entropy_error
 from . import factors
+from ._checks import require_stacked
 
 RNN_QUANTITIES = ("diag_ggn", "diag_ggn_mc", "batch_diag_ggn", "kflr", "kfac")
 """What :func:`rnn_quantities` computes: the FCNN's ``QUANTITIES`` but ``diag_hessian``."""
@@ -89,7 +90,7 @@ def _check_tangents(fn: str, params, tangents, *, stacked: bool = False) -> rnn.
                        + (", each leaf with a leading axis of k stacked tangents" if stacked else ""), length=5)
     like, tangents = rnn.RNNParams(*params), rnn.RNNParams(*tangents)
     if stacked:
-        v.require_stacked(fn, tangents, like)
+        require_stacked(fn, tangents, like)
     else:
         v.require_like(fn, "tangents", tangents, "params", like)
     return tangents
