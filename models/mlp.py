@@ -209,6 +209,15 @@ def build_regressor(cfg) -> Model:
         ridge = Ridge().fit(data.X_train, data.y_train)
         return {"sklearn_ridge_test_r2": float(ridge.score(data.X_test, data.y_test))}
 
+    return _regression_model(cfg, acts, dims, X, Y, evaluate=evaluate, primary="test_r2", report=report,
+                             data={"X_train": X, "y_train": Y})
+
+
+def _regression_model(cfg, acts, dims, X, Y, **metrics) -> Model:
+    """An FCNN regression model (seed 000 §6.2) on the training rows ``(X, Y)``: its loss, batches, DP-SGD's
+    per-example clipping and its curvature; ``metrics``: the model's ``evaluate``, ``primary``, ``report``, ``data``."""
+    m = cfg.model
+
     def clipped_grad(params, batch, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.2, per example
         return per_example.fcnn_clipped_grad(params, *batch, acts, m.l2, task="regression", clip_norm=clip_norm,
                                              weights=weights)
@@ -216,9 +225,8 @@ def build_regressor(cfg) -> Model:
     return Model(init=lambda key: init_mlp(key, dims),
                  loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
                  batch=_batch_sampler((X, Y), cfg.train.batch_size, cfg.train.dp is not None), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="test_r2", report=report, data={"X_train": X, "y_train": Y},
                  examples=X.shape[0], gather=lambda idx: (X[idx], Y[idx]), clipped_grad=clipped_grad,
-                 curvature=fcnn_curvature(acts, m.l2, "regression", cfg.optimizer.mc_samples))
+                 curvature=fcnn_curvature(acts, m.l2, "regression", cfg.optimizer.mc_samples), **metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,16 +305,8 @@ def build_autoencoder(cfg) -> Model:
         train, test = pca_errors(data.X_train, data.X_test, min(m.hidden, default=X.shape[1]))
         return {"pca_train_error": train, "pca_test_error": test}
 
-    def clipped_grad(params, batch, weights, clip_norm):  # DP-SGD (train.dp): seed 000 §6.2, per example
-        return per_example.fcnn_clipped_grad(params, *batch, acts, m.l2, task="regression", clip_norm=clip_norm,
-                                             weights=weights)
-
-    return Model(init=lambda key: init_mlp(key, dims),
-                 loss=lambda p, b: regression_loss(p, *b, acts, m.l2, cfg.train.grad),
-                 batch=_batch_sampler((X, X), cfg.train.batch_size, cfg.train.dp is not None), batch_axes=(0, 0),
-                 evaluate=evaluate, primary="train_error", report=report, data={"X_train": X},
-                 examples=X.shape[0], gather=lambda idx: (X[idx], X[idx]), clipped_grad=clipped_grad,
-                 curvature=fcnn_curvature(acts, m.l2, "regression", cfg.optimizer.mc_samples))
+    return _regression_model(cfg, acts, dims, X, X, evaluate=evaluate, primary="train_error", report=report,
+                             data={"X_train": X})
 
 
 CLASSIFIER = ModelSpec("mlp_classifier", MLPOptions, CLASSIFICATION, build=build_classifier, curvature=SECOND_ORDER,
