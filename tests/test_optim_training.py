@@ -142,6 +142,9 @@ def records(run: Path) -> list[dict]:
 @pytest.mark.parametrize("change, message", [
     ({"optimizer": {"name": "kfac", "damping": 0}}, r"optimizer\.damping must be > 0, got 0\.0"),
     ({"optimizer": {"name": "ggn_cg", "damping": -1.0}}, r"optimizer\.damping must be > 0, got -1\.0"),
+    ({"optimizer": {"name": "kfac", "adaptive": True, "min_damping": 0}}, r"optimizer\.min_damping must be > 0, got 0\.0"),
+    ({"optimizer": {"name": "ggn_cg", "damping": 1.0e-3, "min_damping": 1.0e-2}},
+     r"optimizer\.damping 0\.001 is below optimizer\.min_damping 0\.01"),
     ({"optimizer": {"name": "ggn_cg", "cg_iters": 0}}, r"optimizer\.cg_iters must be > 0, got 0"),
     ({"optimizer": {"name": "ggn_cg", "cg_tol": -1e-3}}, r"optimizer\.cg_tol must be >= 0, got -0\.001"),
     ({"optimizer": {"name": "kfac", "update_every": 0}}, r"optimizer\.update_every must be > 0, got 0"),

@@ -118,6 +118,7 @@ class OptimizerConfig:
     adapt_damping: bool = True  # ggn_cg: Levenberg–Marquardt rule on the reduction ratio ρ
     line_search: bool = True  # ggn_cg: backtracking (Armijo) along the CG direction
     structural_damping: float = 0.0  # ggn_cg: μ of (G + λμS), models whose curvature offers "structural"
+    min_damping: float = 1.0e-8  # kfac with adaptive, ggn_cg with adapt_damping: the floor of the adapted λ
 
 
 @dataclasses.dataclass
@@ -164,7 +165,7 @@ CHOICES = {
 }
 POSITIVE = ("train.steps", "train.batch_size", "train.checkpoint_every", "train.eval_every", "train.log_every",
             "train.tol", "optimizer.learning_rate", "optimizer.damping", "optimizer.update_every",
-            "optimizer.mc_samples", "optimizer.cg_iters", "data.max_chars")
+            "optimizer.mc_samples", "optimizer.cg_iters", "optimizer.min_damping", "data.max_chars")
 SEEDS = ("train.seed", "data.split_seed")
 
 
@@ -328,6 +329,9 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
 def _check_second_order(cfg: ExperimentConfig, spec, source: str) -> None:
     """``optimizer.name: kfac | ggn_cg`` needs a gradient-trained model whose Curvature serves it, and no DP."""
     o = cfg.optimizer
+    if o.damping < o.min_damping:
+        raise ConfigError(f"{source}: optimizer.damping {o.damping} is below optimizer.min_damping {o.min_damping}, "
+                          f"the floor of the adapted damping; expected damping >= min_damping")
     if spec.fit is not None:
         raise ConfigError(f"{source}: optimizer.name {o.name!r}: model.kind {spec.kind!r} is fitted by a solver "
                           f"(Newton), not by optimizer steps; use a gradient-trained model")

@@ -64,10 +64,11 @@ def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
     o, lr = cfg.optimizer, _learning_rate(cfg)
     if o.name == "kfac":
         opt = optim.kfac(lr, damping=o.damping, ema=o.ema, update_every=o.update_every, momentum=o.momentum,
-                         inverse=o.inverse, adaptive=o.adaptive)
+                         inverse=o.inverse, adaptive=o.adaptive, min_damping=o.min_damping)
     elif o.name == "ggn_cg":
         opt = optim.ggn_cg(lr, damping=o.damping, cg_iters=o.cg_iters, cg_tol=o.cg_tol, adapt_damping=o.adapt_damping,
-                           line_search=o.line_search, structural_damping=o.structural_damping)
+                           line_search=o.line_search, structural_damping=o.structural_damping,
+                           min_damping=o.min_damping)
     else:
         opt = {"sgd": lambda: optax.sgd(lr), "momentum": lambda: optax.sgd(lr, momentum=o.momentum),
                "adam": lambda: optax.adam(lr), "adamw": lambda: optax.adamw(lr, weight_decay=o.weight_decay)}[o.name]()
