@@ -90,8 +90,10 @@ def test_the_logits_are_never_held_whole():
     Z, W, b, labels = linear_ce_case(6, N, d, K, jnp.float32)
     fused = jax.jit(jax.value_and_grad(lambda *a: lce(*a, labels, block_size=(64, 512)), (0, 1, 2)))
     plain = jax.jit(jax.value_and_grad(lambda *a: ref.linear_softmax_cross_entropy(*a, labels), (0, 1, 2)))
+    opts = {"block_size": (64, 512), "z_loss": 1e-4, "label_smoothing": 0.1, "softcap": 30.0, "return_lse": True}
+    with_options = jax.jit(jax.value_and_grad(lambda *a: sum(map(jnp.sum, lce(*a, labels, **opts))), (0, 1, 2)))
     temp = lambda f: f.lower(Z, W, b).compile().memory_analysis().temp_size_in_bytes
-    assert temp(fused) < N * K * 4 / 4 < temp(plain)  # one block of 64 × 512, not 256 × 4096
+    assert max(temp(fused), temp(with_options)) < N * K * 4 / 4 < temp(plain)  # one block of 64 × 512, not 256 × 4096
 
 
 def test_wide_int64_labels_out_of_range_under_jit_are_zero_rows():
@@ -163,3 +165,127 @@ def test_bool_labels_no_classes_and_a_traced_ignore_index_are_refused_by_name():
     with pytest.raises(ValueError, match=r"ignore_index is a traced value .*it must be static"):
         jax.jit(lambda i: lce(Z, W, b, labels, ignore_index=i))(1)
     assert float(lce(Z, W, b, labels, ignore_index=np.int64(-1))) == float(lce(Z, W, b, labels))
+
+
+# --- Options (issue 23): z-loss, label smoothing, softcap, return_lse --------------------------
+
+OPTION_CASES = [  # (options, labels, reduction, blocks, return_lse); N = 9, K = 13: blocks divide neither
+    ({"z_loss": 0.3}, "int", "mean", (4, 5), False),
+    ({"label_smoothing": 0.25}, "soft", "sum", (4, 5), False),
+    ({"z_loss": 0.1, "label_smoothing": 0.2, "softcap": 2.0}, "ignore", "none", (2, 4), True),
+    ({"z_loss": 0.05, "label_smoothing": 0.3, "softcap": 0.7}, "soft", "mean", (3, 6), True),
+]
+
+
+@pytest.mark.parametrize("options, labels_kind, reduction, blocks, return_lse", OPTION_CASES)
+def test_options_match_the_plain_head_float64(options, labels_kind, reduction, blocks, return_lse):
+    """Loss, lse and the gradients of Z, W, b (and soft labels) under a random cotangent of the loss and of lse,
+    against jax.grad of the plain head; soft row 0 is a zero row (an ignored token) that smoothing keeps zero."""
+    n, k = 9, 13
+    Z, W, b, labels = linear_ce_case(11, n, 4, k, jnp.float64, soft=labels_kind == "soft")
+    kw = {"reduction": reduction, "return_lse": return_lse, **options}
+    if labels_kind == "ignore":
+        labels, kw["ignore_index"] = labels.at[::3].set(-100), -100
+    if labels_kind == "soft":
+        labels = labels.at[0].set(0.0)
+    rng = np.random.default_rng(1)
+    ct = jnp.asarray(rng.normal(size=n)) if reduction == "none" else jnp.asarray(1.5)
+    ct = (ct, jnp.asarray(rng.normal(size=n))) if return_lse else ct
+    argnums = (0, 1, 2, 3) if labels_kind == "soft" else (0, 1, 2)
+
+    def both(Z, W, b, labels):
+        def grads(f):
+            value, vjp = jax.vjp(lambda *a: f(*a, **kw), Z, W, b, labels)
+            return value, [vjp(ct)[i] for i in argnums]
+
+        return grads(lambda *a, **k: lce(*a, **k, block_size=blocks)), grads(ref.linear_softmax_cross_entropy)
+
+    (value, g), (ref_value, ref_g) = jax.jit(both)(Z, W, b, labels)
+    what = f"{options}, {labels_kind}, {reduction}, blocks {blocks}"
+    assert_close(value, ref_value, 1e-10, f"loss (and lse): {what}", atol=1e-13)
+    assert_close(g, ref_g, 1e-10, f"gradients: {what}", atol=1e-13)
+    if labels_kind == "ignore" and reduction == "none":
+        assert not np.any(np.asarray(value[0])[::3])  # ignored tokens: loss 0 under smoothing
+
+
+def test_options_float32_match_optax_and_the_z_loss_definition():
+    """Label smoothing is optax.smooth_labels + optax.softmax_cross_entropy of the capped logits (integer labels
+    and probability rows); the z-loss adds z·mean(lse²) of the capped logits; lse is jax.nn.logsumexp of them."""
+    K, alpha, c, z = 100, 0.1, 5.0, 1e-2
+    Z, W, b, labels = linear_ce_case(12, 48, 8, K, jnp.float32, scale=3.0)
+    Y = linear_ce_case(13, 48, 8, K, jnp.float32, soft=True)[3]
+
+    def plain(Z, W, b, Y):
+        A = c * jnp.tanh((Z @ W + b[None, :]) / c)
+        lse = jax.nn.logsumexp(A, axis=-1)
+        return jnp.mean(optax.softmax_cross_entropy(A, optax.smooth_labels(Y, alpha)) + z * lse**2), lse
+
+    def fused(Z, W, b, Y):
+        return lce(Z, W, b, Y, block_size=(16, 32), z_loss=z, label_smoothing=alpha, softcap=c, return_lse=True)
+
+    def check(Z, W, b, labels, Y):
+        onehot = jax.nn.one_hot(labels, K, dtype=jnp.float32)
+        run = lambda f, y: (jax.value_and_grad(lambda *a: f(*a)[0], (0, 1, 2))(Z, W, b, y), f(Z, W, b, y)[1])
+        return [run(fused, labels), run(fused, Y)], [run(plain, onehot), run(plain, Y)]
+
+    got, expected = jax.jit(check)(Z, W, b, labels, Y)
+    assert got[0][0][0].dtype == jnp.float32
+    assert_close(got, expected, 1e-4, "float32 options vs optax", atol=1e-6)
+
+
+def test_return_lse_is_the_capped_logsumexp_and_its_gradient_is_applied():
+    """lse alone (the loss's cotangent 0): its value and its gradient are those of jax.nn.logsumexp of the capped
+    logits, ignored tokens included; the loss returned beside it is the loss without return_lse."""
+    Z, W, b, labels = linear_ce_case(14, 5, 3, 7, jnp.float64)
+    labels, w, c = labels.at[1].set(-1), jnp.asarray(np.random.default_rng(2).normal(size=5)), 1.2
+    kw = {"block_size": (2, 3), "softcap": c, "z_loss": 0.2, "ignore_index": -1}
+
+    def both(Z, W, b):
+        lse_part = lambda *a: jnp.sum(w * lce(*a, labels, return_lse=True, **kw)[1])
+        plain = lambda Z, W, b: jnp.sum(w * jax.nn.logsumexp(c * jnp.tanh((Z @ W + b[None, :]) / c), axis=-1))
+        return (jax.value_and_grad(lse_part, (0, 1, 2))(Z, W, b), jax.value_and_grad(plain, (0, 1, 2))(Z, W, b),
+                lce(Z, W, b, labels, return_lse=True, **kw)[0], lce(Z, W, b, labels, **kw))
+
+    got, expected, loss_with, loss_without = jax.jit(both)(Z, W, b)
+    assert_close(got, expected, 1e-12, "lse and its gradient")
+    assert float(loss_with) == float(loss_without)
+
+
+def test_ignored_tokens_stay_zero_under_every_option():
+    Z, W, b, _ = linear_ce_case(7, 4, 3, 5, jnp.float64)
+    opts = {"z_loss": 0.5, "label_smoothing": 0.2, "softcap": 1.0, "ignore_index": -1, "block_size": (3, 2)}
+    value, grads = jax.jit(jax.value_and_grad(lambda *a: lce(*a, jnp.full(4, -1), **opts), (0, 1, 2)))(Z, W, b)
+    assert value == 0 and all(float(jnp.max(jnp.abs(g))) == 0 for g in grads)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"z_loss": -0.1}, r"z_loss must be a finite number >= 0; got -0.1"),
+    ({"z_loss": float("inf")}, r"z_loss must be a finite number >= 0; got inf"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\); got 1.0"),
+    ({"label_smoothing": -0.1}, r"label_smoothing must be a number in \[0, 1\); got -0.1"),
+    ({"label_smoothing": "0.1"}, r"label_smoothing must be a number in \[0, 1\); got '0.1'"),
+    ({"softcap": 0.0}, r"softcap must be None or a finite number > 0; got 0.0"),
+    ({"softcap": -30}, r"softcap must be None or a finite number > 0; got -30"),
+    ({"return_lse": 1}, r"return_lse must be a bool \(True or False\); got 1"),
+])
+def test_bad_head_options_name_the_argument_and_value(kw, match):
+    with pytest.raises(ValueError, match=f"linear_softmax_cross_entropy: {match}"):
+        lce(*linear_ce_case(0, 4, 3, 5, jnp.float64), **kw)
+
+
+def test_head_options_from_none_a_mapping_or_head_options_and_bad_keys_named():
+    fn = "rnn_loss"
+    assert linear_ce.head_options(fn, None) == linear_ce.HeadOptions() == linear_ce.HeadOptions(0.0, 0.0, None)
+    opts = linear_ce.head_options(fn, {"z_loss": 1, "softcap": np.float32(30)})
+    assert opts == linear_ce.HeadOptions(1.0, 0.0, 30.0) and type(opts.z_loss) is float and hash(opts)
+    assert linear_ce.head_options(fn, opts) == opts
+    with pytest.raises(ValueError, match=r"rnn_loss: head_options has unknown key\(s\) \['zloss'\]; expected keys from "
+                                         r"\('z_loss', 'label_smoothing', 'softcap'\)"):
+        linear_ce.head_options(fn, {"zloss": 1e-4})
+    with pytest.raises(ValueError, match=r"rnn_loss: head_options\['label_smoothing'\] must be a number in \[0, 1\); "
+                                         r"got 1.5"):
+        linear_ce.head_options(fn, linear_ce.HeadOptions(label_smoothing=1.5))
+    with pytest.raises(ValueError, match=r"rnn_loss: model.head_options\['softcap'\] must be None or a finite number > 0"):
+        linear_ce.head_options(fn, {"softcap": 0}, name="model.head_options")
+    with pytest.raises(ValueError, match=r"rnn_loss: head_options must be None, a HeadOptions or a mapping"):
+        linear_ce.head_options(fn, [0.1])

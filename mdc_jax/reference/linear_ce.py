@@ -13,21 +13,32 @@ from ._sampling import integers, numpy_rng, probability_rows, uniform
 SEED = "000_3fed0c34b422d74e.txt"
 
 
-def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction="mean", ignore_index=None, block_size=None):
-    """``softmax(Z W + 1bᵀ)`` cross-entropy with the logits held whole (``block_size`` is ignored)."""
+def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction="mean", ignore_index=None, block_size=None,
+                                 z_loss=0.0, label_smoothing=0.0, softcap=None, return_lse=False):
+    """``softmax(Z W + 1bᵀ)`` cross-entropy with the logits held whole (``block_size`` is ignored): capped to
+    ``c·tanh(A/c)``, the targets smoothed to ``(1 − α) Y + α (Y1)/K``, plus ``z·(1ᵀy_i)·lse_i²`` per token."""
     del block_size
-    logp = jax.nn.log_softmax(Z @ W + b[None, :], axis=-1)
+    A = Z @ W + b[None, :]
+    if softcap is not None:
+        A = softcap * jnp.tanh(A / softcap)
+    K = A.shape[-1]
     if labels.ndim == 2:
-        losses, valid = -jnp.sum(labels * logp, axis=-1), jnp.ones(labels.shape[0], bool)
+        Y, valid = labels, jnp.ones(labels.shape[0], bool)
     else:
         valid = labels != ignore_index if ignore_index is not None else jnp.ones(labels.shape, bool)
-        safe = jnp.where(valid, labels, 0)
-        losses = jnp.where(valid, -jnp.take_along_axis(logp, safe[:, None], axis=-1)[:, 0], 0.0)
+        Y = jax.nn.one_hot(jnp.where(valid, labels, -1), K, dtype=A.dtype)  # -1 (ignored): a zero row
+    ysum = jnp.sum(Y, axis=-1)
+    Y = (1 - label_smoothing) * Y + label_smoothing * ysum[:, None] / K
+    lse = jax.nn.logsumexp(A, axis=-1)
+    losses = -jnp.sum(Y * jax.nn.log_softmax(A, axis=-1), axis=-1) + z_loss * ysum * lse**2
+    losses = jnp.where(valid, losses, 0.0)
     if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return jnp.sum(losses)
-    return jnp.sum(losses) / jnp.maximum(jnp.sum(valid), 1).astype(losses.dtype)
+        loss = losses
+    elif reduction == "sum":
+        loss = jnp.sum(losses)
+    else:
+        loss = jnp.sum(losses) / jnp.maximum(jnp.sum(valid), 1).astype(losses.dtype)
+    return (loss, lse) if return_lse else loss
 
 
 def linear_ce_case(seed, n: int, d: int, k: int, dtype, *, soft: bool = False, scale: float = 1.0):

@@ -10,19 +10,28 @@ Every entry of ``E`` needs only its own logit and its row's log-sum-exp ``lse_i`
 exp(a_ik − lse_i)``), so ``E`` can be formed block by block:
 
 * **forward**: for each block of tokens, an online log-sum-exp over blocks of the vocabulary (running
-  max and rescaled sum) and the label's logit; only ``lse`` (N floats) is kept for the backward;
-* **backward**: each block of logits ``A_{IJ} = Z_I W_J + 1 b_Jᵀ`` is recomputed, turned into
-  ``E_{IJ} = g_I ⊙ (exp(A_{IJ} − lse_I) (Y_I 1) − Y_{IJ})`` (``g``: the per-token cotangent) and applied at
-  once: ``∇Z_I += E_{IJ} W_Jᵀ``, ``∇W_J += Z_Iᵀ E_{IJ}``, ``∇b_J += E_{IJ}ᵀ1``.
+  max and rescaled sum) and the targets' logits; only ``lse`` (N floats) is kept for the backward;
+* **backward**: each block of logits ``A_{IJ} = Z_I W_J + 1 b_Jᵀ`` is recomputed, turned into its
+  error ``E_{IJ}`` (:func:`block_error`, with the per-token cotangent ``g``) and applied at once:
+  ``∇Z_I += E_{IJ} W_Jᵀ``, ``∇W_J += Z_Iᵀ E_{IJ}``, ``∇b_J += E_{IJ}ᵀ1``.
 
-So the N × K logits and their gradient never exist at once: the largest buffer is one block. The
-cotangent-dependent work happens in the backward, so a non-uniform per-token cotangent
-(``reduction="none"``) is honoured. Samples are rows, as everywhere in mdc-jax.
+The options (:class:`HeadOptions`, as Cut Cross-Entropy and Liger define them) change only the entries:
+a softcap ``c`` replaces each logit by ``a = c·tanh(r/c)`` (``r``: the raw logit, after the bias);
+label smoothing ``α`` the targets by ``y' = (1 − α) y + α (1ᵀy)/K``; a z-loss ``z`` adds ``z·lse²``. Then
+
+    ℓ_i = (1ᵀy_i)(1 + z·lse_i) lse_i − y'_i·a_i,
+    E_ik = [g_i ((1ᵀy_i)(1 + 2z·lse_i) s_ik − y'_ik) + g^lse_i s_ik] (1 − (a_ik/c)²),
+
+``g^lse`` the cotangent of the returned ``lse`` (``return_lse=True``). So the N × K logits and their
+gradient never exist at once: the largest buffer is one block. The cotangent-dependent work happens in
+the backward, so a non-uniform per-token cotangent (``reduction="none"``) is honoured. Samples are rows.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +47,52 @@ BLOCK_ELEMENTS = 2**22  # logits per block (16 MiB in float32): the default bloc
 VOCAB_BLOCK = 8192  # the default vocabulary block
 
 
+class HeadOptions(NamedTuple):
+    """The fused head's options, static (they fix the blocks' arithmetic) and hashable.
+
+    Attributes:
+      z_loss: ``z >= 0``, the coefficient of the per-token ``z·lse²`` (part of the loss).
+      label_smoothing: ``α`` in ``[0, 1)``: targets ``(1 − α) y + α (1ᵀy)/K`` (optax's ``smooth_labels`` for
+        rows of probabilities; an ignored token's zero row stays zero).
+      softcap: ``c > 0``, logits ``c·tanh(a/c)`` after the bias; ``None``: no cap.
+    """
+
+    z_loss: float = 0.0
+    label_smoothing: float = 0.0
+    softcap: float | None = None
+
+
+NO_OPTIONS = HeadOptions()  # the plain head's: no z-loss, no smoothing, no cap
+
+
+def head_options(fn: str, options, name: str | None = "head_options") -> HeadOptions:
+    """:class:`HeadOptions` from ``None``, a ``HeadOptions`` or a mapping with keys from its fields, checked:
+    ``z_loss >= 0``, ``label_smoothing`` in ``[0, 1)``, ``softcap`` ``None`` or ``> 0``, all static numbers.
+    Errors name ``fn``, the key (``name['z_loss']``; the bare key where ``name`` is ``None``, for a function's
+    own keyword arguments) and the value."""
+    if options is None:
+        return NO_OPTIONS
+    if isinstance(options, HeadOptions):
+        options = options._asdict()
+    elif not isinstance(options, Mapping):
+        v.fail(fn, f"{name} must be None, a HeadOptions or a mapping with keys from {HeadOptions._fields}; "
+                   f"got {options!r}.")
+    unknown = [key for key in options if key not in HeadOptions._fields]
+    if unknown:
+        v.fail(fn, f"{name} has unknown key(s) {unknown}; expected keys from {HeadOptions._fields}.")
+    label = (lambda key: key) if name is None else (lambda key: f"{name}[{key!r}]")
+    z = v.require_number(fn, label("z_loss"), options.get("z_loss", 0.0))
+    raw = options.get("label_smoothing", 0.0)
+    alpha = v.as_number(raw)
+    if alpha is None or not 0 <= alpha < 1:
+        v.fail(fn, f"{label('label_smoothing')} must be a number in [0, 1); got {raw!r}.")
+    raw = options.get("softcap")
+    cap = None if raw is None else v.as_number(raw)
+    if raw is not None and (cap is None or not 0 < cap < float("inf")):
+        v.fail(fn, f"{label('softcap')} must be None or a finite number > 0; got {raw!r}.")
+    return HeadOptions(z, alpha, cap)
+
+
 def default_blocks(N: int, K: int) -> tuple[int, int]:
     """(token block, vocabulary block): the vocabulary in blocks of up to 8192 columns, tokens in blocks
     keeping a block of logits within ``BLOCK_ELEMENTS``."""
@@ -51,31 +106,74 @@ def acc_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
-def _block_logits(Z_I, W, b, start, bk, acc):
+# --- one block: its logits, its targets, its error ------------------------------------------
+
+
+def block_logits(Z_I, W, b, start, bk, acc, opts=NO_OPTIONS):
+    """The block's logits ``A = Z_I W_J + 1 b_Jᵀ`` (``bk`` columns from ``start``), capped to ``c·tanh(A/c)``
+    under a softcap, in ``acc``; and ``W_J``."""
     W_J = jax.lax.dynamic_slice_in_dim(W, start, bk, axis=1)
     b_J = jax.lax.dynamic_slice_in_dim(b, start, bk)
     A = jnp.dot(Z_I, W_J, preferred_element_type=acc) + b_J.astype(acc)[None, :]
+    if opts.softcap is not None:
+        A = opts.softcap * jnp.tanh(A / opts.softcap)
     return A, W_J
 
 
-def _row_sums(T_I, soft, K, acc):
+def row_sums(T_I, soft, K, acc, opts=None):
     """``Y1`` for the block's rows: the soft rows' sums, or 1 for a label in ``[0, K)`` and 0 for any other
-    (an ignored token's −1, or an out-of-range label under ``jit``: a zero row, as its one-hot would be)."""
+    (an ignored token's −1, or an out-of-range label under ``jit``: a zero row, as its one-hot would be).
+    Label smoothing keeps them (``Y'1 = Y1``), so ``opts`` does not enter."""
+    del opts
     if soft:
         return jnp.sum(T_I.astype(acc), axis=1)
     return ((T_I >= 0) & (T_I < K)).astype(acc)
 
 
-def _targets_block(targets, soft, start, bk, acc):
-    """The block's rows of Y: a slice of soft labels, or the one-hot of integer labels in the block."""
+def targets_block(T_I, soft, start, bk, acc, opts, K, ysum=None):
+    """The block's target rows: a slice of soft labels, or the one-hot of integer labels in the block;
+    smoothed to ``(1 − α) Y + α (Y1)/K`` (``ysum``: :func:`row_sums`, computed when not given)."""
     if soft:
-        return jax.lax.dynamic_slice_in_dim(targets, start, bk, axis=1).astype(acc)
-    cols = start + jnp.arange(bk, dtype=jnp.int32)
-    return (targets[:, None] == cols[None, :]).astype(acc)
+        Y = jax.lax.dynamic_slice_in_dim(T_I, start, bk, axis=1).astype(acc)
+    else:
+        cols = start + jnp.arange(bk, dtype=jnp.int32)
+        Y = (T_I[:, None] == cols[None, :]).astype(acc)
+    alpha = opts.label_smoothing
+    if not alpha:
+        return Y
+    ysum = row_sums(T_I, soft, K, acc) if ysum is None else ysum
+    return (1 - alpha) * Y + (alpha / K) * ysum[:, None]
 
 
-def forward(Z, W, b, targets, soft, bn, bk, acc):
-    """Per-token ``lse`` and loss ``ℓ_i = (Y1)_i lse_i − Σ_k y_ik a_ik``, both (N,) in ``acc``."""
+def lse_loss(lse, opts):
+    """The per-token loss's ``lse`` part for a unit row, ``(1 + z·lse) lse``: ``ℓ_i = (1ᵀy_i) lse_loss − y'_i·a_i``."""
+    return lse + opts.z_loss * lse * lse if opts.z_loss else lse
+
+
+def block_error(A, lse_I, Y_IJ, ysum, opts, g_I, g_lse_I=None):
+    """``E = ∂(Σ_i g_i ℓ_i + g^lse_i lse_i)/∂R`` for the block (``R``: the raw logits, before a softcap):
+
+        E = [g ⊙ ((Y1) ⊙ (1 + 2z·lse) ⊙ S − Y') + g^lse ⊙ S] ⊙ (1 − (A/c)²),   S = exp(A − lse 1ᵀ),
+
+    ``A`` the block's (capped) logits, ``Y_IJ`` its (smoothed) targets, ``ysum`` (bn,) the rows' ``Y1``,
+    ``g_I`` and ``g_lse_I`` (bn,) the per-token cotangents (``None``: 0). The caller masks stale rows (by
+    ``g``) and columns. §6.3.1's error is :func:`~mdc_jax.rules.softmax.cross_entropy_error`."""
+    P = jnp.exp(A - lse_I[:, None])
+    r = ysum * (1 + 2 * opts.z_loss * lse_I) if opts.z_loss else ysum  # ∂ℓ/∂lse
+    E = g_I[:, None] * cross_entropy_error(P, Y_IJ, r[:, None])
+    if g_lse_I is not None:
+        E = E + g_lse_I[:, None] * P
+    if opts.softcap is not None:  # d(c·tanh(r/c))/dr = 1 − tanh²(r/c)
+        E = E * (1 - jnp.square(A / opts.softcap))
+    return E
+
+
+# --- the blocked forward and backward ---------------------------------------------------------
+
+
+def forward(Z, W, b, targets, soft, bn, bk, acc, opts=NO_OPTIONS):
+    """Per-token ``lse`` of the (capped) logits and loss ``ℓ_i = (1ᵀy_i)(1 + z·lse_i) lse_i − y'_i·a_i``,
+    both (N,) in ``acc``."""
     N, K = Z.shape[0], W.shape[1]
     vstarts, tstarts = block_starts(K, bk), block_starts(N, bn)
 
@@ -84,46 +182,40 @@ def forward(Z, W, b, targets, soft, bn, bk, acc):
         _, t0 = xs
         Z_I = jax.lax.dynamic_slice_in_dim(Z, t0, bn)
         T_I = jax.lax.dynamic_slice_in_dim(targets, t0, bn)
+        ysum = row_sums(T_I, soft, K, acc, opts)
 
         def vocab_block(c, ys):
             m, s, ya = c
             j, k0 = ys
-            A, _ = _block_logits(Z_I, W, b, k0, bk, acc)
-            fresh = fresh_mask(k0, j, bk)  # columns no earlier block covered
-            A = jnp.where(fresh[None, :], A, -jnp.inf)
+            A, _ = block_logits(Z_I, W, b, k0, bk, acc, opts)
+            fresh = fresh_mask(k0, j, bk)[None, :]  # columns no earlier block covered
+            Y = targets_block(T_I, soft, k0, bk, acc, opts, K, ysum)
+            ya = ya + jnp.sum(jnp.where(fresh, Y * A, 0.0), axis=1)
+            A = jnp.where(fresh, A, -jnp.inf)
             m_new = jnp.maximum(m, jnp.max(A, axis=1))
             s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(A - m_new[:, None]), axis=1)
-            Y = jnp.where(fresh[None, :], _targets_block(T_I, soft, k0, bk, acc), 0)
-            return (m_new, s, ya + jnp.sum(Y * jnp.where(fresh[None, :], A, 0.0), axis=1)), None
+            return (m_new, s, ya), None
 
         init = (jnp.full((bn,), -jnp.inf, acc), jnp.zeros((bn,), acc), jnp.zeros((bn,), acc))
         (m, s, ya), _ = jax.lax.scan(vocab_block, init, (jnp.arange(len(vstarts), dtype=jnp.int32), vstarts))
         lse = m + jnp.log(s)
-        ysum = _row_sums(T_I, soft, K, acc)
         return (jax.lax.dynamic_update_slice_in_dim(lse_all, lse, t0, 0),
-                jax.lax.dynamic_update_slice_in_dim(loss_all, ysum * lse - ya, t0, 0)), None
+                jax.lax.dynamic_update_slice_in_dim(loss_all, ysum * lse_loss(lse, opts) - ya, t0, 0)), None
 
     init = (jnp.zeros((N,), acc), jnp.zeros((N,), acc))
     (lse, loss), _ = jax.lax.scan(token_block, init, (jnp.arange(len(tstarts), dtype=jnp.int32), tstarts))
     return lse, loss
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _head(Z, W, b, targets, soft, bn, bk, acc):
-    return forward(Z, W, b, targets, soft, bn, bk, acc)[1]
-
-
-def _head_fwd(Z, W, b, targets, soft, bn, bk, acc):
-    lse, loss = forward(Z, W, b, targets, soft, bn, bk, acc)
-    return loss, (Z, W, b, targets, lse)  # N floats beyond the inputs: the logits are not kept
-
-
-def backward(soft, bn, bk, acc, res, g):
-    """∇Z, ∇W, ∇b and ∇targets (float0 for integer labels) for per-token cotangents ``g`` (N,)."""
+def backward(soft, bn, bk, acc, res, g, opts=NO_OPTIONS, g_lse=None):
+    """∇Z, ∇W, ∇b and ∇targets (float0 for integer labels) for per-token cotangents ``g`` (N,) of the loss
+    and ``g_lse`` (N,) of ``lse`` (``None``: 0)."""
     Z, W, b, targets, lse = res
     N, K = Z.shape[0], W.shape[1]
     vstarts, tstarts = block_starts(K, bk), block_starts(N, bn)
     g = g.astype(acc)
+    alpha = opts.label_smoothing
+    row_mean = soft and bool(alpha)  # ∂(y'·a)/∂y_ik holds α·mean_k a_ik: a whole row's, summed over the blocks
 
     def token_block(carry, xs):
         dZ, dW, db, dT = carry
@@ -132,32 +224,37 @@ def backward(soft, bn, bk, acc, res, g):
         T_I = jax.lax.dynamic_slice_in_dim(targets, t0, bn)
         fresh_rows = fresh_mask(t0, i, bn)
         g_I = jnp.where(fresh_rows, jax.lax.dynamic_slice_in_dim(g, t0, bn), 0)
+        g_lse_I = None if g_lse is None else jnp.where(fresh_rows, jax.lax.dynamic_slice_in_dim(g_lse, t0, bn), 0).astype(acc)
         lse_I = jax.lax.dynamic_slice_in_dim(lse, t0, bn)
-        ysum = _row_sums(T_I, soft, K, acc)[:, None]
+        ysum = row_sums(T_I, soft, K, acc, opts)
 
         def vocab_block(c, ys):
-            dZ_I, dW, db, dT_I = c
+            dZ_I, dW, db, dT_I, a_sum = c
             j, k0 = ys
-            A, W_J = _block_logits(Z_I, W, b, k0, bk, acc)
-            fresh = fresh_mask(k0, j, bk)
-            P = jnp.exp(A - lse_I[:, None])
-            E = jnp.where(fresh[None, :], g_I[:, None], 0) * cross_entropy_error(P, _targets_block(T_I, soft, k0, bk, acc), ysum)
+            A, W_J = block_logits(Z_I, W, b, k0, bk, acc, opts)
+            fresh = fresh_mask(k0, j, bk)[None, :]
+            Y = targets_block(T_I, soft, k0, bk, acc, opts, K, ysum)
+            E = jnp.where(fresh, block_error(A, lse_I, Y, ysum, opts, g_I, g_lse_I), 0)
             dZ_I = dZ_I + jnp.dot(E, W_J.T.astype(acc))
             dW_J = jax.lax.dynamic_slice_in_dim(dW, k0, bk, axis=1) + jnp.dot(Z_I.T.astype(acc), E)
             db_J = jax.lax.dynamic_slice_in_dim(db, k0, bk) + jnp.sum(E, axis=0)
-            if soft:  # ∂ℓ_i/∂y_ik = lse_i − a_ik
+            if soft:  # ∂ℓ_i/∂y_ik = (1 + z·lse_i) lse_i − (1 − α) a_ik − α ā_i (ā_i: the row's mean, after the loop)
                 old = jax.lax.dynamic_slice_in_dim(dT_I, k0, bk, axis=1)
-                new = jnp.where(fresh[None, :], g_I[:, None] * (lse_I[:, None] - A), old)
+                new = jnp.where(fresh, g_I[:, None] * (lse_loss(lse_I, opts)[:, None] - (1 - alpha) * A), old)
                 dT_I = jax.lax.dynamic_update_slice_in_dim(dT_I, new, k0, 1)
+            if row_mean:
+                a_sum = a_sum + jnp.sum(jnp.where(fresh, A, 0.0), axis=1)
             return (dZ_I, jax.lax.dynamic_update_slice_in_dim(dW, dW_J, k0, 1),
-                    jax.lax.dynamic_update_slice_in_dim(db, db_J, k0, 0), dT_I), None
+                    jax.lax.dynamic_update_slice_in_dim(db, db_J, k0, 0), dT_I, a_sum), None
 
         dT_I = jax.lax.dynamic_slice_in_dim(dT, t0, bn) if soft else dT
-        init = (jnp.zeros((bn, Z.shape[1]), acc), dW, db, dT_I)
-        (dZ_I, dW, db, dT_I), _ = jax.lax.scan(vocab_block, init, (jnp.arange(len(vstarts), dtype=jnp.int32), vstarts))
+        init = (jnp.zeros((bn, Z.shape[1]), acc), dW, db, dT_I, jnp.zeros((bn,), acc))
+        (dZ_I, dW, db, dT_I, a_sum), _ = jax.lax.scan(vocab_block, init, (jnp.arange(len(vstarts), dtype=jnp.int32), vstarts))
         old = jax.lax.dynamic_slice_in_dim(dZ, t0, bn)
         dZ = jax.lax.dynamic_update_slice_in_dim(dZ, jnp.where(fresh_rows[:, None], dZ_I, old), t0, 0)
         if soft:
+            if row_mean:
+                dT_I = dT_I - (g_I * (alpha / K) * a_sum)[:, None]
             oldT = jax.lax.dynamic_slice_in_dim(dT, t0, bn)
             dT = jax.lax.dynamic_update_slice_in_dim(dT, jnp.where(fresh_rows[:, None], dT_I, oldT), t0, 0)
         return (dZ, dW, db, dT), None
@@ -169,7 +266,23 @@ def backward(soft, bn, bk, acc, res, g):
     return dZ.astype(Z.dtype), dW.astype(W.dtype), db.astype(b.dtype), d_targets
 
 
-_head.defvjp(_head_fwd, backward)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8, 9))
+def _head(Z, W, b, targets, soft, bn, bk, acc, opts, with_lse):
+    lse, loss = forward(Z, W, b, targets, soft, bn, bk, acc, opts)
+    return (loss, lse) if with_lse else loss
+
+
+def _head_fwd(Z, W, b, targets, soft, bn, bk, acc, opts, with_lse):
+    lse, loss = forward(Z, W, b, targets, soft, bn, bk, acc, opts)
+    return ((loss, lse) if with_lse else loss), (Z, W, b, targets, lse)  # N floats beyond the inputs: no logits kept
+
+
+def _head_bwd(soft, bn, bk, acc, opts, with_lse, res, cts):
+    g, g_lse = cts if with_lse else (cts, None)  # without return_lse, no lse cotangent to apply
+    return backward(soft, bn, bk, acc, res, g, opts, g_lse)
+
+
+_head.defvjp(_head_fwd, _head_bwd)
 
 
 def as_targets(Y, K: int):
@@ -216,14 +329,21 @@ def resolve_blocks(fn, block_size, N, K):
 
 
 def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ignore_index: int | None = None,
-                                 block_size=None):
+                                 block_size=None, z_loss: float = 0.0, label_smoothing: float = 0.0,
+                                 softcap: float | None = None, return_lse: bool = False):
     """Softmax cross-entropy of the logits ``Z W + 1bᵀ`` without ever holding them (§6.3.1, blocked).
 
     .. math::
 
-       \\ell_i = \\operatorname{lse}(a_i) - a_{i,y_i},\\qquad a_i = W^T z_i + b,\\qquad
-       \\nabla_{A}J = E = \\frac1N\\big(s^1(A) - Y\\big),\\quad \\nabla_Z J = EW^T,\\;
-       \\nabla_W J = Z^TE,\\; \\nabla_b J = E^T\\mathbf 1.
+       \\ell_i = (1 + z\\,\\mathrm{lse}_i)\\,\\mathrm{lse}_i - y'_i\\cdot a_i,\\qquad
+       a_i = c\\tanh\\big((W^T z_i + b)/c\\big),\\qquad y'_i = (1-\\alpha)\\,y_i + \\alpha/K,
+
+       \\nabla_{R}J = E = \\operatorname{diag}(g)\\big((\\mathbf 1 + 2z\\,\\mathrm{lse})\\mathbf 1^T \\odot s^1(A) - Y'\\big)
+       \\odot \\big(1 - (A/c)^2\\big),\\quad \\nabla_Z J = EW^T,\\; \\nabla_W J = Z^TE,\\; \\nabla_b J = E^T\\mathbf 1,
+
+    with ``R = Z W + 1bᵀ`` the raw logits (no cap: ``A = R`` and the last factor is 1), ``g_i`` the per-token
+    cotangent (``1/N`` for the mean); ``return_lse``'s cotangent ``g^lse`` adds ``diag(g^lse) s¹(A)`` inside the
+    bracket. Without options this is §6.3.1's ``E = (s¹(A) − Y)/N``.
 
     The forward keeps only the per-row log-sum-exp; the backward recomputes each block of logits and
     applies the closed form to it (see the module docstring). Logits and their gradient are formed in
@@ -238,25 +358,37 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
         label outside ``[0, K)`` is the zero row its one-hot would be (it adds nothing to the sum).
       reduction: ``"mean"`` over the tokens that are not ignored (0 when all are), ``"sum"``, or
         ``"none"`` for the ``(N,)`` per-token losses (a per-token cotangent is honoured exactly).
-      ignore_index: an integer label whose tokens contribute nothing (loss and gradient 0) and are
-        left out of the mean; integer labels only.
+      ignore_index: an integer label whose tokens contribute nothing (loss, z-loss and gradient 0) and
+        are left out of the mean; integer labels only.
       block_size: ``None`` (automatic: vocabulary blocks of up to 8192 columns, token blocks keeping a
         block within 2²² logits), an int (the vocabulary block), or ``(token block, vocabulary block)``.
         Blocks need not divide N or K.
+      z_loss: ``z >= 0``: each kept token adds ``z·lse_i²`` to its loss (averaged with it for the mean);
+        a soft row weighs it by its sum ``1ᵀy_i``.
+      label_smoothing: ``α`` in ``[0, 1)``: the targets ``(1 − α) y + α (1ᵀy)/K``, optax's ``smooth_labels``
+        for one-hot and probability rows; an ignored token's zero row stays zero.
+      softcap: ``c > 0``: the logits ``c·tanh(a/c)`` after the bias; ``lse``, the z-loss and the loss use
+        them. ``None``: no cap.
+      return_lse: also return the ``(N,)`` log-sum-exp of each token's (capped) logits, ignored tokens
+        included, differentiable (its cotangent is applied in the same blocked backward).
 
     Returns:
-      The loss (a scalar, or ``(N,)`` for ``reduction="none"``), in float32 (float64 for float64 inputs).
+      The loss (a scalar, or ``(N,)`` for ``reduction="none"``), in float32 (float64 for float64 inputs);
+      ``(loss, lse)`` with ``return_lse=True``.
 
     Raises:
       ValueError: naming the argument, for shape mismatches, labels out of range (concrete labels),
-        float labels of shape ``(N,)``, an unknown reduction or a non-positive block size.
+        float labels of shape ``(N,)``, an unknown reduction, a non-positive block size, a negative
+        ``z_loss``, ``label_smoothing`` outside ``[0, 1)`` or a ``softcap`` that is not ``> 0``.
 
     References:
       ``000_3fed0c34b422d74e.txt`` §6.3.1 (eq. 41–44), §6.2 (final equations); Cut Cross-Entropy
-      (Wijmans et al. 2024) and Liger Kernel for the blocked form.
+      (Wijmans et al. 2024) and Liger Kernel for the blocked form, the softcap and the z-loss.
     """
     fn = "linear_softmax_cross_entropy"
     v.require_choice(fn, "reduction", reduction, REDUCTIONS)
+    opts = head_options(fn, {"z_loss": z_loss, "label_smoothing": label_smoothing, "softcap": softcap}, name=None)
+    return_lse = v.require_bool(fn, "return_lse", return_lse)
     N, d = v.require_matrix(fn, "Z", Z, "(N, d)")
     v.require_samples(fn, "Z", (N, d))
     W_shape = v.require_matrix(fn, "W", W, "(d, K)", rows=d, why=f"its rows must equal Z's columns, d = {d}")
@@ -279,11 +411,13 @@ def linear_softmax_cross_entropy(Z, W, b, labels, *, reduction: str = "mean", ig
     else:
         valid = labels != ignore_index if ignore_index is not None else jnp.ones((N,), bool)
         targets = _int32_labels(labels, K, valid)  # -1 matches no column: a zero target row
-    losses = jnp.where(valid, _head(Z, W, b, targets, soft, bn, bk, out_dtype), 0.0).astype(out_dtype)
+    out = _head(Z, W, b, targets, soft, bn, bk, out_dtype, opts, return_lse)
+    losses, lse = out if return_lse else (out, None)
+    losses = jnp.where(valid, losses, 0.0).astype(out_dtype)
     if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return jnp.sum(losses)
-    count = jnp.sum(valid).astype(out_dtype)
-    return jnp.sum(losses) / jnp.maximum(count, 1)
-
+        loss = losses
+    elif reduction == "sum":
+        loss = jnp.sum(losses)
+    else:
+        loss = jnp.sum(losses) / jnp.maximum(jnp.sum(valid).astype(out_dtype), 1)
+    return (loss, lse) if return_lse else loss
