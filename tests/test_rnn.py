@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import chex
 import jax
@@ -16,6 +17,7 @@ from jax.test_util import check_grads
 
 from mdc_jax.reference import rnn as ref
 from mdc_jax.rules import rnn as rnn_module
+from mdc_jax.rules import rnn_segments
 from mdc_jax.rules.rnn import RNNParams, rnn_forward, rnn_loss, rnn_loss_and_state, rnn_truncated_bptt_grads
 from mdc_jax.testing import assert_grads_match, assert_tree_shapes_and_dtypes
 
@@ -200,6 +202,106 @@ def test_fused_head_never_holds_the_logits():
 
 
 # ---------------------------------------------------------------------------------------------
+# Checkpointed BPTT (checkpoint_every), ignored tokens, the fused head's options
+
+
+def _with_state(loss):
+    """``J + Σ sin(Z_τ)``: the final state gets a cotangent too."""
+    return lambda *a: (lambda J, Z: J + jnp.sum(jnp.sin(Z)))(*loss(*a))
+
+
+@pytest.mark.parametrize(("head", "ks"), [
+    ("plain", (3, 8)),  # τ = 8: segments of 3 + 3 + 2 steps; one segment of τ
+    ("fused", (1, 4)),  # k = 1; k dividing τ
+])
+def test_checkpointed_bptt_gives_the_full_rules_gradients_and_autodiffs(head, ks):
+    """checkpoint_every = k keeps every k-th state and recomputes each segment in the backward: the loss, the
+    final state and every cotangent (Z_τ's, X's and the soft Y's included) equal the rule's with every state
+    kept, to 1e-12, and autodiff's. (Token ids and integer labels: the next test.)"""
+    case = rnn_case(11, 8, 3, 5, 4, 6, jnp.float64, one_hot=False)
+    block = (5, 4) if head == "fused" else None  # blocks dividing neither a segment's k·N rows nor K = 6
+    loss = lambda k: _with_state(functools.partial(rnn_loss_and_state, head=head, block_size=block, checkpoint_every=k))
+    full, *checkpointed = jax.jit(lambda *a: [jax.value_and_grad(loss(k), ARGNUMS)(*a) for k in (None, *ks)])(*case)
+    for k, got in zip(ks, checkpointed):
+        assert_close(got, full, 1e-12, f"checkpoint_every={k} against every state kept")
+    expected = jax.jit(jax.value_and_grad(_with_state(ref.rnn_loss_and_state), ARGNUMS))(*case)
+    assert_close(checkpointed[0], expected, F64_RTOL, "autodiff")
+
+
+@pytest.mark.parametrize("head", ["plain", "fused"])
+def test_ignored_labels_contribute_nothing_and_the_loss_stays_a_mean_over_sequences(head):
+    """ignore_index: the label's tokens are the zero row (no loss, no gradient) and J = (1/N) Σ_i ℓ_i keeps N,
+    not a token count. Token ids, checkpointed (segments of 4 + 2 steps), and the fused head's options,
+    against autodiff."""
+    params, Z0, _, _ = rnn_case(13, 6, 3, 5, 4, 7, jnp.float64)
+    ids, labels = _tokens(13, 6, 3, 5, 7)
+    labels = labels.at[2].set(2)  # a whole step ignored, and the 2s elsewhere
+    kw = dict(ignore_index=2, checkpoint_every=4)
+    if head == "plain":
+        got = jax.jit(jax.value_and_grad(functools.partial(rnn_loss, **kw)))(params, Z0, ids, labels)
+        dense = jax.nn.one_hot(jnp.where(labels == 2, -1, labels), 7, dtype=jnp.float64)  # ignored: zero rows
+        expected = jax.value_and_grad(ref.rnn_loss)(params, Z0, ids, dense)
+    else:
+        kw.update(head_options={"z_loss": 0.01, "label_smoothing": 0.1, "softcap": 2.0})
+        got = jax.jit(jax.value_and_grad(functools.partial(rnn_loss, head="fused", block_size=(5, 3), **kw)))(
+            params, Z0, ids, labels)
+        expected = jax.value_and_grad(functools.partial(ref.rnn_loss, **kw))(params, Z0, ids, labels)
+    assert_close(got, expected, F64_RTOL, f"ignore_index ({head})")
+    # Concrete labels: ignore_index passes the range check and becomes -1, the zero row.
+    Y = rnn_module.check_inputs("rnn_loss", params, Z0, ids, labels.at[0, 0].set(-100), tokens=True, ignore_index=-100)[3]
+    assert Y.dtype == jnp.int32 and int(Y[0, 0]) == -1 and jnp.array_equal(Y[1:], labels[1:])
+
+
+def test_segment_walker_gives_the_backwards_per_step_rows_and_taps():
+    """rnn_segments.backward over recomputed segments hands the per-example code what rnn.backward does: every
+    ∇_{A_t}J (per_step), the head's outputs and accumulator, ∇_{Z_0}; tap sees every chunk's ∇_{A_t} stack."""
+    params, Z0, X, Y = rnn_case(14, 7, 3, 2, 4, 5, jnp.float64)
+    V, c = params.V, params.c
+
+    def head(Z_out, Y_k, ell):  # ∇_{O_t}ℓ_i without 1/N, and ℓ_i accumulated: the per-example head
+        logS = rnn_module.output_log_probs(Z_out, V, c)
+        H = jnp.exp(logS) - Y_k
+        return H @ V.T, ell - jnp.sum(Y_k * logS, axis=(0, 2)), H
+
+    def tap_head(Z_out, Y_k, acc):  # the same, beside a tap's sum
+        HV, ell, H = head(Z_out, Y_k, acc[1])
+        return HV, (acc[0], ell), H
+
+    def both(params, Z0, X, Y):
+        _, Z_tau, Zs = rnn_module.forward(params, Z0, X, None)
+        k = Zs.shape[1]
+        ell0, gZ = jnp.zeros(3), jnp.zeros_like(Z_tau)
+        full = rnn_module.backward(params, Zs, Z_tau, X, gZ, head, rnn_module.chunks(Y, k), ell0, per_step=True)
+        Z_last, checkpoints = rnn_segments.checkpoints(params, Z0, X, 3)  # segments of 3 + 3 + 1 steps
+        walked = rnn_segments.backward(params, checkpoints, X, gZ, head, Y, ell0, 3, per_step=True)
+        tap = lambda acc, G, Z_in, X_k: (acc[0] + jnp.einsum("tnh,tng->hg", Z_in, G), acc[1])  # ∇_W by a tap
+        tapped = rnn_segments.backward(params, checkpoints, X, gZ, tap_head, Y, (jnp.zeros_like(params.W), ell0), 3, tap=tap)
+        dW = jnp.einsum("tnh,tng->hg", rnn_module.unchunk(Zs), rnn_module.unchunk(full.steps))
+        return full, walked, tapped, dW, (Z_last, checkpoints), (Z_tau, rnn_module.unchunk(Zs)[::3])
+
+    full, walked, tapped, dW, kept, states = jax.jit(both)(params, Z0, X, Y)
+    assert_close(kept, states, 1e-12, "Z_τ and the checkpoints Z_0, Z_3, Z_6")
+    assert walked.grads is None and walked.dX is None and walked.steps.shape == (7, 3, 4)
+    flat = rnn_module.unchunk
+    assert_close((walked.steps, walked.head_out, walked.head_acc, walked.dZ0),
+                 (flat(full.steps), flat(full.head_out), full.head_acc, full.dZ0), 1e-12, "per_step over segments")
+    assert_close(tapped.head_acc, (dW, full.head_acc), 1e-12, "tap over segments")
+
+
+def test_checkpointed_program_holds_a_fraction_of_the_states():
+    """XLA's compiled temp memory at τ = 256, N = 8, H = 64: every state kept holds the τ·N·H states; every
+    16th holds the 16 checkpoints and one segment's states, a fraction (no timing)."""
+    tau, n, h = 256, 8, 64
+    params, Z0, _, _ = rnn_case(0, 1, n, 16, h, 16, jnp.float32)
+    ids, labels = _tokens(0, tau, n, 16, 16)
+    temp = lambda **kw: (jax.jit(jax.grad(functools.partial(rnn_loss, **kw))).lower(params, Z0, ids, labels)
+                         .compile().memory_analysis().temp_size_in_bytes)
+    states = tau * n * h * 4
+    full, checkpointed = temp(), temp(checkpoint_every=16)
+    assert full >= states and checkpointed < states / 2, (full, checkpointed, states)
+
+
+# ---------------------------------------------------------------------------------------------
 # Finite differences, transformations, long sequences
 
 
@@ -304,9 +406,12 @@ def test_truncated_bptt_equals_gradients_of_the_chunk_losses():
         J, grads = J + J_k, jax.tree.map(jnp.add, grads, g)
     assert_close((J, grads, Z), expected, F64_RTOL, "has_aux pattern")
 
-    # The convenience: the same in one scan over chunks.
+    # The convenience: the same in one scan over chunks; checkpointed within each chunk too (segments of
+    # 3 + 1 steps in the chunks of 4, one of 2 in the last chunk).
     got = jax.jit(rnn_truncated_bptt_grads, static_argnums=4)(params, Z0, X, Y, chunk)
     assert_close(got, expected, F64_RTOL, "rnn_truncated_bptt_grads")
+    got = jax.jit(functools.partial(rnn_truncated_bptt_grads, checkpoint_every=3), static_argnums=4)(params, Z0, X, Y, chunk)
+    assert_close(got, expected, F64_RTOL, "rnn_truncated_bptt_grads(checkpoint_every=3)")
 
 
 def test_chained_chunks_without_aux_are_full_bptt():
@@ -329,6 +434,7 @@ def test_gradient_runs_through_the_custom_rule(monkeypatch):
     """The loss is a custom_vjp call, and jax.grad invokes its closed-form backward."""
     case = rnn_case(0, 3, 2, 2, 3, 2, jnp.float64)
     assert_runs_through_custom_rule(rnn_module._rnn, rnn_loss, case, monkeypatch)
+    assert_runs_through_custom_rule(rnn_module._rnn, functools.partial(rnn_loss, checkpoint_every=2), case, monkeypatch)
 
 
 def test_bfloat16_keeps_its_dtype_and_matches_float32():
@@ -441,3 +547,25 @@ def test_bad_token_ids_labels_and_heads_are_named():
          r"rnn_loss: block_size: the vocabulary block must be a positive int; got 0")
     _bad(lambda *a: rnn_truncated_bptt_grads(*a, 2, head="fused", block_size=(0, 2)), (params, Z0, X, Y),
          r"the token block must be a positive int")
+
+
+def test_bad_checkpoint_every_ignore_index_and_head_options_are_named():
+    case = rnn_case(0, 3, 4, 2, 5, 3, jnp.float64)  # τ = 3, soft Y
+    params, Z0, X, _ = case
+    labels = jnp.zeros((3, 4), jnp.int32)
+    for k in (0, -2, 2.0, True, np.array([2])):
+        _bad(lambda *a, k=k: rnn_loss(*a, checkpoint_every=k), case,
+             rf"rnn_loss: checkpoint_every must be a positive int \(steps per BPTT segment\) or None; got {re.escape(repr(k))}")
+    _bad(lambda *a: rnn_loss_and_state(*a, checkpoint_every=4), case,
+         r"rnn_loss_and_state: checkpoint_every must be at most X's steps, 3; got 4")
+    _bad(lambda *a: rnn_truncated_bptt_grads(*a, 2, checkpoint_every=3), case,
+         r"rnn_truncated_bptt_grads: checkpoint_every must be at most the chunk's steps \(chunk = 2, τ = 3\), 2; got 3")
+    with pytest.raises(ValueError, match=r"rnn_loss: checkpoint_every is a traced value .*static_argnames='checkpoint_every'"):
+        jax.jit(lambda k: rnn_loss(*case, checkpoint_every=k))(2)
+    _bad(lambda *a: rnn_loss(*a, head_options={"z_loss": 0.1}), case,
+         r"rnn_loss: head_options applies to head='fused' only; got head_options=\{'z_loss': 0.1\} with head='plain'")
+    _bad(lambda *a: rnn_loss(*a, head="fused", head_options={"z_loss": -1.0}), case, r"rnn_loss: head_options\['z_loss'\]")
+    _bad(lambda *a: rnn_loss(*a, head="fused", head_options={"softcap": 0.0}), case, r"rnn_loss: head_options\['softcap'\]")
+    _bad(lambda *a: rnn_loss_and_state(*a, ignore_index=0), case,
+         r"rnn_loss_and_state: ignore_index applies to integer labels Y only; got ignore_index=0 with floating Y")
+    _bad(lambda *a: rnn_loss(*a, ignore_index=0.5), (params, Z0, X, labels), r"rnn_loss: ignore_index must be an int or None")

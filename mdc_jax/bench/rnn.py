@@ -4,23 +4,37 @@ Both sides compute the loss and the parameter gradients (``jax.value_and_grad`` 
 ``extra`` also holds the temp memory when every argument's cotangent is asked for (``Z0``, ``X``,
 ``Y`` too) and the size of the hidden states ``Z_0..Z_{τ−1}``, the floor for any rule that does not
 recompute the forward.
+
+The checkpointed cases (issue 23) time three programs interleaved: the rule with
+``checkpoint_every=k`` (the table's "closed"), the rule keeping every state, and ``jax.grad`` of the
+reference (the table's "autodiff"); the issue's targets at τ = 1000, N = 32, H = 256, K = 64 with
+``k = 32 ≈ √τ``: temp ≤ 0.10× autodiff's and ≤ 0.35× the rule's, time ≤ 1.35× the rule's.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from ..reference import rnn as reference
 from ..rules import rnn
+from ..testing import rel_err
 from . import torch_cases
-from .timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, compiled, fmt, interleaved_medians
 
 # (name, τ, N, D, H, K): the issue's size, and a seconds-long one for --suite small.
 SUITES = {
     "full": [("rnn τ=200 N=128 D=256 H=512 K=256 f32", 200, 128, 256, 512, 256)],
     "small": [("rnn τ=20 N=16 D=32 H=64 K=32 f32", 20, 16, 32, 64, 32)],
 }
+# (name, τ, N, D, H, K, k): checkpointed BPTT, k ≈ √τ (32 segments of 32 steps and one of 8 at τ = 1000).
+CHECKPOINT_SUITES = {
+    "full": [("rnn checkpoint_every=32 τ=1000 N=32 D=64 H=256 K=64 f32", 1000, 32, 64, 256, 64, 32)],
+    "small": [("rnn checkpoint_every=7 τ=50 N=8 D=16 H=32 K=16 f32", 50, 8, 16, 32, 16, 7)],
+}
+CHECKPOINT_TARGETS = {"temp_vs_autodiff": 0.10, "temp_vs_rule": 0.35, "time_vs_rule": 1.35}
 
 
 def training_flops(tau: int, n: int, d: int, h: int, k: int) -> float:
@@ -28,6 +42,29 @@ def training_flops(tau: int, n: int, d: int, h: int, k: int) -> float:
     X_tU, Z_tV; backward Z_tV again (recomputed), ∇_{O_t}J Vᵀ, Z_tᵀ∇_{O_t}J, Z_{t−1}ᵀ∇_{A_t}J,
     X_tᵀ∇_{A_t}J and ∇_{A_t}J Wᵀ (∇_X J is not asked for)."""
     return 2 * tau * n * (3 * h * h + 2 * d * h + 4 * h * k)
+
+
+def _checkpoint_case(name, tau, n, d, h, k, every, rounds):
+    case = reference.rnn_case(0, tau, n, d, h, k, jnp.float32)
+    programs = {"checkpointed": functools.partial(rnn.rnn_loss, checkpoint_every=every), "rule": rnn.rnn_loss,
+                "autodiff": reference.rnn_loss}
+    runners, temps = {}, {}
+    for key, loss in programs.items():
+        runners[key], temps[key] = compiled(jax.value_and_grad(loss), *case)
+    outs = {key: jax.block_until_ready(runners[key]()) for key in ("checkpointed", "rule")}
+    agreement = rel_err(outs["checkpointed"], outs["rule"])
+    del outs
+    ms = interleaved_medians(runners, rounds=rounds)
+    ratios = {"temp_vs_autodiff": temps["checkpointed"] / temps["autodiff"],
+              "temp_vs_rule": temps["checkpointed"] / temps["rule"],
+              "time_vs_rule": ms["checkpointed"] / ms["rule"]}
+    extra = {"checkpoint_every": every, "rule_ms": ms["rule"], "rule_temp_bytes": temps["rule"], **ratios,
+             "targets_met": {key: ratios[key] <= target for key, target in CHECKPOINT_TARGETS.items()},
+             "hidden_states_bytes": tau * n * h * 4, "checkpoints_bytes": -(-tau // every) * n * h * 4,
+             "rel_err_vs_rule": agreement}
+    flops = training_flops(tau, n, d, h, k) + 2 * tau * n * (h * h + d * h)  # + the recomputed recursion
+    return CaseResult(name, ms["checkpointed"], ms["autodiff"], temps["checkpointed"], temps["autodiff"],
+                      flops=flops, extra=extra)
 
 
 def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
@@ -49,4 +86,22 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
                  "chunk": rnn.chunk_size(tau)}
         results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
                                   flops=training_flops(tau, n, d, h, k), extra=extra))
+    results += [_checkpoint_case(*spec, rounds) for spec in CHECKPOINT_SUITES[suite]]
     return results
+
+
+def format_details(results: list[CaseResult]) -> str:
+    """The checkpointed cases: the rule with checkpoint_every against the rule keeping every state and autodiff."""
+    mib = lambda b: f"{b / 2**20:.1f}"
+    lines = ["| case | k | checkpointed ms | rule ms | autodiff ms | time / rule | checkpointed temp MiB | rule temp MiB "
+             "| autodiff temp MiB | temp / rule | temp / autodiff |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        e = r.extra
+        if "checkpoint_every" not in e:
+            continue
+        lines.append(f"| {r.name} | {e['checkpoint_every']} | {fmt(r.closed_ms)} | {fmt(e['rule_ms'])} | "
+                     f"{fmt(r.autodiff_ms)} | {fmt(e['time_vs_rule'])} | {mib(r.closed_temp_bytes)} | "
+                     f"{mib(e['rule_temp_bytes'])} | {mib(r.autodiff_temp_bytes)} | {fmt(e['temp_vs_rule'])} | "
+                     f"{fmt(e['temp_vs_autodiff'])} |")
+    return "\n".join(lines)

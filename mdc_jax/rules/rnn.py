@@ -27,6 +27,10 @@ it (an embedding feeding ``X``) and with truncated BPTT::
 
 and it honours a cotangent ``∇_{Z_τ}`` of the final state (``rnn_loss_and_state``) by starting the
 recursion from ``∇_{A_{τ+1}}J Wᵀ := ∇_{Z_τ}``.
+
+The recursions, chunk by chunk, live in :mod:`.rnn_bptt` (re-exported here: the in-package API); the
+checkpointed walk over segments (``checkpoint_every``) in :mod:`.rnn_segments`. This module holds the rule,
+one ``jax.custom_vjp`` for either head, and the public API.
 """
 
 from __future__ import annotations
@@ -39,275 +43,162 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validation as v
-from ..activations import tanh_derivative
-from ..kernels import lead
-from . import linear_ce
-from .softmax import cross_entropy_error, log_softmax
+from . import linear_ce, rnn_segments
+from .rnn_bptt import CHUNK as CHUNK
+from .rnn_bptt import Backward as Backward
+from .rnn_bptt import RNNParams as RNNParams
+from .rnn_bptt import backward as backward
+from .rnn_bptt import bptt_step as bptt_step
+from .rnn_bptt import chunk_size as chunk_size
+from .rnn_bptt import chunks as chunks
+from .rnn_bptt import dense_targets as dense_targets
+from .rnn_bptt import forward as forward
+from .rnn_bptt import id_rows as id_rows
+from .rnn_bptt import input_term as input_term
+from .rnn_bptt import is_ids as is_ids
+from .rnn_bptt import output_log_probs as output_log_probs
+from .rnn_bptt import state_step as state_step
+from .rnn_bptt import states_out as states_out
+from .rnn_bptt import unchunk as unchunk
+from .softmax import cross_entropy_error
+
+# The names these helpers had before the split (callers inside the package may still use them).
+_input_term, _rows, _is_ids, _dense_targets = input_term, id_rows, is_ids, dense_targets
 
 
-class RNNParams(NamedTuple):
-    """The parameters of §6.4, named as in the paper."""
+class RuleOptions(NamedTuple):
+    """The static options of a call, checked (:func:`check_options`): the fused head's (token, vocabulary)
+    blocks over all ``τN`` states (None: the plain head) and its :class:`~.linear_ce.HeadOptions`, and the
+    BPTT segment length (None: every state kept). Hashable: the rule's ``nondiff`` argument."""
 
-    W: jax.Array  # (H, H) hidden-to-hidden
-    U: jax.Array  # (D, H) input-to-hidden
-    b: jax.Array  # (H,)   hidden bias
-    V: jax.Array  # (H, K) hidden-to-output
-    c: jax.Array  # (K,)   output bias
-
-
-# --------------------------------------------------------------------------------------------
-# Forward and backward of §6.4: the in-package API (the per-example rules use it too)
-#
-# Both passes walk the sequence in chunks of k ≤ CHUNK steps (k divides τ). Only the recursions
-# Z_{t−1} ↦ Z_t and ∇_{A_{t+1}}J ↦ ∇_{A_t}J run step by step; everything that does not depend on the
-# previous step (X_tU, O_t and its softmax, ∇_{O_t}J Vᵀ, and the sums over t of ∇_W, ∇_U, ∇_V) is
-# one matmul over the chunk's k·N rows. Why k = 4, and what it costs: docs/rnn.md.
-
-CHUNK = 4  # the largest chunk of steps
+    blocks: tuple[int, int] | None = None
+    head_options: linear_ce.HeadOptions | None = None
+    checkpoint_every: int | None = None
 
 
-def chunk_size(tau: int) -> int:
-    """The steps per chunk for a sequence of ``τ`` steps: the largest ``k ≤ CHUNK`` dividing ``τ`` (1 for a
-    prime above ``CHUNK``: correct, without the batching)."""
-    return max(k for k in range(1, CHUNK + 1) if tau % k == 0)
+def head_blocks(options: RuleOptions, rows: int) -> tuple[int, int]:
+    """The fused head's blocks for a run of ``rows`` states (a segment's: the token block at most ``rows``,
+    what :func:`.linear_ce.resolve_blocks` gives for ``rows``)."""
+    bn, bk = options.blocks
+    return min(bn, rows), bk
 
 
-def chunks(A, k: int):
-    """``A``'s leading (time) axis cut into chunks of ``k`` steps: ``(τ, ...)`` to ``(τ/k, k, ...)``."""
-    return A.reshape(A.shape[0] // k, k, *A.shape[1:])
+def _fused_targets(Y, K):
+    """``(targets, soft)`` for linear_ce, kept time-major: ``(τ, N)`` int32 labels or ``(τ, N, K)`` rows."""
+    targets, soft = linear_ce.as_targets(Y, K)
+    return targets.reshape(*Y.shape[:2], *targets.shape[1:]), soft
 
 
-def state_step(Z_prev, W, XU_t):
-    """One step of §6.4's forward: ``Z_t = tanh(A_t)``, ``A_t = Z_{t−1}W + X_tU + 1bᵀ`` (``XU_t`` holds
-    ``X_tU + 1bᵀ``)."""
-    return jnp.tanh(Z_prev @ W + XU_t)
+def _run_loss(params, N, soft, options):
+    """``loss(Z, X_s, T_s) -> (J_s, Z_end, Zs, lse)``: a run of steps' loss from its first state, with its
+    states ``Z_{t−1}`` (chunked) and, for the fused head, each token's log-sum-exp ``(steps, N)``."""
+    if options.blocks is None:
+        def plain(Z, X_s, Y_s):
+            J, Z_end, Zs = forward(params, Z, X_s, Y_s)  # the loss summed chunk by chunk: no τ × N × K logits
+            return J, Z_end, Zs, None
+        return plain
+
+    acc = linear_ce.acc_dtype(params.V.dtype)
+
+    def fused(Z, X_s, T_s):
+        _J, Z_end, Zs = forward(params, Z, X_s, None)  # the recursion alone: no logits
+        rows = states_out(unchunk(Zs), Z_end).reshape(-1, Z_end.shape[-1])  # Z_1..Z_m as (mN, H) rows
+        lse, losses = linear_ce.forward(rows, params.V, params.c, unchunk(T_s), soft, *head_blocks(options, rows.shape[0]),
+                                        acc, options.head_options)
+        return jnp.sum(losses) / N, Z_end, Zs, lse.reshape(X_s.shape[:2])  # J = Σ_t J_t, each a mean over N
+    return fused
 
 
-def output_log_probs(Z_out, V, c):
-    """``ln s¹(O_t)``, ``O_t = Z_tV + 1cᵀ``, for a stack of states ``Z_out`` ``(k, N, H)``: the output layer."""
-    return log_softmax(Z_out @ V + c[None, None, :])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _rnn(params, Z0, X, Y, options):
+    return _rnn_fwd(params, Z0, X, Y, options)[0]
 
 
-def states_out(Z_in, Z_last):
-    """The states ``Z_t`` from the inputs ``Z_{t−1}`` of a run of steps (leading axis) and its last state."""
-    return jnp.concatenate([Z_in[1:], Z_last[None]])
+def _rnn_fwd(params, Z0, X, Y, options):
+    soft = not jnp.issubdtype(Y.dtype, jnp.integer)
+    loss = _run_loss(params, X.shape[1], soft, options)
+    T = Y if options.blocks is None else _fused_targets(Y, params.V.shape[1])[0]
+    if options.checkpoint_every is None:
+        J, Z_tau, saved, lse = loss(Z0, X, T)
+    else:  # keep each segment's first state only
+        J, Z_tau, saved, lse = rnn_segments.forward(Z0, X, T, options.checkpoint_every,
+                                                    lambda *a: (lambda J, Z, _Zs, lse: (J, Z, lse))(*loss(*a)))
+    # Residuals: the hidden states Z_0..Z_{τ−1} (or, checkpointed, every k-th of them) and Z_τ apart, the
+    # inputs, and for the fused head each token's log-sum-exp (τN floats). Z_{t−1} gives ∇_W, Z_t gives
+    # tanh' = (1 − Z_t)(1 + Z_t) and ∇_V; A_t is not needed, and O_t = Z_tV + 1cᵀ and its softmax are
+    # recomputed in the backward (the plain head chunk by chunk, the fused one block by block).
+    return (J.astype(Z0.dtype), Z_tau), (params, saved, Z_tau, X, Y, lse)
 
 
-def bptt_step(R, Z_t, HV_t):
-    """One step of §6.4's recursion: ``∇_{A_t}J = (11ᵀ − Z_t²) ⊙ (∇_{A_{t+1}}J Wᵀ + ∇_{O_t}J Vᵀ)``, with
-    ``R = ∇_{A_{t+1}}J Wᵀ`` and ``HV_t = ∇_{O_t}J Vᵀ``; ``tanh'`` from ``Z_t = tanh(A_t)`` (broadcast over any
-    leading column axes of ``R``)."""
-    return lead(tanh_derivative(Z_t), R) * (R + HV_t)
-
-
-class Backward(NamedTuple):
-    """What :func:`backward` returns."""
-
-    grads: tuple | None  # (∇_W, ∇_U, ∇_b); None with per_step
-    dZ0: jax.Array  # ∇_{Z_0}J = ∇_{A_1}J Wᵀ
-    dX: jax.Array | None  # ∇_X J (float0 for token ids); None with per_step
-    head_acc: object  # the head's accumulated quantities
-    head_out: object  # the head's per-chunk outputs, stacked
-    steps: jax.Array | None  # every ∇_{A_t}J, (τ/k, k, N, H), with per_step; else None
-
-
-def _input_term(X_k, U, b):
-    """``X_tU + 1bᵀ`` for a chunk's steps at once; for token ids ``X_tU`` is the rows ``U[x_t]`` (the
-    product with the one-hot rows, without forming them)."""
-    XU = U.at[_rows(X_k, U.shape[0])].get(mode="fill", fill_value=0) if _is_ids(X_k) else X_k @ U
-    return XU + b[None, None, :]
-
-
-def _rows(ids, D: int):
-    """Token ids as rows of U; an id outside ``[0, D)`` (unchecked under ``jit``) becomes ``D``, which the
-    gather fills with a zero row and the scatter drops: what the id's one-hot row (all zeros) would give."""
-    return jnp.where(ids < 0, D, ids)
-
-
-def _is_ids(X) -> bool:
-    return jnp.issubdtype(X.dtype, jnp.integer)
-
-
-def _dense_targets(Y_k, K, dtype):
-    """A chunk's target rows: ``Y`` itself, or the one-hot rows of integer labels."""
-    if jnp.issubdtype(Y_k.dtype, jnp.integer):
-        return jax.nn.one_hot(Y_k, K, dtype=dtype)
-    return Y_k
-
-
-def forward(params, Z0, X, Y):
-    """§6.4's forward: J, Z_τ and each step's input state Z_{t−1}, shaped (τ/k, k, N, H) (the backward's residual).
-
-    The loss is summed chunk by chunk, so no ``τ × N × K`` logits are ever stacked. ``Y=None`` runs
-    the recursion alone (J = 0): the fused head forms the loss from the states afterwards.
-    """
-    W, U, b, V, c = params
-    N = X.shape[1]
-
-    def chunk(carry, xs):
-        Z, J = carry
-        X_k, Y_k = xs
-        XU = _input_term(X_k, U, b)  # X_tU + 1bᵀ for the chunk's steps at once
-        Z, Z_in = jax.lax.scan(lambda Z_prev, XU_t: (state_step(Z_prev, W, XU_t), Z_prev), Z, XU)  # Z_in: Z_{t−1}
-        if Y_k is not None:
-            Z_out = states_out(Z_in, Z)  # the chunk's Z_t
-            logS = output_log_probs(Z_out, V, c)
-            J = J - jnp.sum(_dense_targets(Y_k, V.shape[1], logS.dtype) * logS) / N
-        return (Z, J), Z_in
-
-    k = chunk_size(X.shape[0])
-    J0 = jnp.zeros((), Z0.dtype)
-    Y_chunks = None if Y is None else chunks(Y, k)
-    (Z_tau, J), Zs = jax.lax.scan(chunk, (Z0, J0), (chunks(X, k), Y_chunks))
-    return J, Z_tau, Zs
-
-
-def backward(params, Zs, Z_tau, X, gZ, head, head_xs, head_acc, *, per_step: bool = False, tap=None):
-    """The §6.4 recursion for ∇_{A_t}J, walking the chunks back from the last (:func:`bptt_step` per step).
-
-    ``head(Z_out, head_x, head_acc) -> (∇_{O_t}J Vᵀ, head_acc, head_out)`` supplies each chunk's
-    ``∇_{Z_t}`` from the output layer (and accumulates that layer's own quantities); ``gZ`` is ``∇_{Z_τ}``.
-    Returns a :class:`Backward`. With ``per_step`` the sums over ``t`` and ``∇_X`` are skipped (``None``)
-    and ``steps`` is the ``(τ/k, k, N, H)`` stack of every ``∇_{A_t}J`` (the per-example rows). With
-    ``tap(head_acc, G, Z_in, X_k) -> head_acc`` the sums are skipped too and each chunk's ``∇_{A_t}`` stack
-    ``G`` goes to ``tap`` instead (the curvature factors accumulate there, never all steps at once).
-    Both carry any leading axes of ``gZ`` and ``HV`` (columns back-propagated together) through to ``G``.
-    """
-    W, U, b = params.W, params.U, params.b
-    ids = _is_ids(X)
-
-    def chunk(carry, xs):
-        # Going back from the last chunk: Z = the chunk's last state, R = ∇_{A_{t+1}}J Wᵀ for the
-        # step after the chunk (∇_{Z_τ} after the last one), then the running sums.
-        Z, R, dW, dU, db, acc = carry
-        Z_in, X_k, head_x = xs  # Z_in: the chunk's Z_{t−1}
-        Z_out = states_out(Z_in, Z)  # the chunk's Z_t
-        HV, acc, head_out = head(Z_out, head_x, acc)
-
-        def step(R, xs):
-            G = bptt_step(R, *xs)  # ∇_{A_t}J
-            return G @ W.T, G
-
-        R, G = jax.lax.scan(step, R, (Z_out, HV), reverse=True)
-        if per_step or tap is not None:
-            acc = acc if tap is None else tap(acc, G, Z_in, X_k)
-            return (Z_in[0], R, dW, dU, db, acc), (None, head_out, G if per_step else None)
-        if ids:  # Σ_t X_tᵀ ∇_{A_t}J with one-hot X_t: row x_ti of U gets row i of ∇_{A_t}J
-            dU = dU.at[_rows(X_k, U.shape[0]).reshape(-1)].add(G.reshape(-1, G.shape[-1]), mode="drop")
-        else:
-            dU = dU + jnp.einsum("tnd,tng->dg", X_k, G)  # Σ_t X_tᵀ ∇_{A_t}J
-        carry = (Z_in[0], R,
-                 dW + jnp.einsum("tnh,tng->hg", Z_in, G),  # Σ_t Z_{t−1}ᵀ ∇_{A_t}J
-                 dU,
-                 db + jnp.sum(G, axis=(0, 1)),  # Σ_t ∇_{A_t}Jᵀ 1
-                 acc)
-        return carry, (None if ids else G @ U.T, head_out, None)  # ∇_{X_t}J = ∇_{A_t}J Uᵀ
-
-    k = Zs.shape[1]
-    init = (Z_tau, gZ.astype(Z_tau.dtype), jnp.zeros_like(W), jnp.zeros_like(U), jnp.zeros_like(b), head_acc)
-    (_, dZ0, dW, dU, db, acc), (dX, head_out, steps) = jax.lax.scan(chunk, init, (Zs, chunks(X, k), head_xs),
-                                                                    reverse=True)
-    dZ0 = v.cast_like(dZ0, Z_tau)  # ∇_{Z_0}J = ∇_{A_1}J Wᵀ: the R left after the first step
-    if per_step or tap is not None:
-        return Backward(None, dZ0, None, acc, head_out, steps)
-    dX = np.zeros(X.shape, jax.dtypes.float0) if ids else v.cast_like(dX.reshape(X.shape), X)
-    return Backward((dW, dU, db), dZ0, dX, acc, head_out, None)
-
-
-def _label_cotangent(Y, dY):
-    return np.zeros(Y.shape, jax.dtypes.float0) if jnp.issubdtype(Y.dtype, jnp.integer) else v.cast_like(dY, Y)
-
-
-# --- the plain head: each chunk's softmax recomputed from its states ------------------------
-
-
-@jax.custom_vjp
-def _rnn(params, Z0, X, Y):
-    J, Z_tau, _ = forward(params, Z0, X, Y)
-    return J, Z_tau
-
-
-def _rnn_fwd(params, Z0, X, Y):
-    J, Z_tau, Zs = forward(params, Z0, X, Y)
-    # Residuals: the hidden states Z_0..Z_τ (Z_τ apart, so the stack needs no concatenation) and
-    # the inputs. Z_{t−1} gives ∇_W, Z_t gives tanh' = (1 − Z_t)(1 + Z_t) and ∇_V; nothing else of
-    # size τ·N·H or τ·N·K is kept: A_t is not needed, and O_t = Z_tV + 1cᵀ and its softmax are
-    # recomputed chunk by chunk in the backward (one matmul per chunk, τ·N·H·K multiply-adds in all).
-    return (J, Z_tau), (params, Zs, Z_tau, X, Y)
-
-
-def _rnn_bwd(res, cts):
-    params, Zs, Z_tau, X, Y = res
-    gJ, gZ = cts  # cotangents of J and of the final state Z_τ
+def _plain_head(params, scale, Y, lse, options):
+    """The plain head's ``(head, head_xs, head_acc, prepare)``: each chunk's softmax recomputed from its states."""
     V, c = params.V, params.c
-    scale = gJ / X.shape[1]  # g/N
     labels = jnp.issubdtype(Y.dtype, jnp.integer)
 
     def head(Z_out, Y_k, acc):
         dV, dc = acc
         logS = output_log_probs(Z_out, V, c)  # recomputed: ln s¹(O_t)
-        H = scale * cross_entropy_error(jnp.exp(logS), _dense_targets(Y_k, V.shape[1], logS.dtype))  # ∇_{O_t}J
+        H = scale * cross_entropy_error(jnp.exp(logS), dense_targets(Y_k, V.shape[1], logS.dtype))  # ∇_{O_t}J
         acc = (dV + jnp.einsum("tnh,tnk->hk", Z_out, H),  # Σ_t Z_tᵀ ∇_{O_t}J
                dc + jnp.sum(H, axis=(0, 1)))  # Σ_t ∇_{O_t}Jᵀ 1
         dY = None if labels else -scale * logS  # ∇_{Y_t}J = −ln s¹(O_t)/N (no cotangent for integer labels)
         return H @ V.T, acc, dY
 
-    out = backward(params, Zs, Z_tau, X, gZ, head, chunks(Y, Zs.shape[1]), (jnp.zeros_like(V), jnp.zeros_like(c)))
+    return head, Y, (jnp.zeros_like(V), jnp.zeros_like(c)), None
+
+
+def _fused_head(params, scale, Y, lse, options):
+    """The fused head's ``(head, head_xs, head_acc, prepare)``: a run's states go through V by linear_ce's
+    blocked §6.3.1 at once (``prepare``), with the log-sum-exp saved by the forward; ``head`` hands on each
+    chunk's ``∇_{Z_t}J`` through V and, for soft labels, ``∇_{Y_t}J``."""
+    V, c = params.V, params.c
+    targets, soft = _fused_targets(Y, V.shape[1])
+    acc = linear_ce.acc_dtype(V.dtype)
+
+    def prepare(Z_out, xs, head_acc):
+        T_s, lse_s = xs
+        rows = Z_out.reshape(-1, Z_out.shape[-1])
+        g = jnp.full(rows.shape[:1], scale, acc)  # ∂J/∂ℓ_ti = g/N for every token
+        dZ, dV, dc, dT = linear_ce.backward(soft, *head_blocks(options, rows.shape[0]), acc,
+                                            (rows, V, c, unchunk(T_s), unchunk(lse_s)), g, options.head_options)
+        dY = dT.reshape(T_s.shape) if soft else None
+        return (dZ.reshape(Z_out.shape), dY), (head_acc[0] + dV.astype(acc), head_acc[1] + dc.astype(acc))
+
+    head = lambda Z_out, xs, a: (xs[0], a, xs[1])  # ∇_{O_t}J Vᵀ from prepare, and ∇_{Y_t}J
+    return head, (targets, lse), (jnp.zeros(V.shape, acc), jnp.zeros(c.shape, acc)), prepare
+
+
+def _rnn_bwd(options, res, cts):
+    params, saved, Z_tau, X, Y, lse = res
+    gJ, gZ = cts  # cotangents of J and of the final state Z_τ
+    pieces = _plain_head if options.blocks is None else _fused_head
+    head, head_xs, head_acc, prepare = pieces(params, gJ / X.shape[1], Y, lse, options)  # g/N
+    if options.checkpoint_every is not None:  # each segment recomputed from its checkpoint
+        out = rnn_segments.backward(params, saved, X, gZ, head, head_xs, head_acc, options.checkpoint_every, prepare=prepare)
+    else:
+        if prepare is not None:
+            head_xs, head_acc = prepare(states_out(unchunk(saved), Z_tau), head_xs, head_acc)
+        k = saved.shape[1]
+        out = backward(params, saved, Z_tau, X, gZ, head, jax.tree.map(lambda A: chunks(A, k), head_xs), head_acc)
+        out = out._replace(head_out=jax.tree.map(unchunk, out.head_out))
     dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((*out.grads, *out.head_acc), params)))
-    return dparams, out.dZ0, out.dX, _label_cotangent(Y, None if labels else out.head_out.reshape(Y.shape))
+    dY = np.zeros(Y.shape, jax.dtypes.float0) if jnp.issubdtype(Y.dtype, jnp.integer) else v.cast_like(out.head_out, Y)
+    return dparams, out.dZ0, out.dX, dY
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
-
-
-# --- the fused head: every state through V by linear_ce's blocked §6.3.1 ----------------------
-
-
-def _all_states(Zs, Z_tau):
-    """Z_1..Z_τ as (τN, H) rows, from the residual Z_0..Z_{τ−1} and Z_τ."""
-    return states_out(Zs.reshape(-1, *Z_tau.shape), Z_tau).reshape(-1, Z_tau.shape[-1])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _rnn_fused(params, Z0, X, Y, blocks):
-    return _rnn_fused_fwd(params, Z0, X, Y, blocks)[0]
-
-
-def _rnn_fused_fwd(params, Z0, X, Y, blocks):
-    _J, Z_tau, Zs = forward(params, Z0, X, None)  # the recursion alone: no logits
-    targets, soft = linear_ce.as_targets(Y, params.V.shape[1])
-    acc = linear_ce.acc_dtype(Z0.dtype)
-    lse, losses = linear_ce.forward(_all_states(Zs, Z_tau), params.V, params.c, targets, soft, *blocks, acc)
-    J = (jnp.sum(losses) / X.shape[1]).astype(Z0.dtype)  # J = Σ_t J_t, each a mean over the N sequences
-    # Residuals: as the plain head's, plus the per-row log-sum-exp of all τN logits (τN floats).
-    return (J, Z_tau), (params, Zs, Z_tau, X, Y, lse)
-
-
-def _rnn_fused_bwd(blocks, res, cts):
-    params, Zs, Z_tau, X, Y, lse = res
-    gJ, gZ = cts
-    targets, soft = linear_ce.as_targets(Y, params.V.shape[1])
-    acc = linear_ce.acc_dtype(Z_tau.dtype)
-    g = jnp.full(lse.shape, gJ / X.shape[1], acc)  # ∂J/∂ℓ_ti = g/N for every token
-    dZ, dV, dc, dT = linear_ce.backward(soft, *blocks, acc, (_all_states(Zs, Z_tau), params.V, params.c, targets, lse), g)
-    k = Zs.shape[1]
-    HV = chunks(dZ.reshape(X.shape[0], X.shape[1], -1), k)  # ∇_{Z_t}J through V: ∇_{O_t}J Vᵀ, per chunk
-    out = backward(params, Zs, Z_tau, X, gZ, lambda Z_out, HV_k, a: (HV_k, a, None), HV, ())
-    dparams = RNNParams(*(v.cast_like(d, p) for d, p in zip((*out.grads, dV, dc), params)))
-    return dparams, out.dZ0, out.dX, _label_cotangent(Y, dT.reshape(Y.shape) if soft else None)
-
-
-_rnn_fused.defvjp(_rnn_fused_fwd, _rnn_fused_bwd)
 
 
 # --------------------------------------------------------------------------------------------
 # Public API and input checks
 
 
-def check_inputs(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
+def check_inputs(fn: str, params, Z0, X, Y=None, *, tokens: bool = False, ignore_index=None):
     """The RNN rules' input checks, at trace time; returns (RNNParams, Z0, X, Y) with the floating ones cast
     to one dtype. ``tokens``: integer ``X`` of shape ``(τ, N)`` (rows of ``U``) and integer ``Y`` of shape
-    ``(τ, N)`` (classes) are accepted. Used by the losses and by ``mdc_jax.per_example``."""
+    ``(τ, N)`` (classes) are accepted. ``ignore_index``: a static int allowed among integer labels, returned
+    as ``-1`` (int32 labels, any label outside ``[0, K)`` ``-1`` too: the zero row both heads give it).
+    Used by the losses and by ``mdc_jax.per_example``."""
     v.require_array(fn, "X", X)
     ids = tokens and jnp.issubdtype(jnp.result_type(X), jnp.integer)
     if ids:
@@ -324,30 +215,49 @@ def check_inputs(fn: str, params, Z0, X, Y=None, *, tokens: bool = False):
         v.require_indices(fn, "X", X, D, "token (row of U)")
     v.require_floating(fn, "Z0", Z0)
     v.require_shape(fn, "Z0", Z0, (N, H), f"(N, H): X's {N} sequences and W's hidden size {H}")
+    if ignore_index is not None:
+        ignore_index = v.require_static_int(fn, "ignore_index", ignore_index, minimum=None, what="an int or None",
+                                            static_why=": it selects the tokens that contribute nothing")
     labels = Y is not None and v.require_labels(
         fn, "Y", Y, (tau, N), v.require_classes(fn, "V", (H, K)), dims="(τ, N, K)",
         why=f"(τ, N, K): X's {tau} steps and {N} sequences, V's {K} columns",
         integer=f"integer labels (τ, N): X's {tau} steps and {N} sequences" if tokens else None,
-        hint=f"for integer class labels pass jax.nn.one_hot(labels, {K})")
+        hint=f"for integer class labels pass jax.nn.one_hot(labels, {K})", ignore=ignore_index)
+    if ignore_index is not None and Y is not None and not labels:
+        v.fail(fn, f"ignore_index applies to integer labels Y only; got ignore_index={ignore_index} with floating "
+                   f"Y of shape {v.shape_of(Y)} (give an ignored token a row of zeros instead).")
     floating = [*params, Z0] + ([] if ids else [X]) + ([Y] if Y is not None and not labels else [])
     cast = lambda a: jnp.asarray(a).astype(jnp.result_type(*floating))  # a no-op when the dtypes agree
+    if labels and ignore_index is not None:  # -1 matches no class: the zero row, in either head
+        Y = jnp.where(jnp.asarray(Y) == ignore_index, -1, _fused_targets(jnp.asarray(Y), K)[0])
     return (RNNParams(*map(cast, params)), cast(Z0), jnp.asarray(X) if ids else cast(X),
             None if Y is None else jnp.asarray(Y) if labels else cast(Y))
 
 
-def _check_head(fn: str, head: str, block_size, X, params):
-    """``None`` for the plain head, the (token, vocabulary) blocks of the fused one over the τN states."""
-    if linear_ce.check_head(fn, head, block_size):
-        return linear_ce.resolve_blocks(fn, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
-    return None
-
-
-def _loss_and_state(params, Z0, X, Y, blocks):
-    return _rnn(params, Z0, X, Y) if blocks is None else _rnn_fused(params, Z0, X, Y, blocks)
+def check_options(fn: str, X, params, *, head="plain", block_size=None, head_options=None, checkpoint_every=None,
+                  steps: int | None = None, what: str = "X's steps") -> RuleOptions:
+    """The static options of the RNN rule, checked: the head and its blocks and options (``head_options`` with
+    the fused head only) and ``checkpoint_every`` in ``[1, steps]`` (default ``τ``; ``what`` names ``steps``)."""
+    fused = linear_ce.check_head(fn, head, block_size)
+    if head_options is not None and not fused:
+        v.fail(fn, f"head_options applies to head='fused' only; got head_options={head_options!r} with head={head!r}.")
+    every = checkpoint_every
+    if every is not None:
+        every = v.require_static_int(fn, "checkpoint_every", every, what="a positive int (steps per BPTT segment) or None",
+                                     static_why=", as it fixes the segments' shapes: pass a Python int, e.g. "
+                                                "jax.jit(rnn_loss, static_argnames='checkpoint_every')")
+        steps = X.shape[0] if steps is None else steps
+        if every > steps:
+            v.fail(fn, f"checkpoint_every must be at most {what}, {steps}; got {every}.")
+    if not fused:
+        return RuleOptions(checkpoint_every=every)
+    blocks = linear_ce.resolve_blocks(fn, block_size, X.shape[0] * X.shape[1], params.V.shape[1])
+    return RuleOptions(blocks, linear_ce.head_options(fn, head_options), every)
 
 
 def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, head: str = "plain",
-                       block_size=None) -> tuple[jax.Array, jax.Array]:
+                       block_size=None, checkpoint_every: int | None = None, ignore_index: int | None = None,
+                       head_options=None) -> tuple[jax.Array, jax.Array]:
     """Loss and final hidden state of the RNN of §6.4, with the closed-form backward.
 
     .. math::
@@ -376,6 +286,17 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
         logits exist one block at a time; for large ``K``).
       block_size: the fused head's blocks (see :func:`mdc_jax.linear_softmax_cross_entropy`;
         the token axis is the ``τN`` states); ``None`` for its default. ``head="fused"`` only.
+      checkpoint_every: ``None`` (the forward keeps every state, ``τ·N·H`` numbers), or ``k`` in ``[1, τ]``,
+        a static int: checkpointed BPTT (Gruslys et al. 2016). The forward keeps every ``k``-th state only;
+        the backward recomputes each segment of ``k`` steps from its first state and runs the same
+        closed-form recursion over it (the last segment is shorter when ``k`` does not divide ``τ``). The
+        same gradients for ``O(τNH/k + kNH)`` memory instead of ``O(τNH)`` and one more forward recursion;
+        ``k ≈ √τ`` holds the least. (Not ``train.checkpoint_every``, which is how often a run is saved.)
+      ignore_index: with integer ``Y`` only: a label whose tokens contribute nothing (loss and gradient).
+        ``J = (1/N) Σ_i ℓ_i`` still, ``ℓ_i`` the sum over sequence ``i``'s kept tokens (no token count).
+      head_options: the fused head's options (``head="fused"`` only): a
+        :class:`~mdc_jax.rules.linear_ce.HeadOptions` or a mapping with keys ``"z_loss"``,
+        ``"label_smoothing"``, ``"softcap"`` (see :func:`mdc_jax.linear_softmax_cross_entropy`).
 
     Returns:
       ``(J, Z_τ)``: the scalar loss and the final state ``(N, H)``. ``jax.grad`` runs the closed-form
@@ -385,15 +306,19 @@ def rnn_loss_and_state(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Ar
       ValueError: at trace time, naming the argument and the shapes, for inconsistent input.
 
     References:
-      ``000_3fed0c34b422d74e.txt`` §6.3.1 (eq. 41–44), §6.4 (eq. 45–49, final equations).
+      ``000_3fed0c34b422d74e.txt`` §6.3.1 (eq. 41–44), §6.4 (eq. 45–49, final equations); Gruslys et al.,
+      "Memory-efficient backpropagation through time", NeurIPS 2016.
     """
     fn = "rnn_loss_and_state"
-    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True)
-    return _loss_and_state(params, Z0, X, Y, _check_head(fn, head, block_size, X, params))
+    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True, ignore_index=ignore_index)
+    options = check_options(fn, X, params, head=head, block_size=block_size, head_options=head_options,
+                            checkpoint_every=checkpoint_every)
+    return _rnn(params, Z0, X, Y, options)
 
 
 def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, head: str = "plain",
-             block_size=None) -> jax.Array:
+             block_size=None, checkpoint_every: int | None = None, ignore_index: int | None = None,
+             head_options=None) -> jax.Array:
     """The RNN loss ``J = −(1/N) Σ_t ln(s¹(O_t))·Y_t`` of §6.4, with the closed-form backward.
 
     .. math::
@@ -407,23 +332,27 @@ def rnn_loss(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, *, he
 
     The backward is a reverse ``lax.scan`` over chunks of up to 4 steps (the largest size ≤ 4 that
     divides ``τ``; a prime above 3 walks step by step), so ``τ`` does not change the compiled program's
-    size. It keeps only the hidden states from the forward pass and recomputes the softmax.
+    size. It keeps only the hidden states from the forward pass (every ``checkpoint_every``-th of them,
+    if given) and recomputes the softmax.
 
     Args:
-      params, Z0, X, Y, head, block_size: as in :func:`rnn_loss_and_state`.
+      params, Z0, X, Y, head, block_size, checkpoint_every, ignore_index, head_options: as in
+        :func:`rnn_loss_and_state`.
 
     Returns:
       The scalar loss. ``jax.grad`` returns cotangents for every argument: ``params`` (an
       :class:`RNNParams`), ``Z0`` (``∇_{A_1}J Wᵀ``), ``X`` (``∇_{A_t}J Uᵀ`` per step) and ``Y``.
 
     Raises:
-      ValueError: at trace time, for inconsistent shapes or integer ``Y``.
+      ValueError: at trace time, for inconsistent shapes or options.
 
     References:
       ``000_3fed0c34b422d74e.txt`` §6.4 (final equations).
     """
-    params, Z0, X, Y = check_inputs("rnn_loss", params, Z0, X, Y, tokens=True)
-    return _loss_and_state(params, Z0, X, Y, _check_head("rnn_loss", head, block_size, X, params))[0]
+    params, Z0, X, Y = check_inputs("rnn_loss", params, Z0, X, Y, tokens=True, ignore_index=ignore_index)
+    options = check_options("rnn_loss", X, params, head=head, block_size=block_size, head_options=head_options,
+                            checkpoint_every=checkpoint_every)
+    return _rnn(params, Z0, X, Y, options)[0]
 
 
 def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -444,11 +373,12 @@ def rnn_forward(params: RNNParams, Z0: jax.Array, X: jax.Array) -> tuple[jax.Arr
         Z = state_step(Z_prev, W, XU_t)
         return Z, Z @ V + c[None, :]  # O_t = Z_tV + 1cᵀ
 
-    return jax.lax.scan(step, Z0, _input_term(X, U, b))
+    return jax.lax.scan(step, Z0, input_term(X, U, b))
 
 
 def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: jax.Array, chunk: int, *,
-                             head: str = "plain", block_size=None) -> tuple[jax.Array, RNNParams, jax.Array]:
+                             head: str = "plain", block_size=None, checkpoint_every: int | None = None,
+                             ignore_index: int | None = None, head_options=None) -> tuple[jax.Array, RNNParams, jax.Array]:
     """Truncated BPTT with one parameter set: the chunk losses and their summed gradients.
 
     The sequence is cut into chunks of ``chunk`` steps (the last may be shorter); each chunk starts
@@ -459,9 +389,11 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     ``jax.value_and_grad(rnn_loss_and_state, has_aux=True)`` once per chunk (see ``docs/rnn.md``).
 
     Args:
-      params, Z0, X, Y, head, block_size: as in :func:`rnn_loss_and_state`.
+      params, Z0, X, Y, head, block_size, ignore_index, head_options: as in :func:`rnn_loss_and_state`.
       chunk: steps per chunk, a positive int (static: a Python or NumPy int, or a concrete integer 0-d
         array; under ``jax.jit`` mark it static).
+      checkpoint_every: as in :func:`rnn_loss_and_state`, within each chunk: at most ``min(chunk, τ)``
+        (a shorter last chunk uses at most its own length).
 
     Returns:
       ``(J, grads, Z_τ)``, ``grads`` an :class:`RNNParams`.
@@ -470,24 +402,21 @@ def rnn_truncated_bptt_grads(params: RNNParams, Z0: jax.Array, X: jax.Array, Y: 
     chunk = v.require_static_int(fn, "chunk", chunk, what="a positive int (steps per chunk)",
                                  static_why=", as it fixes the shapes of the chunks: pass a Python int, e.g. "
                                             "jax.jit(rnn_truncated_bptt_grads, static_argnames='chunk')")
-    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True)
-    _check_head(fn, head, block_size, X, params)
+    params, Z0, X, Y = check_inputs(fn, params, Z0, X, Y, tokens=True, ignore_index=ignore_index)
     tau = X.shape[0]
-
-    def rule(X_k):  # the fused head's blocks follow the chunk's τ_k·N rows
-        blocks = _check_head(fn, head, block_size, X_k, params)
-        if blocks is None:
-            return _rnn_fwd, _rnn_bwd
-        return functools.partial(_rnn_fused_fwd, blocks=blocks), functools.partial(_rnn_fused_bwd, blocks)
+    options = check_options(fn, X, params, head=head, block_size=block_size, head_options=head_options,
+                            checkpoint_every=checkpoint_every, steps=min(chunk, tau),
+                            what=f"the chunk's steps (chunk = {chunk}, τ = {tau})")
     full, rest = divmod(tau, chunk)
 
     def one_chunk(carry, xs):
         Z, J, grads = carry
-        fwd, bwd = rule(xs[0])
-        (J_k, Z_next), res = fwd(params, Z, *xs)
+        every = options.checkpoint_every
+        window = options._replace(checkpoint_every=None if every is None else min(every, xs[0].shape[0]))
+        (J_k, Z_next), res = _rnn_fwd(params, Z, *xs, window)
         # The closed-form backward, called directly: cotangent 1 for J_k and 0 for the chunk's final
         # state, which is the truncation (the next chunk's gradient does not flow back into this one).
-        g = bwd(res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
+        g = _rnn_bwd(window, res, (jnp.ones_like(J_k), jnp.zeros_like(Z_next)))[0]
         return (Z_next, J + J_k, jax.tree.map(jnp.add, grads, g)), None
 
     carry = (Z0, jnp.zeros((), Z0.dtype), jax.tree.map(jnp.zeros_like, params))
