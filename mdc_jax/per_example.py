@@ -1,6 +1,7 @@
 """Per-example gradients, their norms and clipping at the cost of one closed-form backward pass.
 
-The public home of :mod:`mdc_jax.rules.per_example`; see its docstring for the formulas and
+The public home of :mod:`mdc_jax.rules.per_example` (the FCNN's and the RNN's); see its modules' docstrings
+for the formulas and
 ``docs/per_example.md`` for the differential-privacy workflow.
 """
 

@@ -19,6 +19,7 @@ from mdc_jax.reference import per_example as ref
 from mdc_jax.reference.fcnn import mlp_case
 from mdc_jax.reference.rnn import rnn_case
 from mdc_jax.rules import per_example as rules
+from mdc_jax.rules.per_example import _clip, fcnn, head, rnn
 
 from .helpers import assert_close
 
@@ -40,8 +41,8 @@ def fcnn_expected(params, X, Y, acts, task, l2):
     return {"loss": loss, **ref.quantities_from_batch_grads(bg, ref.fcnn_penalty_grad(params, l2))}, bg
 
 
-def assert_quantities(got, expected, rtol, what):
-    assert set(got) == {"loss", "grad", *ALL}, set(got)
+def assert_quantities(got, expected, rtol, what, quantities=ALL):
+    assert set(got) == {"loss", "grad", *quantities}, set(got)
     for name in got:
         assert_close(got[name], expected[name], rtol, f"{what}: {name}", atol=rtol * 1e-3)
 
@@ -127,7 +128,7 @@ def rnn_expected(params, Z0, X, Y):
 def test_rnn_quantities_and_clipping_match_vmap_of_grad_float64(monkeypatch, setup, norm, clip_norm):
     seed, tau, n, d, h, k, one_hot = setup
     if norm != "by shape":  # both ways of taking ‖Σ_t a_t b_tᵀ‖ are exact
-        monkeypatch.setattr(rules, "use_ghost_norm", lambda *a: norm == "ghost")
+        monkeypatch.setattr(rnn, "use_ghost_norm", lambda *a: norm == "ghost")
     params, Z0, X, Y = rnn_case(seed, tau, n, d, h, k, jnp.float64, one_hot=one_hot)
 
     def run(params, Z0, X, Y):
@@ -151,6 +152,124 @@ def test_rnn_quantities_float32_under_jit():
     got = jax.jit(lambda *a: pe.rnn_quantities(*a, quantities=ALL))(params, Z0, X, Y)
     expected, _ = jax.jit(rnn_expected)(*jax.tree.map(lambda a: a.astype(jnp.float64), (params, Z0, X, Y)))
     assert_quantities(got, expected, F32, "rnn float32")
+
+
+@st.composite
+def token_cases(draw):
+    """Token ids and integer labels, either head, the fused head's options and blocks (vocabularies larger
+    than one block), an ignored label."""
+    tau, n, h = draw(st.integers(1, 6)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    d, k = draw(st.integers(1, 7)), draw(st.integers(2, 9))
+    fused = draw(st.booleans())
+    options = draw(st.fixed_dictionaries({}, optional={"z_loss": st.sampled_from([0.0, 0.3]),
+                                                       "label_smoothing": st.sampled_from([0.0, 0.2]),
+                                                       "softcap": st.sampled_from([None, 1.5])})) if fused else None
+    blocks = draw(st.sampled_from([None, (3, 2), (5, 4)])) if fused else None
+    ignore = draw(st.sampled_from([None, 0]))
+    return draw(st.integers(0, 2**31 - 1)), tau, n, d, h, k, fused, options or None, blocks, ignore
+
+
+def token_setup(seed, tau, n, d, h, k, dtype):
+    params, Z0, _, _ = rnn_case(seed, 1, n, d, h, k, dtype)
+    rng = np.random.default_rng(seed)
+    return params, Z0, jnp.asarray(rng.integers(0, d, (tau, n))), jnp.asarray(rng.integers(0, k, (tau, n)))
+
+
+@settings(max_examples=4)
+@given(token_cases(), st.sampled_from([0.05, 1e6]))
+@example((0, 1, 1, 1, 1, 2, True, None, (1, 1), None), 0.05)  # τ = N = 1, K = 2, one-column blocks
+@example((1, 5, 3, 4, 3, 9, True, {"z_loss": 0.1, "label_smoothing": 0.1, "softcap": 2.0}, (4, 2), 0), 0.05)
+@example((2, 4, 4, 6, 2, 5, False, None, None, 2), 1e6)
+def test_token_ids_and_the_fused_head_match_vmap_of_grad_float64(case, clip_norm):
+    seed, tau, n, d, h, k, fused, options, blocks, ignore = case
+    params, Z0, X, Y = token_setup(seed, tau, n, d, h, k, jnp.float64)
+    head_kw = dict(head="fused", block_size=blocks, head_options=options) if fused else {}
+    kw = dict(ignore_index=ignore, **head_kw)
+    quantities = ("batch_l2", "grad_norm") if fused else ALL
+    weights = jnp.asarray(np.random.default_rng(seed).uniform(0, 2, n))
+
+    def run(params, Z0, X, Y):
+        bg = ref.rnn_batch_grads(params, Z0, X, Y, ignore_index=ignore, head_options=options)
+        expected = {"loss": mdc_jax.reference.rnn_loss(params, Z0, X, Y, ignore_index=ignore, head_options=options),
+                    **ref.quantities_from_batch_grads(bg)}
+        return (pe.rnn_quantities(params, Z0, X, Y, quantities=quantities, **kw),
+                pe.rnn_clipped_grad(params, Z0, X, Y, clip_norm=clip_norm, weights=weights, **kw),
+                {q: expected[q] for q in ("loss", "grad", *quantities)},
+                ref.clipped_from_batch_grads(bg, clip_norm, weights))
+
+    got, (loss, clipped), expected, expected_clipped = jax.jit(run)(params, Z0, X, Y)
+    what = f"ids τ={tau} N={n} D={d} H={h} K={k} fused={fused} {options} blocks={blocks} ignore={ignore}"
+    assert_quantities(got, expected, F64, what, quantities)
+    assert_close(clipped, expected_clipped, F64, f"{what}: clipped at {clip_norm}", atol=1e-13)
+    ell = jax.vmap(lambda z, x, y: mdc_jax.reference.rnn_loss(params, z[None], x[:, None], y[:, None], ignore_index=ignore,
+                                                             head_options=options), in_axes=(0, 1, 1))(Z0, X, Y)
+    assert_close(loss, jnp.mean(weights * ell), F64, f"{what}: the weighted loss")
+
+
+def test_token_ids_and_the_fused_head_float32_under_jit():
+    params, Z0, X, Y = token_setup(3, 5, 4, 7, 6, 11, jnp.float32)
+    kw = dict(head="fused", block_size=(8, 4), head_options={"z_loss": 1e-2, "softcap": 5.0})
+    got = jax.jit(lambda *a: pe.rnn_clipped_grad(*a, clip_norm=0.1, **kw))(params, Z0, X, Y)
+    p64, Z64 = jax.tree.map(lambda a: a.astype(jnp.float64), (params, Z0))
+    bg = ref.rnn_batch_grads(p64, Z64, X, Y, head_options=kw["head_options"])
+    expected = ref.clipped_from_batch_grads(bg, 0.1)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(got[1]))
+    assert_close(got[1], expected, F32, "float32 ids + fused head, clipped")
+
+
+@pytest.mark.parametrize("tau, k, ids", [(7, 3, False), (6, 2, True), (1, 1, True)])
+def test_checkpoint_every_materialises_g_i_segment_by_segment_float64(tau, k, ids):
+    """Segments recomputed from every k-th state (the last one shorter where k does not divide τ): the same
+    quantities and clipped gradient as without, to 1e-12."""
+    if ids:
+        params, Z0, X, Y = token_setup(tau, tau, 3, 5, 4, 3, jnp.float64)
+    else:
+        params, Z0, X, Y = rnn_case(tau, tau, 3, 4, 5, 3, jnp.float64)
+    w = jnp.asarray([0.0, 1.0, 2.5])
+
+    def run(params, Z0, X, Y):
+        both = lambda **kw: (pe.rnn_quantities(params, Z0, X, Y, quantities=ALL, **kw),
+                             pe.rnn_clipped_grad(params, Z0, X, Y, clip_norm=0.3, weights=w, **kw))
+        return both(checkpoint_every=k), both()
+
+    got, expected = jax.jit(run)(params, Z0, X, Y)
+    assert_close(got, expected, 1e-12, f"checkpoint_every={k}, τ={tau}, ids={ids}", atol=1e-15)
+
+
+def test_no_array_of_the_logits_or_the_one_hot_inputs_is_formed():
+    """τ·N·K floats would be 2 MiB here; the compiled clipped gradient's temp stays below a quarter of it."""
+    tau, n, h, k = 8, 8, 8, 8192
+    params, Z0, X, Y = token_setup(0, tau, n, k, h, k, jnp.float32)
+    f = lambda *a: pe.rnn_clipped_grad(*a, clip_norm=1.0, head="fused", block_size=(64, 512))
+    temp = jax.jit(f).lower(params, Z0, X, Y).compile().memory_analysis().temp_size_in_bytes
+    assert temp < tau * n * k * 4 / 4, f"temp {temp} bytes; τNK floats are {tau * n * k * 4}"
+
+
+def test_token_bad_input_raises_naming_the_argument():
+    params, Z0, X, Y = token_setup(0, 3, 2, 4, 3, 5, jnp.float64)
+    cases = [
+        (dict(X=X.at[1, 0].set(4)), r"rnn_clipped_grad: X must hold token \(row of U\) indices in \[0, 4\).*"
+                                    r"first at index \(1, 0\)"),
+        (dict(Y=Y.at[2, 1].set(7)), r"rnn_clipped_grad: Y must hold class indices in \[0, 5\).*first at index \(2, 1\)"),
+        (dict(checkpoint_every=2, head="fused"), r"rnn_clipped_grad: checkpoint_every=2 with head='fused'"),
+        (dict(checkpoint_every=0), r"rnn_clipped_grad: checkpoint_every must be"),
+        (dict(checkpoint_every=4), r"rnn_clipped_grad: checkpoint_every must be at most X's steps, 3; got 4"),
+        (dict(head_options={"z_loss": 0.1}), r"head_options applies to head='fused' only"),
+        (dict(head="fused", head_options={"z_loss": -1.0}), r"z_loss.* >= 0"),
+        (dict(head="fused", head_options={"label_smoothing": 1.0}), r"label_smoothing'\] must be a number in \[0, 1\)"),
+        (dict(head="fused", head_options={"softcap": 0.0}), r"softcap'\] must be None or a finite number > 0"),
+        (dict(head="tied"), r"head must be one of"),
+    ]
+    for kw, match in cases:
+        args = dict(X=X, Y=Y)
+        args.update({key: kw.pop(key) for key in ("X", "Y") if key in kw})
+        with pytest.raises(ValueError, match=match):
+            pe.rnn_clipped_grad(params, Z0, args["X"], args["Y"], clip_norm=1.0, **kw)
+    with pytest.raises(ValueError, match=r"rnn_quantities: quantities \['batch_grad'\] materialise N copies of V"):
+        pe.rnn_quantities(params, Z0, X, Y, head="fused", quantities=("batch_grad",))
+    soft = jax.nn.one_hot(Y, 5, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"rnn_quantities: ignore_index applies to integer labels Y only"):
+        pe.rnn_quantities(params, Z0, X, soft, ignore_index=0)
 
 
 def test_the_mixed_ghost_norm_picks_the_cheaper_way_by_shape():
@@ -263,7 +382,7 @@ def test_rnn_bad_input_raises_naming_the_argument():
 
 
 def test_the_closed_forms_never_call_autodiff():
-    source = inspect.getsource(rules)
+    source = "".join(inspect.getsource(m) for m in (rules, _clip, fcnn, head, rnn))
     calls = re.findall(r"(?<![\w])(?:jax\.)?(?:grad|vjp|vmap|jacrev|jacfwd|linearize|hessian|value_and_grad)\(", source)
     assert not calls, calls
     params, X, Y, acts = fcnn_setup(0, 4, [3, 2, 2], "classification", jnp.float64)

@@ -11,6 +11,9 @@ Each case times, interleaved in one run:
 * ``opacus``: Opacus's ghost-clipping DP step on the same MLP in PyTorch, when installed
   (``pip install mdc-jax[bench] opacus``).
 
+The word LM's case (token ids, integer labels, the fused head over a 16k vocabulary) compares the clipped
+gradient with the plain fused step: no ``τ·N × K`` logits in either (``logits_bytes`` is their size).
+
 The table's "closed" column is ``clipped`` and "autodiff" is ``vmap``; the other figures are in
 each case's ``extra`` (``clipped_vs_plain``, ``temp_vs_plain``, ``dp_step_vs_opacus``).
 """
@@ -34,25 +37,28 @@ NOISE = 1.0
 SUITES = {
     "full": {"mlp": [("MLP N=256 784-512-512-10", 256, [784, 512, 512, 10]),
                      ("MLP N=1024 784-512-512-10", 1024, [784, 512, 512, 10])],
-             "rnn": [("RNN τ=50 N=64 D=H=256 K=64", 50, 64, 256, 256, 64)]},
+             "rnn": [("RNN τ=50 N=64 D=H=256 K=64", 50, 64, 256, 256, 64)],
+             "wordlm": [("word LM ids+fused τ=32 N=32 H=256 K=16384", 32, 32, 256, 16384)]},
     "small": {"mlp": [("MLP N=64 64-128-10", 64, [64, 128, 10])],
-              "rnn": [("RNN τ=10 N=16 D=H=32 K=16", 10, 16, 32, 32, 16)]},
+              "rnn": [("RNN τ=10 N=16 D=H=32 K=16", 10, 16, 32, 32, 16)],
+              "wordlm": [("word LM ids+fused τ=6 N=4 H=16 K=600", 6, 4, 16, 600)]},
 }
 
 
-def _dp_step(clipped_grad, lr: float = 0.1):
-    """One DP-SGD step around a closed-form clipped gradient: noise σC/N on the mean, optax SGD."""
+def dp_step(clipped_grad, lr: float = 0.1):
+    """One DP-SGD step around a clipped gradient: noise σC/N on the mean (one draw over the flattened
+    gradient), optax SGD. ``n`` is the first data argument's sample axis (X's rows; the RNN's ``Z0`` rows)."""
     import optax
+    from jax.flatten_util import ravel_pytree
 
     opt = optax.sgd(lr)
 
     def step(params, opt_state, key, *data):
         loss, grads = clipped_grad(params, *data)
-        n = data[0].shape[0]  # X's rows
-        keys = jax.random.split(key, len(jax.tree.leaves(grads)))
-        leaves = [g + (NOISE * CLIP / n) * jax.random.normal(k, g.shape, g.dtype)
-                  for g, k in zip(jax.tree.leaves(grads), keys)]
-        updates, opt_state = opt.update(jax.tree.unflatten(jax.tree.structure(grads), leaves), opt_state, params)
+        n = data[0].shape[0]
+        flat, unravel = ravel_pytree(grads)
+        noisy = unravel(flat + (NOISE * CLIP / n) * jax.random.normal(key, flat.shape, flat.dtype))
+        updates, opt_state = opt.update(noisy, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return opt, step
@@ -67,7 +73,7 @@ def _mlp_case(name, n, dims, rounds):
     def vmap_clipped(p, X, Y):
         return ref.clipped_from_batch_grads(ref.fcnn_batch_grads(p, X, Y, acts), CLIP)
 
-    opt, step = _dp_step(clipped)
+    opt, step = dp_step(clipped)
     opt_state, key = opt.init(params), jax.random.PRNGKey(0)
     run_plain, temp_plain = compiled(plain, params, X, Y)
     run_clip, temp_clip = compiled(clipped, params, X, Y)
@@ -98,6 +104,26 @@ def _rnn_case(name, tau, n, d, h, k, rounds):
                       extra=_extra(ms, temp_plain, temp_clip, None))
 
 
+def _wordlm_case(name, tau, n, h, k, rounds):
+    """The word LM's shape: token ids in, integer labels out, the fused head (vocabulary blocks of 8192):
+    plain fused step, its clipped gradient (the head's Grams in its blocks), and `vmap(grad)` of the reference."""
+    params, Z0, _, _ = rnn_case(0, 1, n, k, h, k, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(1))
+    X, Y = (jax.random.randint(key, (tau, n), 0, k, jnp.int32) for key in keys)
+    plain = jax.value_and_grad(lambda p, Z0, X, Y: rnn.rnn_loss(p, Z0, X, Y, head="fused"))
+    clipped = lambda p, Z0, X, Y: pe.rnn_clipped_grad(p, Z0, X, Y, clip_norm=CLIP, head="fused")
+
+    def vmap_clipped(p, Z0, X, Y):
+        return ref.clipped_from_batch_grads(ref.rnn_batch_grads(p, Z0, X, Y), CLIP)
+
+    run_plain, temp_plain = compiled(plain, params, Z0, X, Y)
+    run_clip, temp_clip = compiled(clipped, params, Z0, X, Y)
+    run_vmap, temp_vmap = compiled(vmap_clipped, params, Z0, X, Y)
+    ms = interleaved_medians({"plain": run_plain, "clipped": run_clip, "vmap": run_vmap}, rounds=rounds)
+    extra = {**_extra(ms, temp_plain, temp_clip, None), "logits_bytes": tau * n * k * 4}
+    return CaseResult(f"per_example clip {name}", ms["clipped"], ms["vmap"], temp_clip, temp_vmap, extra=extra)
+
+
 def _extra(ms, temp_plain, temp_clip, temp_step):
     extra = {"plain_ms": ms["plain"], "clipped_vs_plain": ms["clipped"] / ms["plain"],
              "vmap_vs_clipped": ms["vmap"] / ms["clipped"], "plain_temp_bytes": temp_plain,
@@ -112,7 +138,8 @@ def _extra(ms, temp_plain, temp_clip, temp_step):
 
 def run_cases(suite: str = "full", rounds: int = 15) -> list[CaseResult]:
     cases = SUITES[suite]
-    return ([_mlp_case(*c, rounds) for c in cases["mlp"]] + [_rnn_case(*c, rounds) for c in cases["rnn"]])
+    return ([_mlp_case(*c, rounds) for c in cases["mlp"]] + [_rnn_case(*c, rounds) for c in cases["rnn"]]
+            + [_wordlm_case(*c, max(3, rounds // 3)) for c in cases["wordlm"]])
 
 
 def format_details(results: list[CaseResult]) -> str:

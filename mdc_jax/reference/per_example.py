@@ -21,9 +21,10 @@ def fcnn_batch_grads(params, X, Y, activations, *, task="classification"):
     return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, X, Y)
 
 
-def rnn_batch_grads(params, Z0, X, Y):
-    """``g_i`` of sequence ``i`` (``Z0[i]``, ``X[:, i]``, ``Y[:, i]``), each leaf ``(N, *param.shape)``."""
-    one = lambda p, z, x, y: rnn_loss(p, z[None], x[:, None], y[:, None])
+def rnn_batch_grads(params, Z0, X, Y, **options):
+    """``g_i`` of sequence ``i`` (``Z0[i]``, ``X[:, i]``, ``Y[:, i]``), each leaf ``(N, *param.shape)``; ``options``
+    (``ignore_index``, ``head_options``) go to the reference loss."""
+    one = lambda p, z, x, y: rnn_loss(p, z[None], x[:, None], y[:, None], **options)
     return jax.vmap(jax.grad(one), in_axes=(None, 0, 1, 1))(params, Z0, X, Y)
 
 
