@@ -15,7 +15,7 @@ import json
 import platform
 import sys
 
-CASE_MODULES = ("fcnn", "rnn", "logistic", "per_example", "linear_ce", "curvature")
+CASE_MODULES = ("fcnn", "rnn", "logistic", "per_example", "linear_ce", "curvature", "dp_peers")
 
 
 def main(argv: list[str] | None = None) -> int:

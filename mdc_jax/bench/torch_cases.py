@@ -7,6 +7,8 @@ Returns ``None`` when torch is not installed.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -132,3 +134,89 @@ def _sgd_step(optimizer, criterion, model, X, labels):
         return loss.detach()
 
     return step
+
+
+def opacus_dprnn(params, Z0, X, labels, clip_norm, noise_multiplier, lr: float = 0.1):
+    """Opacus's DP-SGD step on mdc-jax's §6.4 RNN as a char-RNN: ``DPRNN`` (tanh) and a ``Linear`` head with
+    mdc-jax's weights, per-example gradients through ``GradSampleModule``'s hooks, ``DPOptimizer`` (flat
+    clipping at ``clip_norm``, Gaussian noise ``noise_multiplier · clip_norm`` on the sum, then ÷N, SGD).
+
+    ``X`` ``(τ, N, D)`` is time-major (``batch_first=False`` throughout), ``labels`` ``(τ, N)`` the target ids;
+    the loss is ``Σ_t Σ_i CE / N`` = mdc-jax's ``J`` with ``loss_reduction="mean"`` (Opacus multiplies the
+    backprops by ``N``, so each per-example gradient is that of ``ℓ_i``). DPRNN has two biases,
+    ``b_ih + b_hh``: ``b_ih`` is mdc-jax's ``b`` and ``b_hh`` is zero and frozen, so that it adds nothing
+    to the model nor to ``‖g_i‖``. ``weight_ih = Uᵀ``, ``weight_hh = Wᵀ``, head ``weight = Vᵀ``, ``bias = c``.
+
+    Returns ``{"opacus": step, "torch_plain": step, "clipped_grad": fn}`` (zero-argument callables: the DP
+    step; the same model's plain SGD step without hooks; the DP step's clipped mean gradient without
+    noise, ``(W, U, b, V, c)`` as NumPy in mdc-jax's layout, which leaves the weights unchanged), or None
+    without torch or Opacus.
+    """
+    torch = _torch()
+    if torch is None:
+        return None
+    try:
+        from opacus import GradSampleModule
+        from opacus.layers import DPRNN
+        from opacus.optimizers import DPOptimizer
+    except ImportError:
+        return None
+    # the inputs do not require gradients, so torch warns that full backward hooks fire on outputs only
+    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+    W, U, b, V, c = (torch.tensor(np.asarray(p)) for p in params)
+    Xt, h0 = torch.tensor(np.asarray(X)), torch.tensor(np.asarray(Z0))[None]
+    yt = torch.tensor(np.asarray(labels)).reshape(-1)
+    n, k = Xt.shape[1], V.shape[1]
+
+    class CharRNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = DPRNN(U.shape[0], W.shape[0], nonlinearity="tanh", batch_first=False)
+            self.head = torch.nn.Linear(*V.shape)
+            cell = self.rnn.l0
+            with torch.no_grad():
+                for p, value in ((cell.hh.weight, W.T), (cell.ih.weight, U.T), (cell.ih.bias, b),
+                                 (cell.hh.bias, torch.zeros_like(b)), (self.head.weight, V.T), (self.head.bias, c)):
+                    p.copy_(value)
+            cell.hh.bias.requires_grad_(False)
+
+        def forward(self, x, h):
+            return self.head(self.rnn(x, h)[0])
+
+    def loss_of(model):
+        return torch.nn.functional.cross_entropy(model(Xt, h0).reshape(-1, k), yt, reduction="sum") / n
+
+    def trainable(model):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    model = GradSampleModule(CharRNN(), batch_first=False, loss_reduction="mean")
+    optimizer = DPOptimizer(torch.optim.SGD(trainable(model), lr=lr), noise_multiplier=noise_multiplier,
+                            max_grad_norm=clip_norm, expected_batch_size=n, loss_reduction="mean")
+    plain = CharRNN()
+    plain_opt = torch.optim.SGD(trainable(plain), lr=lr)
+
+    def step(model, optimizer):
+        def run():
+            optimizer.zero_grad()
+            loss = loss_of(model)
+            loss.backward()
+            optimizer.step()
+            return loss.detach()
+
+        return run
+
+    def clipped_grad():
+        optimizer.zero_grad()
+        loss_of(model).backward()
+        sigma, optimizer.noise_multiplier = optimizer.noise_multiplier, 0.0
+        try:
+            optimizer.pre_step()  # clip, accumulate, (no) noise, ÷N: the gradient optimizer.step() would apply
+        finally:
+            optimizer.noise_multiplier = sigma
+        cell, head = model._module.rnn.l0, model._module.head
+        grads = (cell.hh.weight.grad.T, cell.ih.weight.grad.T, cell.ih.bias.grad, head.weight.grad.T, head.bias.grad)
+        out = tuple(g.detach().numpy().copy() for g in grads)
+        optimizer.zero_grad()
+        return out
+
+    return {"opacus": step(model, optimizer), "torch_plain": step(plain, plain_opt), "clipped_grad": clipped_grad}
