@@ -34,10 +34,14 @@ class Fused(NamedTuple):
 
 def describe(X, params, options) -> Fused:
     """:class:`Fused` from the rule's checked :class:`~mdc_jax.rules.rnn.RuleOptions` (its token block over the
-    ``τN`` states, vocabulary block, head options): the token block becomes whole sequences,
-    ``max(1, token block // τ)`` of them."""
-    tau, N = X.shape[0], X.shape[1]
+    ``τN`` states, vocabulary block, head options). The blocks keep the head's budget of ``bn·bk`` logits but
+    hold whole sequences: where a sequence's ``τ × K`` logits fit, a block is as many sequences as fit, over
+    the whole vocabulary (its logits are formed once, for the log-sum-exp and the errors); else
+    ``max(1, bn // τ)`` sequences in vocabulary blocks of ``bk`` (formed twice: the online log-sum-exp first)."""
+    tau, N, K = X.shape[0], X.shape[1], params.V.shape[1]
     bn, bk = options.blocks
+    if tau * K <= bn * bk:
+        return Fused(min(N, bn * bk // (tau * K)), K, options.head_options)
     return Fused(min(N, max(1, bn // tau)), bk, options.head_options)
 
 
@@ -75,20 +79,29 @@ def head_rows(params, Zs, Z_tau, Y, fused: Fused):
         i, n0 = xs
         Z_I = _states(Zs, Z_tau, n0, nb)
         T_I, soft = _targets(Y, n0, nb, K)
-        lse, loss = linear_ce.forward(Z_I, V, c, T_I, soft, tau * nb, bk, acc, opts)
         ysum = linear_ce.row_sums(T_I, soft, K, acc, opts)
-        ones = jnp.ones_like(lse)
+        ones = jnp.ones((tau * nb,), acc)
 
-        def vocab(carry, ys):
+        def vocab(carry, ys):  # a block of the vocabulary: its errors' h Vᵀ and H_iH_iᵀ
             dZ, G = carry
             j, k0 = ys
             A, V_J = linear_ce.block_logits(Z_I, V, c, k0, bk, acc, opts)
             Y_IJ = linear_ce.targets_block(T_I, soft, k0, bk, acc, opts, K, ysum)
             E = jnp.where(fresh_mask(k0, j, bk)[None, :], linear_ce.block_error(A, lse, Y_IJ, ysum, opts, ones), 0)
             Eb = E.reshape(nb, tau, -1)
-            return (dZ + jnp.dot(E, V_J.T.astype(acc)), G + jnp.einsum("ntk,nsk->nts", Eb, Eb)), None  # h Vᵀ; H_iH_iᵀ
+            return (dZ + jnp.dot(E, V_J.T.astype(acc)), G + jnp.einsum("ntk,nsk->nts", Eb, Eb)), None
 
-        dZ, G = _vocab_scan(vocab, (jnp.zeros((tau * nb, H), acc), jnp.zeros((nb, tau, tau), acc)), K, bk)
+        if bk == K:  # whole rows: the block's logits formed once, for the log-sum-exp and the errors
+            A, _ = linear_ce.block_logits(Z_I, V, c, 0, K, acc, opts)
+            Y_IJ = linear_ce.targets_block(T_I, soft, 0, K, acc, opts, K, ysum)
+            lse = jax.nn.logsumexp(A, axis=1)
+            loss = ysum * linear_ce.lse_loss(lse, opts) - jnp.sum(Y_IJ * A, axis=1)  # as linear_ce.forward's
+            E = linear_ce.block_error(A, lse, Y_IJ, ysum, opts, ones)
+            Eb = E.reshape(nb, tau, K)
+            dZ, G = jnp.dot(E, V.T.astype(acc)), jnp.einsum("ntk,nsk->nts", Eb, Eb)
+        else:
+            lse, loss = linear_ce.forward(Z_I, V, c, T_I, soft, tau * nb, bk, acc, opts)
+            dZ, G = _vocab_scan(vocab, (jnp.zeros((tau * nb, H), acc), jnp.zeros((nb, tau, tau), acc)), K, bk)
         new = fresh_mask(n0, i, nb)  # the sequences no earlier block covered
         put = lambda old, x, axis: jax.lax.dynamic_update_slice_in_dim(
             old, jnp.where(new.reshape([-1 if a == axis else 1 for a in range(x.ndim)]), x,

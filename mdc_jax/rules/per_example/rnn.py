@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from ... import _validation as v
+from ...kernels import block_starts, fresh_mask
 from .. import rnn, rnn_segments
 from ..softmax import cross_entropy_error
 from . import head as fused_head
@@ -64,6 +65,7 @@ class Rows(NamedTuple):
     Z_tau: jax.Array
     S: jax.Array
     fused: tuple | None
+    Hs: jax.Array | None = None
 
 
 def _plain_head_error(Z_out, Y_k, V, c):
@@ -81,15 +83,15 @@ def _per_step(params, Z0, X, Y, fused):
     if fused is None:
         def head(Z_out, Y_k, ell):
             logS, H, Yd = _plain_head_error(Z_out, Y_k, V, c)
-            return H @ V.T, ell - jnp.sum(Yd * logS, axis=(0, 2)), None
+            return H @ V.T, ell - jnp.sum(Yd * logS, axis=(0, 2)), H
 
         out = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), head, rnn.chunks(Y, k),
                            jnp.zeros(X.shape[1], Z_tau.dtype), per_step=True)
-        return Rows(out.head_acc, Zs, Z_tau, out.steps, None)
+        return Rows(out.head_acc, Zs, Z_tau, out.steps, None, out.head_out)
     ell, HV, head = fused_head.head_rows(params, Zs, Z_tau, Y, fused)
     out = rnn.backward(params, Zs, Z_tau, X, jnp.zeros_like(Z_tau), lambda Z_out, HV_k, a: (HV_k, a, None),
                        rnn.chunks(HV, k), (), per_step=True)
-    return Rows(ell, Zs, Z_tau, out.steps, head)
+    return Rows(ell, Zs, Z_tau, out.steps, head, None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,46 +99,56 @@ def _per_step(params, Z0, X, Y, fused):
 
 
 def _id_gram(ids, D):
-    """``[x_t·x_{t'}]`` for token ids (one-hot rows, a zero row for an id outside ``[0, D)``)."""
+    """``[x_t·x_{t'}]`` for token ids ``(n, τ)``, per row (one-hot rows; a zero row for an id outside ``[0, D)``)."""
     valid = (ids >= 0) & (ids < D)
-    return ((ids[:, None] == ids[None, :]) & valid[:, None] & valid[None, :]).astype(jnp.float32)
+    return (ids[:, :, None] == ids[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+
+
+def _gram(A):
+    """``A_i A_iᵀ`` for each example's rows ``(n, τ, d)``: ``(n, τ, τ)``."""
+    return jnp.einsum("nta,nsa->nts", A, A)
 
 
 def _sq_norms(params, X, Y, rows: Rows):
-    """``‖g_i(p)‖²`` per parameter, an ``RNNParams`` of ``(N,)`` arrays (module docstring)."""
+    """``‖g_i(p)‖²`` per parameter, an ``RNNParams`` of ``(N,)`` arrays (module docstring), a block of
+    :data:`EXAMPLE_BLOCK` examples at a time (their rows copied example-major, never the whole batch's)."""
     W, U, V = params.W, params.U, params.V
     tau, N = X.shape[0], X.shape[1]
     H, D, K = W.shape[0], U.shape[0], V.shape[1]
-    Zs = rows.Zs.reshape(tau, N, H)
-    S = rows.S.reshape(tau, N, H)
-    ids = rnn.is_ids(X)
+    Zs, S = rows.Zs.reshape(tau, N, H), rows.S.reshape(tau, N, H)
+    ids, fused = rnn.is_ids(X), rows.fused is not None
     ghost_W, ghost_U, ghost_V = use_ghost_norm(tau, H, H), ids or use_ghost_norm(tau, D, H), use_ghost_norm(tau, H, K)
-    fused = rows.fused is not None
+    nb = min(EXAMPLE_BLOCK, N)
 
-    def one(i):
-        take = lambda A: jax.lax.dynamic_index_in_dim(A, i, axis=1, keepdims=False)
-        z = jnp.concatenate([take(Zs), rows.Z_tau[i][None]])  # Z_0..Z_τ of example i, (τ+1, H)
-        s = take(S)  # (τ, H)
-        Ks = s @ s.T
-        Kz = z @ z.T
-        sq = lambda a, b, K_a, K_b, ghost: jnp.sum(K_a * K_b) if ghost else jnp.sum(jnp.square(a.T @ b))
-        sW = sq(z[:-1], s, Kz[:-1, :-1], Ks, ghost_W)
+    def sq(a, b, K_a, K_b, ghost):  # ‖Σ_t a_t b_tᵀ‖² per example, by the Grams or the materialised g_i
+        g = None if ghost else jnp.einsum("nta,ntb->nab", a, b)
+        return jnp.sum(K_a * K_b, axis=(1, 2)) if ghost else jnp.sum(g * g, axis=(1, 2))
+
+    def block(out, xs):
+        i, n0 = xs
+        rows_of = lambda A: jnp.swapaxes(jax.lax.dynamic_slice_in_dim(A, n0, nb, axis=1), 0, 1)  # (nb, τ, ·)
+        z = jnp.concatenate([rows_of(Zs), jax.lax.dynamic_slice_in_dim(rows.Z_tau, n0, nb)[:, None]], axis=1)
+        s = rows_of(S)
+        Ks, Kz = _gram(s), _gram(z)  # Kz: Z_0..Z_τ; its leading block pairs W's inputs, its trailing V's
+        sW = sq(z[:, :-1], s, Kz[:, :-1, :-1], Ks, ghost_W)
         if ids:
-            sU = jnp.sum(_id_gram(take(X), D).astype(Ks.dtype) * Ks)
+            sU = jnp.sum(jnp.where(_id_gram(rows_of(X), D), Ks, 0), axis=(1, 2))
         else:
-            x = take(X)
-            sU = sq(x, s, None if not ghost_U else x @ x.T, Ks, ghost_U)
-        sb = jnp.sum(Ks)  # ‖Σ_t s_t‖² = 1ᵀ Ks 1
+            x = rows_of(X)
+            sU = sq(x, s, _gram(x) if ghost_U else None, Ks, ghost_U)
         if fused:
-            Kh = jax.lax.dynamic_index_in_dim(rows.fused[1], i, axis=0, keepdims=False)
-            sV = jnp.sum(Kz[1:, 1:] * Kh.astype(Kz.dtype))
+            Kh = jax.lax.dynamic_slice_in_dim(rows.fused[1], n0, nb).astype(Kz.dtype)
+            sV = jnp.sum(Kz[:, 1:, 1:] * Kh, axis=(1, 2))
         else:
-            h = _plain_head_error(z[1:, None], take(Y)[:, None], V, params.c)[1][:, 0]  # h_t recomputed, (τ, K)
-            Kh = h @ h.T
-            sV = sq(z[1:], h, Kz[1:, 1:], Kh, ghost_V)
-        return jnp.stack([sW, sU, sb, sV, jnp.sum(Kh).astype(sW.dtype)])
+            h = rows_of(rows.Hs.reshape(tau, N, -1))
+            Kh = _gram(h)
+            sV = sq(z[:, 1:], h, Kz[:, 1:, 1:], Kh, ghost_V)
+        norms = jnp.stack([sW, sU, jnp.sum(Ks, axis=(1, 2)), sV, jnp.sum(Kh, axis=(1, 2))], axis=1)  # (nb, 5)
+        old = jax.lax.dynamic_slice_in_dim(out, n0, nb)
+        return jax.lax.dynamic_update_slice_in_dim(out, jnp.where(fresh_mask(n0, i, nb)[:, None], norms, old), n0, 0), None
 
-    per = jax.lax.map(one, jnp.arange(N), batch_size=min(EXAMPLE_BLOCK, N))  # (N, 5)
+    starts = block_starts(N, nb)
+    per, _ = jax.lax.scan(block, jnp.zeros((N, 5), S.dtype), (jnp.arange(len(starts), dtype=jnp.int32), starts))
     return rnn.RNNParams(*per.T)
 
 
@@ -165,13 +177,13 @@ def _weighted_grads(params, X, Y, rows: Rows, c, N):
         db = db + jnp.sum(cS, axis=(0, 1))
         if plain:
             Z_out = rnn.states_out(Z_in, Z)
-            cH = _plain_head_error(Z_out, Y_k, params.V, params.c)[1] * scale
+            cH = Y_k * scale
             dV = dV + jnp.einsum("tnh,tnk->hk", Z_out, cH)  # Σ_t Z_tᵀ diag(c) ∇_{O_t}/N
             dc = dc + jnp.sum(cH, axis=(0, 1))
         return (Z_in[0], dW, dU, db, dV, dc), None
 
     zeros = [jnp.zeros_like(p) for p in params]
-    xs = (rows.Zs, rows.S, rnn.chunks(X, T), rnn.chunks(Y, T) if plain else None)
+    xs = (rows.Zs, rows.S, rnn.chunks(X, T), rows.Hs if plain else None)
     (_, *grads), _ = jax.lax.scan(step, (rows.Z_tau, *zeros), xs, reverse=True)
     return grads
 
