@@ -16,11 +16,12 @@ cheaper (:func:`use_ghost_norm`, the mixed ghost norm of Bu et al. 2023). Token 
 ``[x_t = x_{t'}]`` (one-hot rows never formed); ``U``'s norm is always the ghost one.
 
 What is held: the forward's states ``Z_0..Z_τ`` (as the plain rule holds them) and the stack of ``s_t``
-(``τ × N × H``), plus ``τ × τ`` Gram matrices one example block at a time. The head's ``h_t`` is recomputed
-where it is needed (per example for the Grams, per chunk for the clipped mean), so no ``τ × N × K`` array
-exists; with ``head="fused"`` the head's Gram ``[h_t·h_{t'}]`` is accumulated in the fused head's own
-blocks (:mod:`.head`). The clipped mean ``(1/N) Σ_i c_i g_i`` is the plain gradient's sums with
-each row of ``s_t`` (and ``h_t``) scaled by ``c_i``, chunk by chunk.
+(``τ × N × H``), plus ``τ × τ`` Gram matrices one block of examples at a time. The plain head's ``h_t``
+(``τ × N × K``, small where that head is used) is kept from the backward; with ``head="fused"`` no
+``τ × N × K`` array exists: the head's Gram ``[h_t·h_{t'}]`` is accumulated in the fused head's own blocks
+(:mod:`.head`). The clipped mean ``(1/N) Σ_i c_i g_i`` is the plain gradient's sums with each row of ``s_t``
+(and ``h_t``) scaled by ``c_i``, chunk by chunk. With ``checkpoint_every`` the ``g_i`` are materialised
+instead, segment by segment (:func:`_segment_batch_grads`).
 
 Nothing here calls ``jax.grad``, ``jax.vjp`` or ``jax.vmap``.
 """
@@ -156,9 +157,9 @@ def _sq_norms(params, X, Y, rows: Rows):
 # Weighted sums (1/N) Σ_i c_i g_i: the plain gradient's sums with rescaled rows, chunk by chunk
 
 
-def _weighted_grads(params, X, Y, rows: Rows, c, N):
+def _weighted_grads(params, X, rows: Rows, c, N):
     """``(1/N) Σ_i c_i g_i`` for ``W``, ``U``, ``b`` (and ``V``, ``c`` for the plain head; the fused head's come
-    from its blocks): the plain gradient's sums with the rows of ``S`` and ``h_t`` (recomputed) scaled by ``c_i/N``,
+    from its blocks): the plain gradient's sums with the rows of ``S`` and ``h_t`` scaled by ``c_i/N``,
     a block of steps at a time (walking back, as the backward does, so ``Z_t`` is the block's inputs shifted by one)."""
     H = params.W.shape[0]
     T = rows.Zs.shape[1]  # the rule's own chunks of steps (each rescaled block is a copy: keep them small)
@@ -167,7 +168,7 @@ def _weighted_grads(params, X, Y, rows: Rows, c, N):
 
     def step(carry, xs):
         Z, dW, dU, db, dV, dc = carry
-        Z_in, S_k, X_k, Y_k = xs
+        Z_in, S_k, X_k, H_k = xs
         cS = S_k * scale
         dW = dW + jnp.einsum("tnh,tng->hg", Z_in, cS)  # Σ_t Z_{t−1}ᵀ diag(c) ∇_{A_t}/N
         if ids:  # row x_ti of U gets row i of c_i ∇_{A_t}/N
@@ -177,7 +178,7 @@ def _weighted_grads(params, X, Y, rows: Rows, c, N):
         db = db + jnp.sum(cS, axis=(0, 1))
         if plain:
             Z_out = rnn.states_out(Z_in, Z)
-            cH = Y_k * scale
+            cH = H_k * scale
             dV = dV + jnp.einsum("tnh,tnk->hk", Z_out, cH)  # Σ_t Z_tᵀ diag(c) ∇_{O_t}/N
             dc = dc + jnp.sum(cH, axis=(0, 1))
         return (Z_in[0], dW, dU, db, dV, dc), None
@@ -188,14 +189,14 @@ def _weighted_grads(params, X, Y, rows: Rows, c, N):
     return grads
 
 
-def _materialised(params, X, Y, rows: Rows):
+def _materialised(params, X, rows: Rows):
     """Every ``g_i`` (``N`` copies of each parameter): ``batch_grad`` and the statistics built on it."""
     tau, N = X.shape[0], X.shape[1]
     H = params.W.shape[0]
     Zs, S = rows.Zs.reshape(tau, N, H), rows.S.reshape(tau, N, H)
     Z_out = rnn.states_out(Zs, rows.Z_tau)
     Xd = rnn.dense_targets(X, params.U.shape[0], S.dtype) if rnn.is_ids(X) else X
-    Hs = _plain_head_error(Z_out, Y, params.V, params.c)[1]
+    Hs = rows.Hs.reshape(tau, N, -1)
     outer = lambda a, b: jnp.einsum("tna,tnb->nab", a, b)
     return rnn.RNNParams(outer(Zs, S), outer(Xd, S), jnp.sum(S, axis=0), outer(Z_out, Hs), jnp.sum(Hs, axis=0))
 
@@ -318,7 +319,7 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
     rows = _per_step(params, Z0, X, Y, fused)
     out = {"loss": jnp.mean(rows.ell), "grad": _grads(params, X, Y, rows, jnp.ones((N,), rows.S.dtype), fused)}
     if materialise:
-        return _statistics(_materialised(params, X, Y, rows), quantities, out)
+        return _statistics(_materialised(params, X, rows), quantities, out)
     if "batch_l2" in quantities or "grad_norm" in quantities:
         sq = _sq_norms(params, X, Y, rows)
         if "batch_l2" in quantities:
@@ -331,7 +332,7 @@ def rnn_quantities(params, Z0, X, Y, *, quantities: Sequence[str] = ("batch_l2",
 def _grads(params, X, Y, rows, c, fused):
     """``(1/N) Σ_i c_i g_i`` as an ``RNNParams`` in the parameters' dtypes."""
     N = X.shape[1]
-    dW, dU, db, dV, dc = _weighted_grads(params, X, Y, rows, c, N)
+    dW, dU, db, dV, dc = _weighted_grads(params, X, rows, c, N)
     if fused is not None:
         dV, dc = fused_head.weighted_head_grads(params, rows, Y, c / N, fused)
     return rnn.RNNParams(*(v.cast_like(d, p) for d, p in zip((dW, dU, db, dV, dc), params)))
