@@ -233,13 +233,15 @@ def _build(cls, raw: Any, where: str, source: str):
             typing.Union, types.UnionType) else None
         if optional and len(optional) == 1 and dataclasses.is_dataclass(optional[0]):  # an optional section
             kwargs[name] = None if raw[name] is None else _build(optional[0], raw[name], dotted, source)
+        elif optional and len(optional) == 1 and raw[name] is None:  # an optional value (`int | None`), null
+            kwargs[name] = None
         elif tp is ModelOptions:
             kwargs[name] = _build_model_options(raw[name], dotted, source)
         elif dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, raw[name], dotted, source)
         else:
             try:
-                kwargs[name] = _coerce(raw[name], tp, dotted)
+                kwargs[name] = _coerce(raw[name], optional[0] if optional and len(optional) == 1 else tp, dotted)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
     return cls(**kwargs)

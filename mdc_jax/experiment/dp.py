@@ -2,8 +2,9 @@
 
 A step (Abadi et al. 2016, with the sampling the accountants analyse):
 
-1. **Poisson sampling**: each of the ``n`` training examples joins the batch independently with
-   probability ``q = batch_size / n``. The batch is padded to a fixed ``capacity`` (the
+1. **Poisson sampling**: each of the ``n`` training examples (``Model.examples``, the privacy unit: for
+   the language models, a sequence, one of the non-overlapping windows of the training text) joins the
+   batch independently with probability ``q = batch_size / n``. The batch is padded to a fixed ``capacity`` (the
    ``1 − 1e-12`` quantile of Binomial(n, q)) and the padding rows get weight 0, so the step compiles
    once. Should a draw exceed the capacity (probability below 1e-12 per step) the excess examples
    are dropped from that step, which only lowers their sampling probability.

@@ -77,7 +77,9 @@ class Model(NamedTuple):
         naming the array, the row and the column: the rules themselves stay traceable under ``jit``
         and do not look at values.
       examples: the number of training examples, for DP-SGD (``train.dp``): Poisson sampling draws
-        each of them with probability ``batch_size / examples`` and the accountant needs that rate.
+        each of them with probability ``batch_size / examples`` and the accountant needs that rate. An
+        example is the privacy unit, so no two may share data (the language models' examples are the
+        non-overlapping windows of their text, whatever windows ``batch`` takes).
       gather: ``indices -> batch``: the training examples at ``indices`` (jittable), for DP-SGD.
       curvature: what the second-order optimizers (``optimizer.name: kfac | ggn_cg``, :mod:`mdc_jax.optim`)
         need from the model, a :class:`Curvature`; ``None`` for a model that cannot give it.
