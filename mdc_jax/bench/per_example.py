@@ -46,19 +46,19 @@ SUITES = {
 
 
 def dp_step(clipped_grad, lr: float = 0.1):
-    """One DP-SGD step around a clipped gradient: noise σC/N on the mean (one draw over the flattened
-    gradient), optax SGD. ``n`` is the first data argument's sample axis (X's rows; the RNN's ``Z0`` rows)."""
+    """One DP-SGD step around a clipped gradient: noise σC/N on the mean (a draw per leaf), optax SGD. ``n`` is
+    the first data argument's sample axis (X's rows; the RNN's ``Z0`` rows)."""
     import optax
-    from jax.flatten_util import ravel_pytree
 
     opt = optax.sgd(lr)
 
     def step(params, opt_state, key, *data):
         loss, grads = clipped_grad(params, *data)
         n = data[0].shape[0]
-        flat, unravel = ravel_pytree(grads)
-        noisy = unravel(flat + (NOISE * CLIP / n) * jax.random.normal(key, flat.shape, flat.dtype))
-        updates, opt_state = opt.update(noisy, opt_state, params)
+        keys = jax.random.split(key, len(jax.tree.leaves(grads)))
+        leaves = [g + (NOISE * CLIP / n) * jax.random.normal(k, g.shape, g.dtype)
+                  for g, k in zip(jax.tree.leaves(grads), keys)]
+        updates, opt_state = opt.update(jax.tree.unflatten(jax.tree.structure(grads), leaves), opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     return opt, step
