@@ -7,11 +7,18 @@
 * Hypothesis: no deadline (first calls compile), bounded example counts so the suite stays fast,
   and derandomized so CI sees the same examples every run. For a wider random search run
   ``pytest --hypothesis-profile=thorough`` (200 random examples per test).
+* XLA:CPU compiles with LLVM at ``-O0`` (``--xla_backend_optimization_level=0``, added to ``XLA_FLAGS``
+  unless it names a level): the suite is bound by compilation of small programs, and this cuts its time
+  by about 15%. XLA's own passes (fusion, buffer assignment: the programs and the temp memory the tests
+  check) do not depend on it, and the suite passes at either level. Subprocesses inherit it.
 """
 
 import os
 
-import jax
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+import jax  # after XLA_FLAGS: the backend reads them when it starts
 import pytest
 from hypothesis import HealthCheck, settings
 

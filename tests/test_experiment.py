@@ -548,7 +548,8 @@ def test_data_parallel_on_4_devices_matches_1_device(tmp_path, subprocess_env):
         f"train(load_config(r'{path}', ['train.devices=4']), out_dir=r'{tmp_path / 'four'}'); "
         f"train(load_config(r'{path}', ['train.devices=1']), out_dir=r'{tmp_path / 'one'}')"
     )
-    env = {**subprocess_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**subprocess_env, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, capture_output=True)
     four, one = load_npz(tmp_path / "four" / "final.npz"), load_npz(tmp_path / "one" / "final.npz")
     for k in one:
