@@ -29,6 +29,21 @@ def setups(draw):
             draw(st.sampled_from(["int", "ignore", "soft"])))
 
 
+def rule_and_reference(Z, W, b, labels, kw, blocks, ct, soft):
+    """``(value, cotangents)`` of the blocked head and of the plain reference under the cotangent ``ct``: for
+    ``Z``, ``W``, ``b`` (and soft labels), one compiled program."""
+    argnums = (0, 1, 2, 3) if soft else (0, 1, 2)
+
+    def both(Z, W, b, labels):
+        def grads(f):
+            value, vjp = jax.vjp(lambda *a: f(*a, **kw), Z, W, b, labels)
+            return value, [vjp(ct)[i] for i in argnums]
+
+        return grads(lambda *a, **k: lce(*a, **k, block_size=blocks)), grads(ref.linear_softmax_cross_entropy)
+
+    return jax.jit(both)(Z, W, b, labels)
+
+
 @settings(max_examples=6)
 @given(setups())
 @example((0, 1, 1, 2, None, "mean", "int"))  # N = 1, K = 2
@@ -42,16 +57,7 @@ def test_loss_and_gradients_match_the_plain_head_float64(setup):
         labels = labels.at[::2].set(-100)
         kw["ignore_index"] = -100
     ct = jnp.asarray(np.random.default_rng(seed).normal(size=n)) if reduction == "none" else jnp.asarray(1.5)
-    argnums = (0, 1, 2, 3) if labels_kind == "soft" else (0, 1, 2)
-
-    def both(Z, W, b, labels):
-        def grads(f):
-            value, vjp = jax.vjp(lambda *a: f(*a, **kw), Z, W, b, labels)
-            return value, [vjp(ct)[i] for i in argnums]
-
-        return grads(lambda *a, **k: lce(*a, **k, block_size=blocks)), grads(ref.linear_softmax_cross_entropy)
-
-    (value, g), (ref_value, ref_g) = jax.jit(both)(Z, W, b, labels)
+    (value, g), (ref_value, ref_g) = rule_and_reference(Z, W, b, labels, kw, blocks, ct, labels_kind == "soft")
     assert_close(value, ref_value, 1e-10, f"loss ({reduction}, {labels_kind}, blocks {blocks})", atol=1e-13)
     assert_close(g, ref_g, 1e-10, f"gradients ({reduction}, {labels_kind}, blocks {blocks})", atol=1e-13)
 
@@ -191,16 +197,7 @@ def test_options_match_the_plain_head_float64(options, labels_kind, reduction, b
     rng = np.random.default_rng(1)
     ct = jnp.asarray(rng.normal(size=n)) if reduction == "none" else jnp.asarray(1.5)
     ct = (ct, jnp.asarray(rng.normal(size=n))) if return_lse else ct
-    argnums = (0, 1, 2, 3) if labels_kind == "soft" else (0, 1, 2)
-
-    def both(Z, W, b, labels):
-        def grads(f):
-            value, vjp = jax.vjp(lambda *a: f(*a, **kw), Z, W, b, labels)
-            return value, [vjp(ct)[i] for i in argnums]
-
-        return grads(lambda *a, **k: lce(*a, **k, block_size=blocks)), grads(ref.linear_softmax_cross_entropy)
-
-    (value, g), (ref_value, ref_g) = jax.jit(both)(Z, W, b, labels)
+    (value, g), (ref_value, ref_g) = rule_and_reference(Z, W, b, labels, kw, blocks, ct, labels_kind == "soft")
     what = f"{options}, {labels_kind}, {reduction}, blocks {blocks}"
     assert_close(value, ref_value, 1e-10, f"loss (and lse): {what}", atol=1e-13)
     assert_close(g, ref_g, 1e-10, f"gradients: {what}", atol=1e-13)

@@ -88,20 +88,23 @@ def _mlp_case(name, n, dims, rounds):
     return CaseResult(f"per_example clip {name}", ms["clipped"], ms["vmap"], temp_clip, temp_vmap, extra=extra)
 
 
-def _rnn_case(name, tau, n, d, h, k, rounds):
-    params, Z0, X, Y = rnn_case(0, tau, n, d, h, k, jnp.float32)
-    plain = jax.value_and_grad(rnn.rnn_loss)
-    clipped = lambda p, Z0, X, Y: pe.rnn_clipped_grad(p, Z0, X, Y, clip_norm=CLIP)
+def _rnn_vmap_clipped(p, Z0, X, Y):
+    return ref.clipped_from_batch_grads(ref.rnn_batch_grads(p, Z0, X, Y), CLIP)
 
-    def vmap_clipped(p, Z0, X, Y):
-        return ref.clipped_from_batch_grads(ref.rnn_batch_grads(p, Z0, X, Y), CLIP)
 
-    run_plain, temp_plain = compiled(plain, params, Z0, X, Y)
-    run_clip, temp_clip = compiled(clipped, params, Z0, X, Y)
-    run_vmap, temp_vmap = compiled(vmap_clipped, params, Z0, X, Y)
+def _rnn_runs(name, plain, clipped, args, rounds, **extra):
+    """Plain step, clipped gradient and `vmap(grad)` + clipping of the reference, compiled and interleaved."""
+    run_plain, temp_plain = compiled(plain, *args)
+    run_clip, temp_clip = compiled(clipped, *args)
+    run_vmap, temp_vmap = compiled(_rnn_vmap_clipped, *args)
     ms = interleaved_medians({"plain": run_plain, "clipped": run_clip, "vmap": run_vmap}, rounds=rounds)
     return CaseResult(f"per_example clip {name}", ms["clipped"], ms["vmap"], temp_clip, temp_vmap,
-                      extra=_extra(ms, temp_plain, temp_clip, None))
+                      extra={**_extra(ms, temp_plain, temp_clip, None), **extra})
+
+
+def _rnn_case(name, tau, n, d, h, k, rounds):
+    clipped = lambda p, Z0, X, Y: pe.rnn_clipped_grad(p, Z0, X, Y, clip_norm=CLIP)
+    return _rnn_runs(name, jax.value_and_grad(rnn.rnn_loss), clipped, rnn_case(0, tau, n, d, h, k, jnp.float32), rounds)
 
 
 def _wordlm_case(name, tau, n, h, k, rounds):
@@ -112,16 +115,7 @@ def _wordlm_case(name, tau, n, h, k, rounds):
     X, Y = (jax.random.randint(key, (tau, n), 0, k, jnp.int32) for key in keys)
     plain = jax.value_and_grad(lambda p, Z0, X, Y: rnn.rnn_loss(p, Z0, X, Y, head="fused"))
     clipped = lambda p, Z0, X, Y: pe.rnn_clipped_grad(p, Z0, X, Y, clip_norm=CLIP, head="fused")
-
-    def vmap_clipped(p, Z0, X, Y):
-        return ref.clipped_from_batch_grads(ref.rnn_batch_grads(p, Z0, X, Y), CLIP)
-
-    run_plain, temp_plain = compiled(plain, params, Z0, X, Y)
-    run_clip, temp_clip = compiled(clipped, params, Z0, X, Y)
-    run_vmap, temp_vmap = compiled(vmap_clipped, params, Z0, X, Y)
-    ms = interleaved_medians({"plain": run_plain, "clipped": run_clip, "vmap": run_vmap}, rounds=rounds)
-    extra = {**_extra(ms, temp_plain, temp_clip, None), "logits_bytes": tau * n * k * 4}
-    return CaseResult(f"per_example clip {name}", ms["clipped"], ms["vmap"], temp_clip, temp_vmap, extra=extra)
+    return _rnn_runs(name, plain, clipped, (params, Z0, X, Y), rounds, logits_bytes=tau * n * k * 4)
 
 
 def _extra(ms, temp_plain, temp_clip, temp_step):
