@@ -121,7 +121,7 @@ def test_a_dp_run_reports_epsilon_from_dp_accounting_and_closed_equals_the_vmap_
     ("train.dp.delta=1", r"train\.dp\.delta must be in \(0, 1\), got 1\.0"),
     ("train.dp.accountant=moments", r"train\.dp\.accountant is 'moments'; expected one of pld, rdp"),
     ("train.dp.sigma=1", r"unknown key 'train\.dp\.sigma'"),
-    ("train.devices=2", r"train\.dp runs on one device"),
+    ("train.devices=2", r"train\.devices is 2, but only 1 device\(s\) are visible"),  # DP over several: test_distributed
     ("train.batch_size=5000", r"train\.batch_size 5000 is larger than the training set"),
 ])
 def test_bad_dp_settings_exit_2_naming_the_key(tmp_path, capsys, override, message):

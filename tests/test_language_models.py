@@ -188,7 +188,6 @@ def test_under_dp_an_example_is_a_non_overlapping_window_and_without_it_batches_
      r"model\.head_options with optimizer\.name 'ggn_cg': the model's curvature is the plain head's"),
     (charlm_config, ["optimizer.name=kfac", "model.checkpoint_every=2"], r"model\.checkpoint_every with optimizer\.name"),
     (wordlm_config, [*DP_ON, "optimizer.name=kfac"], r"train\.dp with optimizer\.name 'kfac': the curvature would see"),
-    (charlm_config, [*DP_ON, "train.devices=2"], r"train\.dp runs on one device"),
 ])
 def test_options_a_language_model_cannot_honour_are_refused_at_load_naming_the_key(load, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -321,9 +321,6 @@ def _check_values(cfg: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: {problem}")
         if not 0 < dp.delta < 1:
             raise ConfigError(f"{source}: train.dp.delta must be in (0, 1), got {dp.delta}")
-        if cfg.train.devices != 1:
-            raise ConfigError(f"{source}: train.dp runs on one device; set train.devices: 1 "
-                              f"(got {cfg.train.devices})")
     if cfg.train.devices < 0:
         raise ConfigError(f"{source}: train.devices must be >= 0 (0 = all devices), got {cfg.train.devices}")
 

@@ -116,22 +116,41 @@ def add_noise(grads, key, std):
     return jax.tree.unflatten(tree, [g + std * jax.random.normal(k, g.shape, g.dtype) for g, k in zip(leaves, keys)])
 
 
-def make_dp_grad(model, cfg):
-    """``(params, key) -> (loss, noisy clipped grads)`` for the model under ``cfg.train.dp``, and the
-    sampling rate ``q``."""
+def make_dp_grad(model, cfg, mesh=None):
+    """``(params, key) -> (loss, noisy clipped grads)`` for the model under ``cfg.train.dp``, the sampling
+    rate ``q`` and the padded batch size.
+
+    ``mesh`` (a mesh with one axis ``"batch"``, several devices, perhaps across processes): the padded batch
+    is split over its devices (its capacity rounded up to a multiple of them, the extra rows of weight 0);
+    each device gathers and clips its own examples and the devices average their sums
+    (:func:`jax.lax.pmean`). The draw and the noise come from the same key on every device, so the global
+    batch and the noise, and with them ε, are those of one device."""
     dp, n, B = cfg.train.dp, model.examples, cfg.train.batch_size
     q = B / n
-    capacity = poisson_capacity(n, q)
+    devices = 1 if mesh is None else mesh.size
+    capacity = -(-poisson_capacity(n, q) // devices) * devices
     if cfg.train.grad == "closed":
         clipped = model.clipped_grad
     else:
         clipped = functools.partial(vmap_clipped_grad, model.loss, model.batch_axes)
 
+    def clipped_sum(params, indices, weights):  # (1/capacity) Σ_i w_i clip(g_i), over the examples at indices
+        return clipped(params, model.gather(indices), weights, dp.clip_norm)
+
+    if mesh is not None:
+        local_sum = clipped_sum
+
+        def clipped_sum(params, indices, weights):  # each device its share of the rows; the mean of equal shares
+            spec = jax.sharding.PartitionSpec("batch")
+            return jax.shard_map(lambda p, i, w: jax.lax.pmean(local_sum(p, i, w), "batch"), mesh=mesh,
+                                 in_specs=(jax.sharding.PartitionSpec(), spec, spec),
+                                 out_specs=jax.sharding.PartitionSpec())(params, indices, weights)
+
     def dp_grad(params, key):
         sample_key, noise_key = jax.random.split(key)
         indices, valid = poisson_batch(sample_key, n, q, capacity)
         weights = valid.astype(jax.tree.leaves(params)[0].dtype) * (capacity / B)  # (1/capacity) Σ w_i ... = Σ_drawn ... / (q n)
-        loss, grads = clipped(params, model.gather(indices), weights, dp.clip_norm)
+        loss, grads = clipped_sum(params, indices, weights)
         return loss, add_noise(grads, noise_key, dp.noise_multiplier * dp.clip_norm / B)
 
     return dp_grad, q, capacity

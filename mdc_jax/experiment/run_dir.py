@@ -25,24 +25,30 @@ from .models import get_model
 
 
 class MetricsLog:
-    """metrics.jsonl writer and console output (a progress line on a terminal, log lines otherwise)."""
+    """metrics.jsonl writer and console output (a progress line on a terminal, log lines otherwise).
 
-    def __init__(self, run_dir: Path, tty: bool):
-        self.path, self.tty = run_dir / "metrics.jsonl", tty
+    ``write=False`` (every process but 0 of a run across processes): reads only, writes and says nothing."""
+
+    def __init__(self, run_dir: Path, tty: bool, write: bool = True):
+        self.path, self.tty, self.write = run_dir / "metrics.jsonl", tty, write
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop records newer than the checkpoint, they will be produced again (a line
         that is not a record is kept as it is)."""
-        if not self.path.exists():
+        if not self.write or not self.path.exists():
             return
         kept = [line for line, record in read_metrics(self.path) if record is None or record["step"] <= step]
         atomic_write_text(self.path, b"".join(line + b"\n" for line in kept))
 
     def record(self, **record) -> None:
+        if not self.write:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def say(self, text: str, progress: bool = False) -> None:
+        if not self.write:
+            return
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # a path that is not UTF-8
         if progress and self.tty:
             print("\r" + text.ljust(100), end="", flush=True)

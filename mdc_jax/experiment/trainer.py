@@ -30,7 +30,8 @@ import optax
 from .. import optim
 from .._validation import describe_non_finite
 from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_checkpoint, list_checkpoints, save_checkpoint
-from .config import SECOND_ORDER, ConfigError, ExperimentConfig
+from .config import SECOND_ORDER, ConfigError, ExperimentConfig, config_to_dict
+from .distributed import SINGLE, check_agreement, config_hash
 from .dp import epsilon, make_dp_grad
 from .models import Model, get_model
 from .run_dir import RESUMABLE as RESUMABLE
@@ -87,16 +88,33 @@ def _learning_rate(cfg: ExperimentConfig):
     return optax.exponential_decay(o.learning_rate, steps, o.decay_rate)  # reaches decay_rate·lr at the last step
 
 
-def _mesh_shardings(cfg: ExperimentConfig, batch_axes):
-    """(replicated sharding, batch shardings) over ``train.devices`` devices, or None for one device."""
+class Shardings(NamedTuple):
+    """The data-parallel layout: a mesh whose one axis ``"batch"`` splits each batch, the parameters replicated."""
+
+    replicated: Any
+    batch: Any  # a pytree like the batch: each leaf split along its sample axis
+    mesh: Any
+
+
+def _mesh_shardings(cfg: ExperimentConfig, batch_axes, procs=SINGLE) -> Shardings | None:
+    """The layout over ``train.devices`` devices (across processes: every device of every process), or None
+    for one device."""
     available = jax.devices()
-    n = cfg.train.devices or len(available)
-    if n > len(available):
-        raise ConfigError(f"train.devices is {n}, but only {len(available)} device(s) are visible")
+    if procs.distributed:
+        n = len(available)
+        if cfg.train.devices not in (0, 1, n):
+            raise ConfigError(f"train.devices is {cfg.train.devices}, but a run across {procs.num_processes} processes "
+                              f"uses all their {n} devices: set train.devices to 0 (all) or {n}")
+        where = f"the {n} devices of the {procs.num_processes} processes"
+    else:
+        n = cfg.train.devices or len(available)
+        if n > len(available):
+            raise ConfigError(f"train.devices is {n}, but only {len(available)} device(s) are visible")
+        where = f"train.devices {n}"
     if n == 1:
         return None
-    if cfg.train.batch_size % n:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by train.devices {n}")
+    if cfg.train.batch_size % n and cfg.train.dp is None:  # DP pads its Poisson batch to a multiple of n itself
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by {where}")
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     mesh = Mesh(np.array(available[:n]), ("batch",))
@@ -104,7 +122,7 @@ def _mesh_shardings(cfg: ExperimentConfig, batch_axes):
     def spec(axis):
         return NamedSharding(mesh, PartitionSpec(*([None] * axis + ["batch"])))
 
-    return NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes)
+    return Shardings(NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes), mesh)
 
 
 class TrainState(NamedTuple):
@@ -117,15 +135,20 @@ class TrainState(NamedTuple):
 
 
 def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str | Path | None = None,
-          tty: bool | None = None, start_over: bool = False) -> RunResult:
+          tty: bool | None = None, start_over: bool = False, processes=None) -> RunResult:
     """Trains the model a config describes; see the module docstring and the README.
 
     With ``resume``, ``cfg`` may be ``None``: the run continues from its own ``config.yaml``. When
     the run has checkpoints and none of them can be read, the resume is refused unless
     ``start_over`` (the damaged files are left where they are).
+
+    ``processes``: this process's place in a run across processes (:func:`.distributed.join`); every
+    process calls ``train`` alike, the step runs on the mesh of all their devices, and process 0 alone
+    writes the run directory (see docs/distributed.md). ``None``: one process.
     """
-    cfg, run_dir = _open_run_dir(cfg, out_dir, resume)
-    log = MetricsLog(run_dir, sys.stdout.isatty() if tty is None else tty)
+    procs = processes or SINGLE
+    cfg, run_dir = _open_run_dir(cfg, out_dir, resume, procs)
+    log = MetricsLog(run_dir, sys.stdout.isatty() if tty is None else tty, write=procs.writer)
     started = time.perf_counter()
     spec = get_model(cfg.model.kind)
     if spec.fit is not None:
@@ -133,25 +156,50 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
     model = _build_model(spec, cfg)
-    shardings = _mesh_shardings(cfg, model.batch_axes)
+    shardings = _mesh_shardings(cfg, model.batch_axes, procs)
     opt = make_optimizer(cfg)
     state = _initial_state(cfg, model, opt)
     if resume:
         state = _resume(state, cfg, run_dir, log, start_over)
-    save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
-    dp_grad, dp_rate = _dp_gradient(model, cfg)
+    if procs.writer:
+        save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
+    dp_grad, dp_rate = _dp_gradient(model, cfg, shardings)
     step_fn = _compile_step(cfg, model, opt, shardings, dp_grad, state.data_key)
     state = _place(state, shardings)
     resumed_from = state.step if resume else None
     step_fn, compile_s = _compile_ahead(step_fn, state, cfg.train.steps)
-    state, metrics, step_times = _run_steps(cfg, model, step_fn, state, run_dir, log, dp_rate)
+    state, metrics, step_times = _run_steps(cfg, model, step_fn, state, run_dir, log, dp_rate, procs)
     return _finish_run(cfg, model, state, metrics, step_times, run_dir, log, started, resumed_from, dp_rate,
-                       compile_s)
+                       compile_s, procs)
 
 
-def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume) -> tuple[ExperimentConfig, Path]:
+def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume, procs=SINGLE) -> tuple[ExperimentConfig, Path]:
     """The config and the run directory, created; a new run gets a new or empty folder, a resume a
-    config it may apply and a directory it can write (see :mod:`.run_dir`)."""
+    config it may apply and a directory it can write (see :mod:`.run_dir`).
+
+    Across processes, process 0 checks and creates the directory (its default name is every process's),
+    and all of them then agree (:meth:`.distributed.Processes.agree`): a problem met by any process, or a
+    resolved config that differs from process 0's, stops them all with one message naming the process."""
+    if not procs.distributed:
+        return _open_run_dir_here(cfg, out_dir, resume, procs)
+    try:
+        found, problem = _open_run_dir_here(cfg, out_dir, resume, procs), None
+        if get_model(found[0].model.kind).fit is not None:
+            found, problem = None, (f"model.kind {found[0].model.kind!r} is fitted by a solver, in one process: "
+                                    f"train it without --num-processes or --distributed")
+    except (ConfigError, ValueError, OSError) as err:
+        found, problem = None, str(err)
+    payload = {"problem": problem} if found is None else {
+        "config_hash": config_hash(config_to_dict(found[0])), "run_dir": str(found[1])}
+    payloads = procs.agree(payload)
+    try:
+        check_agreement(payloads)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return found[0], Path(payloads[0]["run_dir"])
+
+
+def _open_run_dir_here(cfg: ExperimentConfig | None, out_dir, resume, procs) -> tuple[ExperimentConfig, Path]:
     if cfg is None:
         if not resume:
             raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
@@ -163,9 +211,10 @@ def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume) -> tuple[Experi
     if resume:
         cfg = check_resume_config(cfg, run_dir)
         check_resumable(run_dir)
-    else:
+    elif procs.writer:
         check_new_run_dir(run_dir)  # a new run never writes over files: --out is new or empty
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if procs.writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
     return cfg, run_dir
 
 
@@ -210,11 +259,12 @@ def _resume(state: TrainState, cfg: ExperimentConfig, run_dir: Path, log: Metric
     return state
 
 
-def _dp_gradient(model: Model, cfg: ExperimentConfig):
-    """``(dp_grad, sampling rate q)`` under ``train.dp`` (see :mod:`.dp`), else ``(None, None)``."""
+def _dp_gradient(model: Model, cfg: ExperimentConfig, shardings: Shardings | None):
+    """``(dp_grad, sampling rate q)`` under ``train.dp`` (see :mod:`.dp`; over the mesh's devices when there
+    are several), else ``(None, None)``."""
     if cfg.train.dp is None:
         return None, None
-    dp_grad, q, _capacity = make_dp_grad(model, cfg)
+    dp_grad, q, _capacity = make_dp_grad(model, cfg, None if shardings is None else shardings.mesh)
     return dp_grad, q
 
 
@@ -222,7 +272,7 @@ def _place(state: TrainState, shardings) -> TrainState:
     """Parameters and optimizer state replicated over the devices of ``train.devices`` (if several)."""
     if shardings is None:
         return state
-    params, opt_state = jax.device_put((state.params, state.opt_state), shardings[0])
+    params, opt_state = jax.device_put((state.params, state.opt_state), shardings.replicated)
     return state._replace(params=params, opt_state=opt_state)
 
 
@@ -240,7 +290,7 @@ def _compile_step(cfg: ExperimentConfig, model: Model, opt, shardings, dp_grad, 
             return optax.apply_updates(params, updates), opt_state, loss
         batch = model.batch(key)
         if shardings is not None:
-            batch = jax.lax.with_sharding_constraint(batch, shardings[1])
+            batch = jax.lax.with_sharding_constraint(batch, shardings.batch)  # each device draws its own rows
         if curvature_update is not None:  # kfac, ggn_cg: the sampled factors' labels from a key of their own
             loss, updates, opt_state = curvature_update(params, opt_state, batch, jax.random.fold_in(key, 1))
         else:
@@ -250,7 +300,7 @@ def _compile_step(cfg: ExperimentConfig, model: Model, opt, shardings, dp_grad, 
 
     if shardings is None:
         return jax.jit(train_step)
-    return jax.jit(train_step, out_shardings=(shardings[0], shardings[0], shardings[0]))
+    return jax.jit(train_step, out_shardings=(shardings.replicated,) * 3)
 
 
 def _curvature_update(cfg: ExperimentConfig, model: Model, opt):
@@ -323,7 +373,7 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, run_dir: Path, log: MetricsLog,
-               dp_rate: float | None) -> tuple[TrainState, dict | None, list[float]]:
+               dp_rate: float | None, procs=SINGLE) -> tuple[TrainState, dict | None, list[float]]:
     """Steps ``state.step + 1 .. train.steps``, each loss checked finite, logged, evaluated and
     checkpointed on the config's schedule. Returns the last state, the last evaluation (None if no
     step ran) and each step's seconds.
@@ -333,22 +383,26 @@ def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, 
 
     A checkpoint is written only once its parameters are known to give a finite loss: those of step
     s are saved after step s + 1 has computed their loss (the last step's once its parameters are
-    checked finite), so the newest checkpoint is never the one that went non-finite."""
+    checked finite), so the newest checkpoint is never the one that went non-finite.
+
+    Across processes every process runs this loop alike (each step waits at most ``--timeout`` for the
+    others); process 0 alone writes records and checkpoints."""
     t, folder = cfg.train, run_dir / "checkpoints"
     step_times, losses, window_start, metrics, pending = [], [], time.perf_counter(), None, None
     spent = _seconds_so_far(log)
     for step in range(state.step + 1, t.steps + 1):
         t0 = time.perf_counter()
-        params, opt_state, loss = step_fn(state.params, state.opt_state, jnp.asarray(step, jnp.int32))
-        loss = float(loss)
+        with procs.waiting(f"step {step}"):
+            params, opt_state, loss = step_fn(state.params, state.opt_state, jnp.asarray(step, jnp.int32))
+            loss = float(loss)
         step_times.append(time.perf_counter() - t0)
         spent += step_times[-1]
         if not math.isfinite(loss):
             log.record(step=step, loss=loss, time_s=spent, error="non-finite loss")
             _stop(log, run_dir, f"the loss is {loss} at step {step}", f"non-finite loss ({loss}) at step {step}")
-        if pending is not None:
+        if pending is not None and procs.writer:
             save_checkpoint(folder, *pending)
-            pending = None
+        pending = None
         state = state._replace(params=params, opt_state=opt_state, step=step)
         losses.append(loss)
         if _due(step, t.log_every, t.steps):
@@ -358,16 +412,16 @@ def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, 
             log.say(f"step {step}/{t.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
             losses, window_start = [], time.perf_counter()
         if _due(step, t.eval_every, t.steps):
-            metrics = _evaluate(cfg, model, state, dp_rate)
+            metrics = _evaluate(cfg, model, procs.local(state.params), state.step, dp_rate)
             log.record(step=step, time_s=spent, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % t.checkpoint_every == 0:
             pending = (step, state.params, state.opt_state, state.data_key)
-    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state.params)):  # no next step checks them
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(procs.local(state.params))):  # no next step checks them
         log.record(step=t.steps, time_s=spent, error="non-finite parameters")
         _stop(log, run_dir, f"the parameters are not finite after step {t.steps}",
               f"non-finite parameters after step {t.steps}, the last step")
-    if pending is not None:
+    if pending is not None and procs.writer:
         save_checkpoint(folder, *pending)
     return state, metrics, step_times
 
@@ -398,11 +452,11 @@ def _stop(log: MetricsLog, run_dir: Path, what: str, reason: str):
     raise NonFiniteLoss(f"{reason}; {where}")
 
 
-def _evaluate(cfg: ExperimentConfig, model: Model, state: TrainState, dp_rate: float | None) -> dict:
-    """The held-out metrics, and under ``train.dp`` the privacy spent so far: ε at δ after ``state.step`` steps."""
-    metrics = model.evaluate(state.params)
+def _evaluate(cfg: ExperimentConfig, model: Model, params, step: int, dp_rate: float | None) -> dict:
+    """The held-out metrics, and under ``train.dp`` the privacy spent so far: ε at δ after ``step`` steps."""
+    metrics = model.evaluate(params)
     if cfg.train.dp is not None:
-        metrics["epsilon"] = _epsilon(cfg, state.step, dp_rate)
+        metrics["epsilon"] = _epsilon(cfg, step, dp_rate)
     return metrics
 
 
@@ -413,19 +467,24 @@ def _epsilon(cfg: ExperimentConfig, steps: int, dp_rate: float) -> float:
 
 def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step_times: list[float], run_dir: Path,
                 log: MetricsLog, started: float, resumed_from: int | None, dp_rate: float | None,
-                compile_s: float | None) -> RunResult:
-    """``final.npz``, ``summary.json`` and the plots of a finished run."""
-    final_metrics = metrics if metrics is not None else model.evaluate(state.params)  # the loop evaluated its last step
-    atomic_savez(run_dir / "final.npz", flatten_named(state.params, ""))
+                compile_s: float | None, procs=SINGLE) -> RunResult:
+    """``final.npz``, ``summary.json`` and the plots of a finished run (by process 0 alone, across processes)."""
+    params = procs.local(state.params)
+    final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluated its last step
+    if procs.writer:
+        atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
     dp = cfg.train.dp
     if dp is not None and "epsilon" not in final_metrics:  # a resume with no step left to run
         final_metrics["epsilon"] = _epsilon(cfg, cfg.train.steps, dp_rate)
     privacy = {} if dp is None else {"dp": {**dataclasses.asdict(dp), "sampling_rate": dp_rate}}
     summary = {"config": cfg.name, "model": cfg.model.kind, "grad": cfg.train.grad, "steps": cfg.train.steps,
-               "resumed_from_step": resumed_from, **final_metrics, **privacy, **model.report(state.params),
+               "resumed_from_step": resumed_from, **final_metrics, **privacy, **model.report(params),
                "primary_metric": model.primary, "wall_time_s": time.perf_counter() - started,
                "compile_s": compile_s,
-               "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None}
+               "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None,
+               **({"processes": procs.num_processes} if procs.distributed else {})}
+    if not procs.writer:
+        return RunResult(run_dir, summary, params)
     write_summary(run_dir, summary)
     try:
         plot_run(run_dir, model.primary)
@@ -433,7 +492,7 @@ def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step
         first = (str(err).strip().splitlines() or [""])[0][:200]
         print(f"warning: could not draw the plots in {run_dir}: {type(err).__name__}: {first}", file=sys.stderr)
     log.say(f"done: {model.primary} {final_metrics[model.primary]:.4f}; run directory {run_dir}")
-    return RunResult(run_dir, summary, state.params)
+    return RunResult(run_dir, summary, params)
 
 
 def _check_dp(cfg: ExperimentConfig, model) -> None:
