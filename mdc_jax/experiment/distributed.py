@@ -290,10 +290,17 @@ def join(options: Options) -> Processes:
             f"{options.num_processes}, and its own --process-id)" if options.coordinator else
             "the cluster auto-detection found no peers")
     with watchdog.waiting(f"joining {where}", hint):
-        jax.distributed.initialize(options.coordinator, options.num_processes, options.process_id,
-                                   initialization_timeout=int(options.timeout) + 30,  # our watchdog speaks first
-                                   heartbeat_timeout_seconds=int(options.timeout) + 30,
-                                   shutdown_timeout_seconds=int(options.timeout) + 30)
+        try:
+            jax.distributed.initialize(options.coordinator, options.num_processes, options.process_id,
+                                       initialization_timeout=int(options.timeout) + 30,  # our watchdog speaks first
+                                       heartbeat_timeout_seconds=int(options.timeout) + 30,
+                                       shutdown_timeout_seconds=int(options.timeout) + 30)
+        except (ValueError, RuntimeError) as err:
+            if options.coordinator is not None:
+                raise
+            raise DistributedError(f"--distributed: jax.distributed.initialize() found no cluster to join ({err}); "
+                                   f"it detects SLURM, Open MPI, Kubernetes and Cloud TPU by their variables. "
+                                   f"Elsewhere give --coordinator HOST:PORT --num-processes P --process-id I") from None
     watchdog.label = f"process {jax.process_index()} of {jax.process_count()}"
     return Processes(jax.process_index(), jax.process_count(), options.timeout, watchdog)
 
