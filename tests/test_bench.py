@@ -2,8 +2,17 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from mdc_jax.bench import curvature, fcnn, linear_ce, logistic, main, rnn, timing
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mdc_jax.bench import backpack_cases, curvature, dp_peers, fcnn, linear_ce, logistic, main, rnn, timing, torch_cases
+from mdc_jax.reference.fcnn import mlp_case
 
 FIELDS = {"name", "closed_ms", "autodiff_ms", "ratio", "closed_temp_bytes", "autodiff_temp_bytes"}
 
@@ -107,3 +116,60 @@ def test_curvature_bench_reports_floors_targets_and_backpack(tmp_path, capsys, m
                                                                                       else set())
     if has_backpack:
         assert e["backpack_ms"] > 0 and e["backpack_speedup"] > 0
+
+
+def test_bfloat16_runs_the_families_that_support_it_and_names_the_others(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(fcnn.SUITES, "small", [("fcnn_cls N=8 6-5-3 tanh", 8, [6, 5, 3], "tanh")])
+    out = tmp_path / "bench.json"
+    assert main(["--suite", "small", "--dtype", "bfloat16", "--only", "fcnn", "logistic", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "| fcnn_cls N=8 6-5-3 tanh bf16 |" in captured.out and "logistic: skipped in bfloat16" in captured.err
+    data = json.loads(out.read_text())
+    assert data["dtype"] == "bfloat16" and data["complete"] and "dtype bfloat16" in data["header"]
+    assert data["skipped_families"] == {"logistic": logistic.FLOAT32_ONLY}
+    assert [c["dtype"] for c in data["cases"]] == ["bfloat16"]
+    with pytest.raises(ValueError, match="fcnn bench: dtype must be one of float32, bfloat16"):
+        fcnn.run_cases("small", dtype="float16")
+
+
+def test_missing_peers_leave_their_columns_empty_with_a_line(monkeypatch, capsys):
+    """The GPU image has neither Opacus, BackPACK, jax-privacy nor statsmodels: each peer is None, said once."""
+    hidden = ("opacus", "backpack", "jax_privacy", "statsmodels")
+    for name in [m for m in sys.modules if m.split(".")[0] in hidden] + list(hidden):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` (and of its submodules) raises ImportError
+    monkeypatch.setattr(timing, "_SKIPPED", set())
+    params, X, Y = mlp_case(0, 4, [3, 2], jnp.float32)
+    assert torch_cases.opacus_ghost_step(params, X, Y, [], 1.0, 1.0) is None
+    assert torch_cases.opacus_dprnn(None, None, None, None, 1.0, 1.0) is None
+    assert backpack_cases.backpack_mlp(params, X, Y, []) is None and backpack_cases.runners(None, ("kfac",)) == {}
+    assert dp_peers.jax_privacy_clipped_grad(1.0, 4) is None
+    assert logistic._statsmodels_case(np.zeros((4, 2)), np.array([0, 1, 0, 1]), 1) == []
+    err = capsys.readouterr().err
+    for peer in ("Opacus", "BackPACK", "jax-privacy", "statsmodels"):
+        assert err.count(f"mdc-jax bench: skipping {peer}: it is not importable") == 1
+
+
+def test_gpu_check_script_runs_every_phase_on_the_cpu_at_the_small_size(tmp_path):
+    """scripts/gpu_check.sh as the GPU machine runs it, on the CPU, at its smallest size, with the packages the GPU
+    image lacks (and torch) hidden: every phase passes, prints the device and writes its JSON."""
+    shim = tmp_path / "hidden"
+    for name in ("torch", "opacus", "backpack", "jax_privacy", "statsmodels"):
+        (shim / name).mkdir(parents=True)
+        (shim / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by tests/test_bench.py')\n")
+    out = tmp_path / "out"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHON": sys.executable, "OUT": str(out), "PYTHONPATH": str(shim),
+           "GPU_CHECK_SUITE": "small", "GPU_CHECK_ONLY": "fcnn", "GPU_CHECK_RULES": "softmax", "GPU_CHECK_SEEDS": "1"}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "on cpu: jax.devices() = [CpuDevice(id=0)]; device_kind 'cpu'" in proc.stdout
+    assert "skipping the PyTorch columns: torch is not importable" in proc.stdout
+    assert [p["verdict"] for p in json.loads((out / "phases.json").read_text())] == ["ok"] * 5
+    assert json.loads((out / "device.json").read_text())["backend"] == "cpu"
+    for dtype in ("float64", "float32"):
+        rows = json.loads((out / f"gradcheck_{dtype}.json").read_text())
+        assert [(r["rule"], r["dtype"], r["passed"]) for r in rows] == [("softmax", dtype, True)]
+    for dtype in ("float32", "bfloat16"):
+        bench = json.loads((out / f"bench_small_{dtype}.json").read_text())
+        assert bench["complete"] and len(bench["cases"]) == 2 and {c["dtype"] for c in bench["cases"]} == {dtype}
+    assert "=== gpu_check: every phase passed" in (out / "gpu_check.log").read_text()

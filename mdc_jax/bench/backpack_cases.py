@@ -18,6 +18,7 @@ import numpy as np
 
 from ..rules.rnn import RNNParams
 from . import torch_cases
+from .timing import skipped
 
 # BackPACK's extension and savefield for each quantity
 BACKPACK = {"diag_ggn": ("DiagGGNExact", "diag_ggn_exact"), "diag_ggn_mc": ("DiagGGNMC", "diag_ggn_mc"),
@@ -26,12 +27,17 @@ BACKPACK = {"diag_ggn": ("DiagGGNExact", "diag_ggn_exact"), "diag_ggn_mc": ("Dia
 
 
 def _backpack():
-    """``(torch, backpack)``, or None where either is not installed."""
+    """``(torch, backpack)``, or None (after a line saying why) where either is not importable or JAX is not on
+    the CPU."""
     torch_cases.configure_threads()  # torch imported the way the other torch columns import it
+    if not torch_cases.cpu_only("BackPACK"):
+        return None
     try:
         import backpack
         import torch
-    except ImportError:
+    except ImportError as err:  # BackPACK, or einops / unfoldNd, which it imports
+        skipped("BackPACK", f"it is not importable ({err}); its columns stay empty (pip install mdc-jax[bench], "
+                            "then pip install --no-deps backpack-for-pytorch).")
         return None
     # the inputs do not require gradients, so torch warns that full backward hooks fire on outputs only
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)

@@ -59,6 +59,8 @@ SUITES = {
               "rounds": 3},
 }
 SAMPLED = ("diag_ggn_mc", "kfac")
+FLOAT32_ONLY = ("the GGN products and quantities accept bfloat16, but no test holds their bfloat16 values to "
+                "float32's, and BackPACK is float32")
 # (what, bound, "<=" | ">="): ours / v&g, ours / autodiff GGN-vp, ours / floor, BackPACK / ours, temp / v&g's
 TARGETS = {"ggn_vp": [("vs_vg", 1.5, "<="), ("vs_autodiff", 1.0, "<="), ("vs_floor", 1.25, "<=")],
            "kfac": [("vs_vg", 2.0, "<="), ("vs_floor", 1.25, "<="), ("backpack_speedup", 1.2, ">=")],

@@ -34,12 +34,13 @@ from ..reference import per_example as ref
 from ..reference.rnn import rnn_case, rnn_loss
 from . import torch_cases
 from .per_example import CLIP, NOISE, dp_step
-from .timing import CaseResult, compiled, fmt, interleaved_medians
+from .timing import CaseResult, compiled, fmt, interleaved_medians, skipped
 
 SUITES = {
     "full": {"cases": [("char-RNN τ=50 N=64 H=256 K=64", 50, 64, 256, 64)], "rounds": 15},
     "small": {"cases": [("char-RNN τ=4 N=3 H=8 K=5", 4, 3, 8, 5)], "rounds": 2},
 }
+FLOAT32_ONLY = "a float32 DP-SGD step against float32 peers (jax-privacy, Opacus): no bfloat16 case"
 TARGETS = {"opacus_vs_mdc": 5.0, "jax_privacy_vs_mdc": 3.0}  # the peer's step time / mdc-jax's, at least
 
 
@@ -62,7 +63,8 @@ def jax_privacy_clipped_grad(clip_norm: float, n: int):
     signature and result of :func:`mdc_jax.per_example.rnn_clipped_grad`), or None without jax-privacy."""
     try:
         import jax_privacy
-    except ImportError:
+    except ImportError as err:
+        skipped("jax-privacy", f"it is not importable ({err}); its columns stay empty (pip install mdc-jax[bench]).")
         return None
     clipped = jax_privacy.clipped_grad(_one_sequence, l2_clip_norm=clip_norm, batch_argnums=(1, 2, 3), keep_batch_dim=False,
                                        normalize_by=n, return_values=True)

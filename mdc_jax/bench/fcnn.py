@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from ..reference import fcnn as reference
 from ..rules import fcnn
 from . import torch_cases
-from .timing import CaseResult, compiled, interleaved_medians
+from .timing import CaseResult, case_dtype, compiled, dtype_tag, interleaved_medians
 
 # (name, N, widths, activation); the issue's two sizes, and a seconds-long pair for --suite small.
 SUITES = {
@@ -17,6 +16,7 @@ SUITES = {
     "small": [("fcnn_cls N=64 64-128-10 tanh", 64, [64, 128, 10], "tanh"),
               ("fcnn_cls N=512 256-256-256-10 tanh", 512, [256, 256, 256, 10], "tanh")],
 }
+DTYPES = ("float32", "bfloat16")  # bfloat16: tests/test_fcnn.py holds its values to float32's
 
 
 def training_flops(n: int, dims: list[int]) -> float:
@@ -26,10 +26,10 @@ def training_flops(n: int, dims: list[int]) -> float:
     return 3 * sum(layer) - layer[0]
 
 
-def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
-    results = []
+def run_cases(suite: str = "full", rounds: int = 21, dtype: str = "float32") -> list[CaseResult]:
+    dt, results = case_dtype("fcnn", dtype, DTYPES), []
     for name, n, dims, act in SUITES[suite]:
-        params, X, Y = reference.mlp_case(0, n, dims, jnp.float32)
+        params, X, Y = reference.mlp_case(0, n, dims, dt)
         acts = [act] * (len(dims) - 2)
         closed = jax.value_and_grad(lambda p, X, Y: fcnn.fcnn_classification_loss(p, X, Y, acts, 1e-4))
         auto = jax.value_and_grad(lambda p, X, Y: reference.fcnn_classification_loss(p, X, Y, acts, 1e-4))
@@ -41,6 +41,6 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
             runners["torch"] = torch_run
         ms = interleaved_medians(runners, rounds=rounds)
         extra = {"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}
-        results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
-                                  flops=training_flops(n, dims), extra=extra))
+        results.append(CaseResult(name + dtype_tag(dtype), ms["closed"], ms["autodiff"], temp_closed, temp_auto,
+                                  flops=training_flops(n, dims), extra=extra, dtype=dtype))
     return results

@@ -1,7 +1,7 @@
 """Fused linear + softmax cross-entropy head (issue 12): the blocked rule vs the plain head and optax.
 
 Each case times, interleaved in one run, the loss and its gradient with respect to ``(Z, W, b)``
-(float32, integer labels, ``reduction="mean"``, each ``jax.jit``-compiled):
+(float32, or bfloat16 with ``--dtype bfloat16``; integer labels, ``reduction="mean"``, each ``jax.jit``-compiled):
 
 * ``fused``: ``jax.value_and_grad`` of :func:`mdc_jax.linear_softmax_cross_entropy` with its
   default blocks (the N × K logits are never held);
@@ -19,12 +19,11 @@ targets: fused temp memory ≤ 1/16 of autodiff's, fused time ≤ 1.15× autodif
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from ..reference import linear_ce as reference
 from ..rules import linear_ce
 from ..testing import rel_err
-from .timing import CaseResult, compiled, fmt, interleaved_medians
+from .timing import CaseResult, case_dtype, compiled, dtype_tag, fmt, interleaved_medians
 
 # (name, N, d, K, rounds, warmup): the issue's two sizes, and a seconds-long one for --suite small.
 # One call of the larger full case takes tens of seconds on a 2-core CPU, hence its 3 rounds.
@@ -33,6 +32,7 @@ SUITES = {
              ("linear_ce N=8192 d=1024 K=65536", 8192, 1024, 65536, 3, 1)],
     "small": [("linear_ce N=512 d=128 K=4096", 512, 128, 4096, 7, 2)],
 }
+DTYPES = ("float32", "bfloat16")  # bfloat16: tests/test_linear_ce.py (float32 accumulation, bfloat16 gradients)
 TEMP_TARGET = 1 / 16  # fused temp memory ≤ 1/16 of autodiff's
 TIME_TARGET = 1.15  # fused time ≤ 1.15× autodiff's
 
@@ -51,8 +51,8 @@ def _optax_head():
     return lambda Z, W, b, y: optax.softmax_cross_entropy_with_integer_labels(Z @ W + b[None, :], y).mean()
 
 
-def _case(name, n, d, k, rounds, warmup):
-    Z, W, b, labels = reference.linear_ce_case(0, n, d, k, jnp.float32)
+def _case(name, n, d, k, rounds, warmup, dtype="float32"):
+    Z, W, b, labels = reference.linear_ce_case(0, n, d, k, case_dtype("linear_ce", dtype, DTYPES))
     heads = {"fused": lambda Z, W, b, y: linear_ce.linear_softmax_cross_entropy(Z, W, b, y),
              "autodiff": lambda Z, W, b, y: reference.linear_softmax_cross_entropy(Z, W, b, y)}
     optax_head = _optax_head()
@@ -74,13 +74,14 @@ def _case(name, n, d, k, rounds, warmup):
              "block_size": linear_ce.default_blocks(n, k), **agreement}
     if "optax" in ms:
         extra.update(optax_ms=ms["optax"], optax_temp_bytes=temps["optax"], fused_vs_optax=ms["fused"] / ms["optax"])
-    return CaseResult(name, ms["fused"], ms["autodiff"], temps["fused"], temps["autodiff"],
-                      flops=training_flops(n, d, k), extra=extra)
+    return CaseResult(name + dtype_tag(dtype), ms["fused"], ms["autodiff"], temps["fused"], temps["autodiff"],
+                      flops=training_flops(n, d, k), extra=extra, dtype=dtype)
 
 
-def run_cases(suite: str = "full", rounds: int | None = None) -> list[CaseResult]:
-    """Every case of the suite; ``rounds`` overrides each case's own number of timed rounds."""
-    return [_case(name, n, d, k, rounds or r, w) for name, n, d, k, r, w in SUITES[suite]]
+def run_cases(suite: str = "full", rounds: int | None = None, dtype: str = "float32") -> list[CaseResult]:
+    """Every case of the suite in ``dtype`` (float32 or bfloat16: ``Z``, ``W``, ``b``; integer labels);
+    ``rounds`` overrides each case's own number of timed rounds."""
+    return [_case(name, n, d, k, rounds or r, w, dtype) for name, n, d, k, r, w in SUITES[suite]]
 
 
 def format_details(results: list[CaseResult]) -> str:

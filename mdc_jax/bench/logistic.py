@@ -25,8 +25,6 @@ it); the fit cases refuse to run without it rather than silently measure float32
 
 from __future__ import annotations
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,7 +37,7 @@ from ..solvers.ingest import fit_input
 from ..solvers.newton import newton_step
 from ..solvers.objectives import binary_objective
 from ..testing import rel_err
-from .timing import CaseResult, compiled, fmt, interleaved_medians
+from .timing import CaseResult, compiled, fmt, interleaved_medians, skipped
 
 # (kind, sizes, rounds): the issue's sizes, and seconds-long ones of every kind for suite="small".
 SUITES = {
@@ -54,6 +52,9 @@ SUITES = {
               ("binary_fit", {"n": 5_000, "d": 20, "statsmodels": True}, 7),
               ("multinomial_fit", {"n": 5_000, "d": 10, "k": 4}, 7)],
 }
+# why `mdc-jax bench --dtype bfloat16` skips this family (families that run in bfloat16 list it in their DTYPES)
+FLOAT32_ONLY = ("its fits are float64 against scikit-learn and statsmodels (the solvers compute bfloat16 input in "
+                "float32) and its Hessians float32 against jax.hessian: no bfloat16 case")
 L2 = 1.0  # scikit-learn's C = 1/L2
 TOL = 1e-8
 MAX_ITER = 100
@@ -118,7 +119,7 @@ def _hessian_vs_jax(name, kind, rule, ref_loss, args, flops, rounds):
     ms = interleaved_medians({"closed": run_closed, "autodiff": run_auto}, rounds=rounds, warmup=1)
     return [CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto, flops=flops,
                        extra={"kind": kind, "max_rel_err_vs_jax_hessian": rel,
-                              "speedup": ms["autodiff"] / ms["closed"], "rounds": rounds})]
+                              "speedup": ms["autodiff"] / ms["closed"], "rounds": rounds}, dtype="float32")]
 
 
 def _hessian_case(n, d, rounds):
@@ -214,7 +215,7 @@ def _binary_fit_cases(n, d, rounds, statsmodels=False):
         if key == "numpy":
             extra.update(numpy_input_aligned=X.ctypes.data % 64 == 0, **steps)
         results.append(CaseResult(f"fit_logistic_newton n={n} d={d} {label} vs sklearn newton-cholesky "
-                                  f"(autodiff_ms = sklearn)", ms[key], ms["sklearn"], extra=extra))
+                                  f"(autodiff_ms = sklearn)", ms[key], ms["sklearn"], extra=extra, dtype="float64"))
     if statsmodels:
         results += _statsmodels_case(X, y, rounds)
     return results
@@ -224,9 +225,8 @@ def _statsmodels_case(X, y, rounds):
     """The unpenalised fit (statsmodels' Logit has no penalty) against statsmodels and scikit-learn."""
     try:
         from statsmodels.discrete.discrete_model import Logit
-    except ImportError:
-        print("logistic bench: statsmodels is not importable; skipping the statsmodels row "
-              "(pip install mdc-jax[bench]).", file=sys.stderr)
+    except ImportError as err:
+        skipped("statsmodels", f"it is not importable ({err}); no statsmodels row (pip install mdc-jax[bench]).")
         return []
     from sklearn.linear_model import LogisticRegression
 
@@ -249,7 +249,7 @@ def _statsmodels_case(X, y, rounds):
              "coef_max_rel_diff_vs_sklearn": rel_err(w["ours"], w["sklearn"]),
              "sklearn_vs_statsmodels_coef_max_rel_diff": rel_err(w["sklearn"], w["statsmodels"])}
     return [CaseResult(f"fit_logistic_newton n={n} d={d} f64 l2=0 vs statsmodels Logit newton "
-                       f"(autodiff_ms = statsmodels)", ms["ours"], ms["statsmodels"], extra=extra)]
+                       f"(autodiff_ms = statsmodels)", ms["ours"], ms["statsmodels"], extra=extra, dtype="float64")]
 
 
 def _multinomial_fit_case(n, d, k, rounds):
@@ -273,7 +273,7 @@ def _multinomial_fit_case(n, d, k, rounds):
              "proba_max_abs_diff_vs_lbfgs": float(np.max(np.abs(P - lbfgs.predict_proba(X)))),
              "rounds": rounds, "tol": TOL, "C": 1 / L2}
     return [CaseResult(f"fit_multinomial_newton n={n} d={d} k={k} f64 vs sklearn newton-cholesky "
-                       f"(autodiff_ms = sklearn)", ms["ours"], ms["sklearn"], extra=extra)]
+                       f"(autodiff_ms = sklearn)", ms["ours"], ms["sklearn"], extra=extra, dtype="float64")]
 
 
 _CASES = {"hessian": _hessian_case, "multinomial_hessian": _multinomial_hessian_case,

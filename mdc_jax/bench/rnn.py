@@ -16,24 +16,24 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from ..reference import rnn as reference
 from ..rules import rnn
 from ..testing import rel_err
 from . import torch_cases
-from .timing import CaseResult, compiled, fmt, interleaved_medians
+from .timing import DTYPE_TAGS, CaseResult, case_dtype, compiled, fmt, interleaved_medians
 
-# (name, τ, N, D, H, K): the issue's size, and a seconds-long one for --suite small.
+# (name, τ, N, D, H, K): the issue's size, and a seconds-long one for --suite small. Names end with the dtype's tag.
 SUITES = {
-    "full": [("rnn τ=200 N=128 D=256 H=512 K=256 f32", 200, 128, 256, 512, 256)],
-    "small": [("rnn τ=20 N=16 D=32 H=64 K=32 f32", 20, 16, 32, 64, 32)],
+    "full": [("rnn τ=200 N=128 D=256 H=512 K=256", 200, 128, 256, 512, 256)],
+    "small": [("rnn τ=20 N=16 D=32 H=64 K=32", 20, 16, 32, 64, 32)],
 }
 # (name, τ, N, D, H, K, k): checkpointed BPTT, k ≈ √τ (32 segments of 32 steps and one of 8 at τ = 1000).
 CHECKPOINT_SUITES = {
-    "full": [("rnn checkpoint_every=32 τ=1000 N=32 D=64 H=256 K=64 f32", 1000, 32, 64, 256, 64, 32)],
-    "small": [("rnn checkpoint_every=7 τ=50 N=8 D=16 H=32 K=16 f32", 50, 8, 16, 32, 16, 7)],
+    "full": [("rnn checkpoint_every=32 τ=1000 N=32 D=64 H=256 K=64", 1000, 32, 64, 256, 64, 32)],
+    "small": [("rnn checkpoint_every=7 τ=50 N=8 D=16 H=32 K=16", 50, 8, 16, 32, 16, 7)],
 }
+DTYPES = ("float32", "bfloat16")  # bfloat16: tests/test_rnn.py holds its values to float32's
 CHECKPOINT_TARGETS = {"temp_vs_autodiff": 0.10, "temp_vs_rule": 0.35, "time_vs_rule": 1.35}
 
 
@@ -44,8 +44,9 @@ def training_flops(tau: int, n: int, d: int, h: int, k: int) -> float:
     return 2 * tau * n * (3 * h * h + 2 * d * h + 4 * h * k)
 
 
-def _checkpoint_case(name, tau, n, d, h, k, every, rounds):
-    case = reference.rnn_case(0, tau, n, d, h, k, jnp.float32)
+def _checkpoint_case(name, tau, n, d, h, k, every, rounds, dtype="float32"):
+    dt = case_dtype("rnn", dtype, DTYPES)
+    case = reference.rnn_case(0, tau, n, d, h, k, dt)
     programs = {"checkpointed": functools.partial(rnn.rnn_loss, checkpoint_every=every), "rule": rnn.rnn_loss,
                 "autodiff": reference.rnn_loss}
     runners, temps = {}, {}
@@ -60,17 +61,17 @@ def _checkpoint_case(name, tau, n, d, h, k, every, rounds):
               "time_vs_rule": ms["checkpointed"] / ms["rule"]}
     extra = {"checkpoint_every": every, "rule_ms": ms["rule"], "rule_temp_bytes": temps["rule"], **ratios,
              "targets_met": {key: ratios[key] <= target for key, target in CHECKPOINT_TARGETS.items()},
-             "hidden_states_bytes": tau * n * h * 4, "checkpoints_bytes": -(-tau // every) * n * h * 4,
+             "hidden_states_bytes": tau * n * h * dt.itemsize, "checkpoints_bytes": -(-tau // every) * n * h * dt.itemsize,
              "rel_err_vs_rule": agreement}
     flops = training_flops(tau, n, d, h, k) + 2 * tau * n * (h * h + d * h)  # + the recomputed recursion
-    return CaseResult(name, ms["checkpointed"], ms["autodiff"], temps["checkpointed"], temps["autodiff"],
-                      flops=flops, extra=extra)
+    return CaseResult(f"{name} {DTYPE_TAGS[dtype]}", ms["checkpointed"], ms["autodiff"], temps["checkpointed"],
+                      temps["autodiff"], flops=flops, extra=extra, dtype=dtype)
 
 
-def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
-    results = []
+def run_cases(suite: str = "full", rounds: int = 21, dtype: str = "float32") -> list[CaseResult]:
+    dt, results = case_dtype("rnn", dtype, DTYPES), []
     for name, tau, n, d, h, k in SUITES[suite]:
-        case = reference.rnn_case(0, tau, n, d, h, k, jnp.float32)
+        case = reference.rnn_case(0, tau, n, d, h, k, dt)
         run_closed, temp_closed = compiled(jax.value_and_grad(rnn.rnn_loss), *case)
         run_auto, temp_auto = compiled(jax.value_and_grad(reference.rnn_loss), *case)
         _, temp_closed_all = compiled(jax.value_and_grad(rnn.rnn_loss, argnums=(0, 1, 2, 3)), *case)
@@ -82,11 +83,11 @@ def run_cases(suite: str = "full", rounds: int = 21) -> list[CaseResult]:
         ms = interleaved_medians(runners, rounds=rounds)
         extra = {**({"torch_ms": ms["torch"], "closed_vs_torch": ms["closed"] / ms["torch"]} if "torch" in ms else {}),
                  "closed_temp_bytes_all_args": temp_closed_all, "autodiff_temp_bytes_all_args": temp_auto_all,
-                 "hidden_states_bytes": tau * n * h * jnp.dtype(jnp.float32).itemsize,
+                 "hidden_states_bytes": tau * n * h * dt.itemsize,
                  "chunk": rnn.chunk_size(tau)}
-        results.append(CaseResult(name, ms["closed"], ms["autodiff"], temp_closed, temp_auto,
-                                  flops=training_flops(tau, n, d, h, k), extra=extra))
-    results += [_checkpoint_case(*spec, rounds) for spec in CHECKPOINT_SUITES[suite]]
+        results.append(CaseResult(f"{name} {DTYPE_TAGS[dtype]}", ms["closed"], ms["autodiff"], temp_closed, temp_auto,
+                                  flops=training_flops(tau, n, d, h, k), extra=extra, dtype=dtype))
+    results += [_checkpoint_case(*spec, rounds, dtype) for spec in CHECKPOINT_SUITES[suite]]
     return results
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ class CaseResult:
     autodiff_temp_bytes: int | None = None
     flops: float | None = None  # per call of the closed-form program, where known
     extra: dict = dataclasses.field(default_factory=dict)
+    dtype: str | None = None  # the case's arrays; None: the run's --dtype (filled in by mdc_jax.bench.main)
 
     @property
     def ratio(self) -> float:
@@ -105,6 +107,32 @@ def format_table(results: list[CaseResult], matmul: float | None = None) -> str:
         lines.append(f"| {r.name} | {r.closed_ms:.2f} | {r.autodiff_ms:.2f} | {r.ratio:.2f} | "
                      f"{mib(r.closed_temp_bytes)} | {mib(r.autodiff_temp_bytes)} | {tr} | {gf} | {torch} |")
     return "\n".join(lines)
+
+
+def case_dtype(family: str, dtype: str, supported: tuple[str, ...]):
+    """``dtype`` as a ``jnp.dtype`` for a family whose cases run in ``supported`` dtypes; a ValueError naming them
+    otherwise."""
+    if dtype not in supported:
+        raise ValueError(f"{family} bench: dtype must be one of {', '.join(supported)}; got {dtype!r}.")
+    return jnp.dtype(dtype)
+
+
+DTYPE_TAGS = {"float32": "f32", "bfloat16": "bf16"}  # how case names spell a dtype
+
+
+def dtype_tag(dtype: str) -> str:
+    """A suffix for case names that never named a dtype: none for float32 (the names as they were), `` bf16``."""
+    return "" if dtype == "float32" else f" {DTYPE_TAGS[dtype]}"
+
+
+_SKIPPED: set[str] = set()
+
+
+def skipped(what: str, why: str) -> None:
+    """One line on stderr, once per process for each ``what``: a peer this run leaves out, and why."""
+    if what not in _SKIPPED:
+        _SKIPPED.add(what)
+        print(f"mdc-jax bench: skipping {what}: {why}", file=sys.stderr, flush=True)
 
 
 def fmt(x, spec: str = ".2f") -> str:

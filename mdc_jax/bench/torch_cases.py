@@ -2,14 +2,19 @@
 
 Each builder takes the JAX case's arrays and returns a zero-argument callable that runs forward
 and ``backward()`` once, so it can be interleaved with the JAX programs in ``interleaved_medians``.
-Returns ``None`` when torch is not installed.
+The FCNN and RNN run where JAX runs (the CPU, or CUDA when JAX is on a GPU), in the case's dtype;
+Opacus and BackPACK (:mod:`mdc_jax.bench.backpack_cases`) on the CPU only. A builder returns ``None``,
+after a line on stderr saying why, when torch (or the peer) is not importable or cannot run on JAX's device.
 """
 
 from __future__ import annotations
 
 import warnings
 
+import jax
 import numpy as np
+
+from .timing import skipped
 
 
 def _torch():
@@ -19,23 +24,54 @@ def _torch():
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
-    except ImportError:
+    except ImportError as err:
+        skipped("the PyTorch columns", f"torch is not importable ({err}).")
         return None
     return torch
 
 
-def _leaf(torch, a, grad=True):
-    return torch.tensor(np.asarray(a), requires_grad=grad)
+def device(torch) -> str | None:
+    """Where the FCNN and RNN torch runs go: JAX's device kind, so that a torch column compares like with like;
+    None where this torch cannot run there."""
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "cpu"
+    if backend == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    skipped("the PyTorch columns", f"JAX runs on {backend} and this torch ({torch.__version__}) has no CUDA device.")
+    return None
+
+
+def cpu_only(peer: str) -> bool:
+    """True where JAX runs on the CPU; otherwise a line saying that ``peer`` (which runs on the CPU here) is
+    not timed against JAX on another device."""
+    if jax.default_backend() == "cpu":
+        return True
+    skipped(peer, f"it runs on the CPU in this bench and JAX runs on {jax.default_backend()}.")
+    return False
+
+
+def _leaf(torch, a, grad=True, where="cpu"):
+    """A torch copy of ``a`` on ``where``, in ``a``'s dtype (bfloat16 goes through float32: NumPy has none)."""
+    x = np.asarray(a)
+    t = torch.tensor(x.astype(np.float32)).to(torch.bfloat16) if x.dtype.name == "bfloat16" else torch.tensor(x)
+    return t.to(where).requires_grad_(grad)
+
+
+def _synchronize(torch, where):
+    if where == "cuda":
+        torch.cuda.synchronize()
 
 
 def fcnn_classification(params, X, Y, activations, l2):
     torch = _torch()
-    if torch is None:
+    where = None if torch is None else device(torch)
+    if where is None:
         return None
     acts = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda a: a,
             "softplus": torch.nn.functional.softplus}
-    Ws = [(_leaf(torch, W), _leaf(torch, b)) for W, b in params]
-    Xt, Yt = _leaf(torch, X, False), _leaf(torch, Y, False)
+    Ws = [(_leaf(torch, W, where=where), _leaf(torch, b, where=where)) for W, b in params]
+    Xt, Yt = _leaf(torch, X, False, where), _leaf(torch, Y, False, where)
     n = Xt.shape[0]
 
     def run():
@@ -48,16 +84,18 @@ def fcnn_classification(params, X, Y, activations, l2):
         logp = torch.log_softmax(torch.addmm(b, Z, W), dim=-1)
         loss = -(Yt * logp).sum() / n + 0.5 * l2 * sum((W * W).sum() for W, _ in Ws)
         loss.backward()
+        _synchronize(torch, where)
 
     return run
 
 
 def rnn(params, Z0, X, Y):
     torch = _torch()
-    if torch is None:
+    where = None if torch is None else device(torch)
+    if where is None:
         return None
-    W, U, b, V, c = (_leaf(torch, p) for p in params)
-    Z0t, Xt, Yt = _leaf(torch, Z0, False), _leaf(torch, X, False), _leaf(torch, Y, False)
+    W, U, b, V, c = (_leaf(torch, p, where=where) for p in params)
+    Z0t, Xt, Yt = _leaf(torch, Z0, False, where), _leaf(torch, X, False, where), _leaf(torch, Y, False, where)
     n = Xt.shape[1]
 
     def run():
@@ -68,6 +106,7 @@ def rnn(params, Z0, X, Y):
             Z = torch.tanh(torch.addmm(b, Z, W) + Xt[t] @ U)
             loss = loss - (Yt[t] * torch.log_softmax(torch.addmm(c, Z, V), dim=-1)).sum() / n
         loss.backward()
+        _synchronize(torch, where)
 
     return run
 
@@ -85,13 +124,14 @@ def opacus_ghost_step(params, X, Y, activations, clip_norm, noise_multiplier):
     """Opacus's ghost-clipping DP-SGD step on the same MLP (a float32 classifier), and a plain
     PyTorch SGD step beside it: ``{"opacus": run, "torch_plain": run}``, or None without Opacus."""
     torch = _torch()
-    if torch is None:
+    if torch is None or not cpu_only("Opacus"):
         return None
     try:
         from opacus.grad_sample import GradSampleModuleFastGradientClipping
         from opacus.optimizers import DPOptimizerFastGradientClipping
         from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-    except ImportError:
+    except ImportError as err:
+        skipped("Opacus", f"it is not importable ({err}); its columns stay empty (pip install mdc-jax[bench]).")
         return None
     acts = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}
 
@@ -153,13 +193,14 @@ def opacus_dprnn(params, Z0, X, labels, clip_norm, noise_multiplier, lr: float =
     without torch or Opacus.
     """
     torch = _torch()
-    if torch is None:
+    if torch is None or not cpu_only("Opacus"):
         return None
     try:
         from opacus import GradSampleModule
         from opacus.layers import DPRNN
         from opacus.optimizers import DPOptimizer
-    except ImportError:
+    except ImportError as err:
+        skipped("Opacus", f"it is not importable ({err}); its columns stay empty (pip install mdc-jax[bench]).")
         return None
     # the inputs do not require gradients, so torch warns that full backward hooks fire on outputs only
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
