@@ -132,27 +132,69 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    def run():
-        from .experiment.config import ConfigError, load_config
-        from .experiment.models import find_config, get_model
-        from .experiment.trainer import load_run_config, train
+    from .experiment import distributed
 
-        if problem := _check_out("--out", args.out) or _check_out("--resume", args.resume):
-            raise ConfigError(problem)
-        if args.start_over and not args.resume:
-            raise ConfigError("--start-over applies to --resume RUN_DIR only")
+    options = distributed.resolve(args.coordinator, args.num_processes, args.process_id, args.distributed,
+                                  args.timeout)  # bad flags fail here, before anything starts
+    if options is None:
+        if args.timeout is not None:
+            return _usage_error("mdc-jax train: --timeout applies to a run across processes (--coordinator, "
+                                "--num-processes, --process-id, or --distributed) only")
+        return _with_train_extra("train", lambda: _train_here(args, None))
+    try:
+        processes = distributed.join(options)
+    except distributed.DistributedError as err:
+        print(f"mdc-jax train: {err}", file=sys.stderr)
+        return distributed.EXIT_DISTRIBUTED
+    try:
+        code = _with_train_extra("train", lambda: _train_here(args, processes))
+    except BaseException as err:  # leave at once: jax's shutdown barrier would wait for peers that may be gone
+        code = _runtime_error("train", err) if isinstance(err, RuntimeError | MemoryError) else None
+        if isinstance(err, distributed.DistributedError):
+            code = distributed.EXIT_DISTRIBUTED
+        elif isinstance(err, KeyboardInterrupt):
+            code, err = 130, "interrupted"
+        elif code is None:
+            code = 2 if isinstance(err, ValueError | OSError) else 1
+            if code == 1:
+                import traceback
+
+                traceback.print_exc()
+        message = f"mdc-jax train: {processes.label}: {err}" if code in (2, distributed.EXIT_DISTRIBUTED, 130) else ""
+        distributed.stop(processes, message, code)
+    if code == 0:
+        distributed.leave(processes)
+    else:
+        distributed.stop(processes, "", code)
+    return code
+
+
+def _train_here(args: argparse.Namespace, processes) -> int:
+    from .experiment.config import ConfigError, load_config
+    from .experiment.models import find_config, get_model
+    from .experiment.trainer import load_run_config, train
+
+    if problem := _check_out("--out", args.out) or _check_out("--resume", args.resume):
+        raise ConfigError(problem)
+    if args.start_over and not args.resume:
+        raise ConfigError("--start-over applies to --resume RUN_DIR only")
+    try:
         if args.config is None:
             if not args.resume:
                 raise ConfigError("give a config (a path, or the name of a shipped one), or --resume RUN_DIR")
             cfg = load_run_config(args.resume, args.set or [])
         else:
             cfg = load_config(find_config(args.config), args.set or [])
-        if get_model(cfg.model.kind).float64:
-            _enable_x64()
-        train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over)
-        return 0
+    except (ValueError, OSError) as err:
+        if processes is not None:  # tell the others, which wait in the start-up agreement: all stop, naming this one
+            from .experiment.distributed import check_agreement
 
-    return _with_train_extra("train", run)
+            check_agreement(processes.agree({"problem": str(err)}))
+        raise
+    if get_model(cfg.model.kind).float64:
+        _enable_x64()
+    train(cfg, out_dir=args.out, resume=args.resume, start_over=args.start_over, processes=processes)
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -180,7 +222,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         if problem := _check_writable("--json", args.json):
             return _usage_error(f"mdc-jax bench: {problem}")
-        argv = ["--suite", args.suite] + (["--json", args.json] if args.json else [])
+        argv = ["--suite", args.suite, "--dtype", args.dtype] + (["--json", args.json] if args.json else [])
         if args.only:
             argv += ["--only", *args.only]
         return bench_main(argv)
@@ -232,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "(train.steps and optimizer settings may be changed with --set)")
     train.add_argument("--start-over", action="store_true",
                        help="with --resume: train from step 0 when no checkpoint of the run can be read")
+    joined = train.add_argument_group("across processes (docs/distributed.md)")
+    joined.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="process 0's address, served by process 0 (default: $JAX_COORDINATOR_ADDRESS)")
+    joined.add_argument("--num-processes", type=int, metavar="P", help="processes in the run (default: $JAX_NUM_PROCESSES)")
+    joined.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. P-1 (default: $JAX_PROCESS_ID)")
+    joined.add_argument("--distributed", action="store_true", help="join the processes jax.distributed.initialize() "
+                        "detects by itself (SLURM's srun, Open MPI, Kubernetes, Cloud TPU)")
+    joined.add_argument("--timeout", type=float, metavar="SECONDS", help="the longest wait for the other processes: "
+                        "joining, the start-up agreement, one step (default: 300)")
     train.set_defaults(func=_train)
 
     sweep = sub.add_parser("sweep", help="run several experiments and tabulate them")
@@ -241,10 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="output folder, new or empty (default: runs/sweep-<timestamp>)")
     sweep.set_defaults(func=_sweep)
 
+    from .bench import CASE_MODULES, DTYPES  # names only: the bench package imports nothing heavy
+
     bench = sub.add_parser("bench", help="benchmark closed-form rules against jax.grad")
     bench.add_argument("--suite", choices=["small", "full"], default="small")
-    bench.add_argument("--only", nargs="*", metavar="FAMILY", help="rule families (fcnn, rnn, logistic)")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--only", nargs="*", choices=CASE_MODULES, metavar="FAMILY",
+                       help=f"rule families, run in the order given ({' '.join(CASE_MODULES)}; default: all)")
+    bench.add_argument("--dtype", choices=DTYPES, default="float32",
+                       help="the cases' dtype (default: float32); bfloat16 runs the families that support it and "
+                            "names the others with the reason")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON (rewritten after each family)")
     bench.set_defaults(func=_bench)
 
     brk = sub.add_parser("bracket", help="the gradient of a bracket expression by seed 000's §4.2 rule")

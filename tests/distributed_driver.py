@@ -3,14 +3,16 @@ tests/test_distributed.py: joining once costs less than starting `mdc-jax train`
 
     python tests/distributed_driver.py PLAN.json RESULTS.json [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
-``PLAN.json``: a list of ``{"config", "overrides", "out" | "resume", "overrides_of": {process id: overrides}}``.
-Each run's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"`` or the ConfigError's message.
+``PLAN.json``: a list of ``{"config", "overrides", "out" | "resume", "overrides_of": {process id: overrides}}``,
+or of ``{"config", "overrides", "step_hlo": FILE}``: the config's training step compiled, its HLO text written
+to FILE. Each entry's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"`` or the
+ConfigError's message.
 """
 
 import json
 import sys
 
-from mdc_jax.experiment import distributed
+from mdc_jax.experiment import distributed, trainer
 from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.trainer import train
@@ -25,6 +27,11 @@ def main(plan_path, results_path, *joined):
         overrides = run.get("overrides", []) + run.get("overrides_of", {}).get(pid, [])
         try:
             cfg = load_config(find_config(run["config"]), overrides)
+            if "step_hlo" in run:
+                with open(run["step_hlo"], "w") as f:
+                    f.write(step_hlo(cfg))
+                results.append("ok")
+                continue
             train(cfg, out_dir=run.get("out"), resume=run.get("resume"), tty=False, processes=processes)
             results.append("ok")
         except ConfigError as err:
@@ -33,6 +40,17 @@ def main(plan_path, results_path, *joined):
         json.dump(results, f)
     if processes:
         distributed.leave(processes)
+
+
+def step_hlo(cfg) -> str:
+    """The compiled training step of ``cfg`` (no DP, no second order), as XLA's per-device HLO text."""
+    import jax.numpy as jnp
+
+    model = trainer._build_model(trainer.get_model(cfg.model.kind), cfg)
+    shardings, opt = trainer._mesh_shardings(cfg, model.batch_axes), trainer.make_optimizer(cfg)
+    state = trainer._place(trainer._initial_state(cfg, model, opt), shardings)
+    step = trainer._compile_step(cfg, model, opt, shardings, None, state.data_key)
+    return step.lower(state.params, state.opt_state, jnp.asarray(1, jnp.int32)).compile().as_text()
 
 
 if __name__ == "__main__":

@@ -90,10 +90,22 @@ def back_to_step(run: Path, copy: Path, step: int) -> Path:
 
 def test_two_processes_train_as_one_process_with_two_devices_and_resume_across_process_counts(tmp_path, subprocess_env):
     one = {k: tmp_path / f"one_{k}" for k in CASES}
-    # One process, two devices: the MLP, the char-RNN and DP-SGD (which used to be refused on several devices).
+    # One process, two devices: the MLP, the char-RNN and DP-SGD (which used to be refused on several devices);
+    # the MLP and DP-SGD on one device too; the MLP's step compiled.
     plan = [{"config": c, "overrides": [*o, "train.devices=2"], "out": str(one[k])} for k, (c, o) in CASES.items()]
-    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2)) == [["ok"] * 3]
+    plan += [{"config": c, "overrides": o, "out": str(tmp_path / f"one_device_{k}")} for k, (c, o) in
+             [("mlp", MLP), ("dp", DP)]]
+    plan.append({"config": MLP[0], "overrides": [*MLP[1], "train.devices=2", "train.batch_size=96"],
+                 "step_hlo": str(tmp_path / "step.hlo")})
+    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2)) == [["ok"] * 6]
     half = back_to_step(one["mlp"], tmp_path / "one_mlp_at_4", 4)
+    for k in ("mlp", "dp"):  # two devices against one: the same batches (and draws and noise), another summation order
+        for name, value in final(one[k]).items():
+            np.testing.assert_allclose(value, final(tmp_path / f"one_device_{k}")[name], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{k} {name}")
+    # No device holds the whole batch: each gathers its own 48 of the 96 rows of X (64 features wide).
+    hlo = (tmp_path / "step.hlo").read_text()
+    assert "f32[48,64]" in hlo and "f32[96,64]" not in hlo, "the step holds the global batch"
 
     # Two processes: the same runs from step 0; the one-process MLP resumed from step 4; a batch that does not
     # divide over the devices; a config that differs on process 1.

@@ -33,6 +33,7 @@ import time
 
 DEFAULT_TIMEOUT = 300.0  # seconds: joining, the start-up agreement, one training step
 EXIT_DISTRIBUTED = 4  # the exit status of a process stopped because another one failed or stalled
+STOP_GRACE = 3.0  # seconds process 0 (the coordinator's host) waits, after an error, for the others to leave
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 
 
@@ -316,7 +317,12 @@ def leave(processes: Processes) -> None:
 
 def stop(processes: Processes, message: str, code: int) -> None:
     """Ends this process after an error without jax's shutdown barrier (which would wait for peers that may
-    be gone, then abort): the message, flushed, then ``os._exit``."""
+    be gone, then abort): the message, flushed, then ``os._exit``. Process 0 serves the coordinator, so it
+    leaves last: an error every process meets at once (a config check, a non-finite loss) lets the others
+    print theirs and exit before the service they poll goes away (which would abort them)."""
     sys.stdout.flush()
-    print(message, file=sys.stderr, flush=True)
+    if message:
+        print(message, file=sys.stderr, flush=True)
+    if processes.writer and processes.num_processes > 1:
+        time.sleep(min(STOP_GRACE, processes.timeout))
     os._exit(code)

@@ -170,7 +170,7 @@ def check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> ExperimentConfi
     if refused:
         raise ConfigError(f"--resume {run_dir}: the config differs from the run's saved config.yaml at "
                           f"{', '.join(refused)}; a resume may change only train.steps, the logging, evaluation "
-                          f"and checkpoint intervals, optimizer settings and train.dp.accountant")
+                          f"and checkpoint intervals, train.devices, optimizer settings and train.dp.accountant")
     cfg.name = saved.name
     return cfg
 

@@ -99,6 +99,21 @@ class Shardings(NamedTuple):
 def _mesh_shardings(cfg: ExperimentConfig, batch_axes, procs=SINGLE) -> Shardings | None:
     """The layout over ``train.devices`` devices (across processes: every device of every process), or None
     for one device."""
+    n = _mesh_size(cfg, procs)
+    if n == 1:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:n]), ("batch",))
+
+    def spec(axis):
+        return NamedSharding(mesh, PartitionSpec(*([None] * axis + ["batch"])))
+
+    return Shardings(NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes), mesh)
+
+
+def _mesh_size(cfg: ExperimentConfig, procs=SINGLE) -> int:
+    """The number of devices the batch is split over, checked against those visible and the batch size."""
     available = jax.devices()
     if procs.distributed:
         n = len(available)
@@ -111,18 +126,9 @@ def _mesh_shardings(cfg: ExperimentConfig, batch_axes, procs=SINGLE) -> Sharding
         if n > len(available):
             raise ConfigError(f"train.devices is {n}, but only {len(available)} device(s) are visible")
         where = f"train.devices {n}"
-    if n == 1:
-        return None
-    if cfg.train.batch_size % n and cfg.train.dp is None:  # DP pads its Poisson batch to a multiple of n itself
+    if n > 1 and cfg.train.batch_size % n and cfg.train.dp is None:  # DP pads its Poisson batch to a multiple of n
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by {where}")
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    mesh = Mesh(np.array(available[:n]), ("batch",))
-
-    def spec(axis):
-        return NamedSharding(mesh, PartitionSpec(*([None] * axis + ["batch"])))
-
-    return Shardings(NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes), mesh)
+    return n
 
 
 class TrainState(NamedTuple):
@@ -144,7 +150,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 
     ``processes``: this process's place in a run across processes (:func:`.distributed.join`); every
     process calls ``train`` alike, the step runs on the mesh of all their devices, and process 0 alone
-    writes the run directory (see docs/distributed.md). ``None``: one process.
+    evaluates and writes the run directory (see docs/distributed.md); the others return the final
+    parameters with an empty ``summary``. ``None``: one process.
     """
     procs = processes or SINGLE
     cfg, run_dir = _open_run_dir(cfg, out_dir, resume, procs)
@@ -184,6 +191,7 @@ def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume, procs=SINGLE) -
         return _open_run_dir_here(cfg, out_dir, resume, procs)
     try:
         found, problem = _open_run_dir_here(cfg, out_dir, resume, procs), None
+        _mesh_size(found[0], procs)  # here, so that every process stops with the message in the agreement
         if get_model(found[0].model.kind).fit is not None:
             found, problem = None, (f"model.kind {found[0].model.kind!r} is fitted by a solver, in one process: "
                                     f"train it without --num-processes or --distributed")
@@ -411,7 +419,7 @@ def _run_steps(cfg: ExperimentConfig, model: Model, step_fn, state: TrainState, 
                        **_optimizer_figures(cfg, state.opt_state))
             log.say(f"step {step}/{t.steps}  loss {np.mean(losses):.4f}  {rate:.1f} steps/s", progress=True)
             losses, window_start = [], time.perf_counter()
-        if _due(step, t.eval_every, t.steps):
+        if _due(step, t.eval_every, t.steps) and procs.writer:  # the others would only discard them
             metrics = _evaluate(cfg, model, procs.local(state.params), state.step, dp_rate)
             log.record(step=step, time_s=spent, eval=metrics)
             log.say(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -470,9 +478,10 @@ def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step
                 compile_s: float | None, procs=SINGLE) -> RunResult:
     """``final.npz``, ``summary.json`` and the plots of a finished run (by process 0 alone, across processes)."""
     params = procs.local(state.params)
+    if not procs.writer:  # process 0 evaluates, reports and writes; the others have the same parameters
+        return RunResult(run_dir, {}, params)
     final_metrics = metrics if metrics is not None else model.evaluate(params)  # the loop evaluated its last step
-    if procs.writer:
-        atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
+    atomic_savez(run_dir / "final.npz", flatten_named(params, ""))
     dp = cfg.train.dp
     if dp is not None and "epsilon" not in final_metrics:  # a resume with no step left to run
         final_metrics["epsilon"] = _epsilon(cfg, cfg.train.steps, dp_rate)
@@ -483,8 +492,6 @@ def _finish_run(cfg, model: Model, state: TrainState, metrics: dict | None, step
                "compile_s": compile_s,
                "time_per_step_ms": 1e3 * statistics.median(step_times[1:] or step_times) if step_times else None,
                **({"processes": procs.num_processes} if procs.distributed else {})}
-    if not procs.writer:
-        return RunResult(run_dir, summary, params)
     write_summary(run_dir, summary)
     try:
         plot_run(run_dir, model.primary)
