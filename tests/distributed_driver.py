@@ -12,7 +12,7 @@ ConfigError's message.
 import json
 import sys
 
-from mdc_jax.experiment import distributed, trainer
+from mdc_jax.experiment import distributed, mesh, trainer
 from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import find_config
 from mdc_jax.experiment.trainer import train
@@ -47,10 +47,11 @@ def step_hlo(cfg) -> str:
     import jax.numpy as jnp
 
     model = trainer._build_model(trainer.get_model(cfg.model.kind), cfg)
-    shardings, opt = trainer._mesh_shardings(cfg, model.batch_axes), trainer.make_optimizer(cfg)
-    state = trainer._place(trainer._initial_state(cfg, model, opt), shardings)
+    shardings, opt = mesh.mesh_shardings(cfg, model.batch_axes), trainer.make_optimizer(cfg)
+    state = trainer._initial_state(cfg, model, opt)
+    params, opt_state = mesh.replicate((state.params, state.opt_state), shardings)
     step = trainer._compile_step(cfg, model, opt, shardings, None, state.data_key)
-    return step.lower(state.params, state.opt_state, jnp.asarray(1, jnp.int32)).compile().as_text()
+    return step.lower(params, opt_state, jnp.asarray(1, jnp.int32)).compile().as_text()
 
 
 if __name__ == "__main__":

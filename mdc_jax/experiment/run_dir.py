@@ -110,6 +110,29 @@ def check_resumable(run_dir: Path) -> None:
                               f"and resume again")
 
 
+def open_run_dir(cfg: ExperimentConfig | None, out_dir, resume, writer: bool = True) -> tuple[ExperimentConfig, Path]:
+    """The config and the run directory, created; a new run gets a new or empty folder, a resume a config it
+    may apply and a directory it can write. ``writer=False`` (a process other than 0 of a run across
+    processes): the same checks of a resume, none of a new directory, nothing created."""
+    if cfg is None:
+        if not resume:
+            raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
+        cfg = load_run_config(resume)
+    if resume and out_dir:
+        raise ConfigError(f"--out and --resume cannot be combined: the run directory is RUN_DIR ({resume})")
+    get_model(cfg.model.kind)  # an unknown kind is refused before anything is written
+    run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
+    if resume:
+        cfg = check_resume_config(cfg, run_dir)
+        check_resumable(run_dir)
+    elif writer:
+        check_new_run_dir(run_dir)  # a new run never writes over files: --out is new or empty
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg, run_dir
+
+
+
 # Kept for run directories written before issue 9 (commit 9c9521d, 2026-11-25), when every model kind
 # shared one `model:` section: their config.yaml lists all of these keys, at these defaults, for any
 # kind, and `--resume` of such a run is refused ("unknown key 'model.fit_intercept'") without this

@@ -33,9 +33,10 @@ from .checkpoint import CheckpointMismatch, atomic_savez, flatten_named, latest_
 from .config import SECOND_ORDER, ConfigError, ExperimentConfig, config_to_dict
 from .distributed import SINGLE, check_agreement, config_hash
 from .dp import epsilon, make_dp_grad
+from .mesh import Shardings, mesh_shardings, mesh_size, replicate
 from .models import Model, get_model
 from .run_dir import RESUMABLE as RESUMABLE
-from .run_dir import MetricsLog, check_resumable, check_resume_config, last_good_checkpoint, plot_run, save_config, write_summary
+from .run_dir import MetricsLog, last_good_checkpoint, open_run_dir, plot_run, save_config, write_summary
 from .run_dir import check_new_run_dir as check_new_run_dir
 from .run_dir import default_run_dir as default_run_dir
 from .run_dir import load_run_config as load_run_config
@@ -88,49 +89,6 @@ def _learning_rate(cfg: ExperimentConfig):
     return optax.exponential_decay(o.learning_rate, steps, o.decay_rate)  # reaches decay_rate·lr at the last step
 
 
-class Shardings(NamedTuple):
-    """The data-parallel layout: a mesh whose one axis ``"batch"`` splits each batch, the parameters replicated."""
-
-    replicated: Any
-    batch: Any  # a pytree like the batch: each leaf split along its sample axis
-    mesh: Any
-
-
-def _mesh_shardings(cfg: ExperimentConfig, batch_axes, procs=SINGLE) -> Shardings | None:
-    """The layout over ``train.devices`` devices (across processes: every device of every process), or None
-    for one device."""
-    n = _mesh_size(cfg, procs)
-    if n == 1:
-        return None
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    mesh = Mesh(np.array(jax.devices()[:n]), ("batch",))
-
-    def spec(axis):
-        return NamedSharding(mesh, PartitionSpec(*([None] * axis + ["batch"])))
-
-    return Shardings(NamedSharding(mesh, PartitionSpec()), jax.tree.map(spec, batch_axes), mesh)
-
-
-def _mesh_size(cfg: ExperimentConfig, procs=SINGLE) -> int:
-    """The number of devices the batch is split over, checked against those visible and the batch size."""
-    available = jax.devices()
-    if procs.distributed:
-        n = len(available)
-        if cfg.train.devices not in (0, 1, n):
-            raise ConfigError(f"train.devices is {cfg.train.devices}, but a run across {procs.num_processes} processes "
-                              f"uses all their {n} devices: set train.devices to 0 (all) or {n}")
-        where = f"the {n} devices of the {procs.num_processes} processes"
-    else:
-        n = cfg.train.devices or len(available)
-        if n > len(available):
-            raise ConfigError(f"train.devices is {n}, but only {len(available)} device(s) are visible")
-        where = f"train.devices {n}"
-    if n > 1 and cfg.train.batch_size % n and cfg.train.dp is None:  # DP pads its Poisson batch to a multiple of n
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by {where}")
-    return n
-
-
 class TrainState(NamedTuple):
     """What a checkpoint holds: the parameters, the optimizer state, the last step done and the data key."""
 
@@ -163,7 +121,7 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         return _finish_fit(cfg, run_dir, log, spec.fit(cfg), started)
 
     model = _build_model(spec, cfg)
-    shardings = _mesh_shardings(cfg, model.batch_axes, procs)
+    shardings = mesh_shardings(cfg, model.batch_axes, procs)
     opt = make_optimizer(cfg)
     state = _initial_state(cfg, model, opt)
     if resume:
@@ -172,7 +130,8 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
         save_config(cfg, run_dir)  # only now: a refused resume leaves the run's config.yaml as it was
     dp_grad, dp_rate = _dp_gradient(model, cfg, shardings)
     step_fn = _compile_step(cfg, model, opt, shardings, dp_grad, state.data_key)
-    state = _place(state, shardings)
+    params, opt_state = replicate((state.params, state.opt_state), shardings)
+    state = state._replace(params=params, opt_state=opt_state)
     resumed_from = state.step if resume else None
     step_fn, compile_s = _compile_ahead(step_fn, state, cfg.train.steps)
     state, metrics, step_times = _run_steps(cfg, model, step_fn, state, run_dir, log, dp_rate, procs)
@@ -182,16 +141,16 @@ def train(cfg: ExperimentConfig, out_dir: str | Path | None = None, resume: str 
 
 def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume, procs=SINGLE) -> tuple[ExperimentConfig, Path]:
     """The config and the run directory, created; a new run gets a new or empty folder, a resume a
-    config it may apply and a directory it can write (see :mod:`.run_dir`).
+    config it may apply and a directory it can write (:func:`.run_dir.open_run_dir`).
 
     Across processes, process 0 checks and creates the directory (its default name is every process's),
     and all of them then agree (:meth:`.distributed.Processes.agree`): a problem met by any process, or a
     resolved config that differs from process 0's, stops them all with one message naming the process."""
     if not procs.distributed:
-        return _open_run_dir_here(cfg, out_dir, resume, procs)
+        return open_run_dir(cfg, out_dir, resume)
     try:
-        found, problem = _open_run_dir_here(cfg, out_dir, resume, procs), None
-        _mesh_size(found[0], procs)  # here, so that every process stops with the message in the agreement
+        found, problem = open_run_dir(cfg, out_dir, resume, procs.writer), None
+        mesh_size(found[0], procs)  # here, so that every process stops with the message in the agreement
         if get_model(found[0].model.kind).fit is not None:
             found, problem = None, (f"model.kind {found[0].model.kind!r} is fitted by a solver, in one process: "
                                     f"train it without --num-processes or --distributed")
@@ -205,25 +164,6 @@ def _open_run_dir(cfg: ExperimentConfig | None, out_dir, resume, procs=SINGLE) -
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return found[0], Path(payloads[0]["run_dir"])
-
-
-def _open_run_dir_here(cfg: ExperimentConfig | None, out_dir, resume, procs) -> tuple[ExperimentConfig, Path]:
-    if cfg is None:
-        if not resume:
-            raise ConfigError("train: give a config, or resume=RUN_DIR to continue a run from its own config.yaml")
-        cfg = load_run_config(resume)
-    if resume and out_dir:
-        raise ConfigError(f"--out and --resume cannot be combined: the run directory is RUN_DIR ({resume})")
-    get_model(cfg.model.kind)  # an unknown kind is refused before anything is written
-    run_dir = Path(resume) if resume else Path(out_dir) if out_dir else default_run_dir(cfg)
-    if resume:
-        cfg = check_resume_config(cfg, run_dir)
-        check_resumable(run_dir)
-    elif procs.writer:
-        check_new_run_dir(run_dir)  # a new run never writes over files: --out is new or empty
-    if procs.writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return cfg, run_dir
 
 
 def _build_model(spec, cfg: ExperimentConfig) -> Model:
@@ -274,14 +214,6 @@ def _dp_gradient(model: Model, cfg: ExperimentConfig, shardings: Shardings | Non
         return None, None
     dp_grad, q, _capacity = make_dp_grad(model, cfg, None if shardings is None else shardings.mesh)
     return dp_grad, q
-
-
-def _place(state: TrainState, shardings) -> TrainState:
-    """Parameters and optimizer state replicated over the devices of ``train.devices`` (if several)."""
-    if shardings is None:
-        return state
-    params, opt_state = jax.device_put((state.params, state.opt_state), shardings.replicated)
-    return state._replace(params=params, opt_state=opt_state)
 
 
 def _compile_step(cfg: ExperimentConfig, model: Model, opt, shardings, dp_grad, data_key):
