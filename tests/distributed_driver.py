@@ -5,12 +5,18 @@ tests/test_distributed.py: joining once costs less than starting `mdc-jax train`
 
 ``PLAN.json``: a list of ``{"config", "overrides", "out" | "resume", "overrides_of": {process id: overrides}}``,
 or of ``{"config", "overrides", "step_hlo": FILE}``: the config's training step compiled, its HLO text written
-to FILE. Each entry's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"`` or the
-ConfigError's message.
+to FILE. With ``"dies": I`` (the plan's last entry), process I kills itself (SIGKILL) once process 0 has logged
+step 2 of that run. Each entry's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"``, or the
+message of the ConfigError, or of the DistributedError that stopped it.
 """
 
 import json
+import os
+import signal
 import sys
+import threading
+import time
+from pathlib import Path
 
 from mdc_jax.experiment import distributed, mesh, trainer
 from mdc_jax.experiment.config import ConfigError, load_config
@@ -32,14 +38,24 @@ def main(plan_path, results_path, *joined):
                     f.write(step_hlo(cfg))
                 results.append("ok")
                 continue
+            if str(run.get("dies")) == pid:
+                threading.Thread(target=die_at_step_2, args=(Path(run["out"]) / "metrics.jsonl",), daemon=True).start()
             train(cfg, out_dir=run.get("out"), resume=run.get("resume"), tty=False, processes=processes)
             results.append("ok")
-        except ConfigError as err:
+        except (ConfigError, distributed.DistributedError) as err:
             results.append(str(err))
     with open(results_path, "w") as f:
         json.dump(results, f)
+    if processes and results[-1].startswith("step "):  # a peer died: no shutdown barrier to wait at
+        os._exit(0)
     if processes:
         distributed.leave(processes)
+
+
+def die_at_step_2(metrics: Path):
+    while not (metrics.exists() and '"step": 2' in metrics.read_text()):
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def step_hlo(cfg) -> str:
