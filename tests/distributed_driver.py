@@ -6,7 +6,8 @@ tests/test_distributed.py: joining once costs less than starting `mdc-jax train`
 ``PLAN.json``: a list of ``{"config", "overrides", "out" | "resume", "overrides_of": {process id: overrides}}``,
 or of ``{"config", "overrides", "step_hlo": FILE}``: the config's training step compiled, its HLO text written
 to FILE. With ``"dies": I`` (the plan's last entry), process I kills itself (SIGKILL) once process 0 has logged
-step 2 of that run. Each entry's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"``, or the
+step 2 of that run. ``"plots": false`` leaves the plots out (matplotlib's import and drawing are a second a
+run, and the suite's time is short). Each entry's outcome goes into ``RESULTS.json`` (this process's own file): ``"ok"``, or the
 message of the ConfigError, or of the DistributedError that stopped it.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from mdc_jax.experiment import distributed, mesh, trainer
 from mdc_jax.experiment.config import ConfigError, load_config
 from mdc_jax.experiment.models import find_config
-from mdc_jax.experiment.trainer import train
+from mdc_jax.experiment.trainer import plot_run, train
 
 
 def main(plan_path, results_path, *joined):
@@ -40,6 +41,7 @@ def main(plan_path, results_path, *joined):
                 continue
             if str(run.get("dies")) == pid:
                 threading.Thread(target=die_at_step_2, args=(Path(run["out"]) / "metrics.jsonl",), daemon=True).start()
+            trainer.plot_run = plot_run if run.get("plots", True) else lambda *args: None
             train(cfg, out_dir=run.get("out"), resume=run.get("resume"), tty=False, processes=processes)
             results.append("ok")
         except (ConfigError, distributed.DistributedError) as err:

@@ -34,9 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env(base, devices=1):
+def env(base, devices=1, cache=None):
+    """A subprocess's environment: the CPU, ``devices`` forced host devices, and XLA's persistent compilation cache in
+    the folder ``cache`` (each process a folder of its own: JAX writes its entries without a lock)."""
     flags = os.environ.get("XLA_FLAGS", "") + (f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
-    return {**base, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip(), "PYTHONPATH": str(REPO)}
+    return {**base, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip(), "PYTHONPATH": str(REPO),
+            **({"JAX_COMPILATION_CACHE_DIR": str(cache)} if cache else {})}
 
 
 def start(args, environment, log):
@@ -56,15 +59,16 @@ def run_all(procs, timeout=240):
 
 
 def drive(tmp_path, name, plan, environment, processes=1, codes=None):
-    """The plan's runs in one process, or in ``processes`` processes joined on a free loopback port; the
-    results of each process that exits with status 0 (``codes``: the statuses expected)."""
+    """The plan's runs in one process, or in ``processes`` processes joined on a free loopback port (``environment``
+    a list: one for each); the results of each process that exits with status 0 (``codes``: the statuses
+    expected)."""
     (tmp_path / f"{name}.json").write_text(json.dumps(plan))
     port, procs = free_port(), []
     for i in range(processes):
         joined = [f"127.0.0.1:{port}", str(processes), str(i)] if processes > 1 else []
         log = open(tmp_path / f"{name}.{i}.log", "w")
         procs.append(start([str(DRIVER), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.{i}.out"), *joined],
-                           environment, log))
+                           environment[i] if isinstance(environment, list) else environment, log))
     expected = codes or [0] * processes
     assert run_all(procs) == expected, [(tmp_path / f"{name}.{i}.log").read_text() for i in range(processes)]
     return [json.loads((tmp_path / f"{name}.{i}.out").read_text()) for i, c in enumerate(expected) if c == 0]
@@ -87,14 +91,17 @@ def back_to_step(run: Path, copy: Path, step: int) -> Path:
 
 
 def test_two_processes_train_as_one_process_with_two_devices_and_resume_across_process_counts(tmp_path, subprocess_env):
-    one = {k: tmp_path / f"one_{k}" for k in CASES}
+    one, cache = {k: tmp_path / f"one_{k}" for k in CASES}, tmp_path / "xla_cache"
     # One process, two devices: the MLP, the char-RNN and DP-SGD (which used to be refused on several devices);
-    # the MLP and DP-SGD on one device too; the MLP's step compiled.
-    plan = [{"config": c, "overrides": [*o, "train.devices=2"], "out": str(one[k])} for k, (c, o) in CASES.items()]
-    plan.append({"config": MLP[0], "overrides": MLP[1], "out": str(tmp_path / "one_device_mlp")})
+    # the MLP on one device too; the MLP's step compiled. Plots for the MLP only (a second a run).
+    plan = [{"config": c, "overrides": [*o, "train.devices=2"], "out": str(one[k]), "plots": k == "mlp"}
+            for k, (c, o) in CASES.items()]
+    plan.append({"config": MLP[0], "overrides": MLP[1], "out": str(tmp_path / "one_device_mlp"), "plots": False})
     plan.append({"config": MLP[0], "overrides": [*MLP[1], "train.devices=2", "train.batch_size=96"],
                  "step_hlo": str(tmp_path / "step.hlo")})
-    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2)) == [["ok"] * 5]
+    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2, cache=cache / "one")) == [["ok"] * 5]
+    for i in range(2):  # the small programs every process compiles alike (initialisation, evaluation)
+        shutil.copytree(cache / "one", cache / f"process_{i}")
     half = back_to_step(one["mlp"], tmp_path / "one_mlp_at_4", 4)
     for name, value in final(one["mlp"]).items():  # two devices against one: another summation order
         np.testing.assert_allclose(value, final(tmp_path / "one_device_mlp")[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -105,15 +112,15 @@ def test_two_processes_train_as_one_process_with_two_devices_and_resume_across_p
     # Two processes: the same runs from step 0; the one-process MLP resumed from step 4; a batch that does not
     # divide over the devices; a config that differs on process 1; a run in which process 1 dies (SIGKILL).
     two = {k: tmp_path / f"two_{k}" for k in CASES}
-    plan = [{"config": c, "overrides": o, "out": str(two[k])} for k, (c, o) in CASES.items()]
-    plan += [{"config": MLP[0], "overrides": [*MLP[1], "train.devices=2"], "resume": str(half)},
+    plan = [{"config": c, "overrides": o, "out": str(two[k]), "plots": k == "mlp"} for k, (c, o) in CASES.items()]
+    plan += [{"config": MLP[0], "overrides": [*MLP[1], "train.devices=2"], "resume": str(half), "plots": False},
              {"config": MLP[0], "overrides": [*MLP[1], "train.batch_size=7"], "out": str(tmp_path / "odd")},
              {"config": MLP[0], "overrides": MLP[1], "overrides_of": {"1": ["model.l2=0.5"]},
               "out": str(tmp_path / "differs")},
              {"config": MLP[0], "overrides": [*MLP[1], "train.steps=100000", "train.log_every=1"], "dies": 1,
               "out": str(tmp_path / "dies")}]
-    [r] = drive(tmp_path, "two", plan, env({k: v for k, v in subprocess_env.items()
-                                             if not k.startswith("JAX_COMPILATION_CACHE")}), 2, codes=[0, -9])
+    [r] = drive(tmp_path, "two", plan, [env(subprocess_env, cache=cache / f"process_{i}") for i in range(2)], 2,
+                codes=[0, -9])
     assert r[:4] == ["ok"] * 4
     assert "train.batch_size 7 must be divisible by the 2 devices of the 2 processes" in r[4], r[4]
     assert "the resolved config differs across processes: process 1 (" in r[5], r[5]
@@ -137,7 +144,7 @@ def test_two_processes_train_as_one_process_with_two_devices_and_resume_across_p
     # 2 -> 1: the two-process run checkpointed at step 4, finished by one process (train.devices: 2).
     back = back_to_step(two["mlp"], tmp_path / "two_mlp_at_4", 4)
     plan = [{"config": MLP[0], "overrides": [*MLP[1], "train.devices=2"], "resume": str(back)}]
-    assert drive(tmp_path, "back", plan, env(subprocess_env, devices=2)) == [["ok"]]
+    assert drive(tmp_path, "back", plan, env(subprocess_env, devices=2, cache=cache / "one")) == [["ok"]]
     for name, value in final(two["mlp"]).items():
         np.testing.assert_array_equal(final(back)[name], value, err_msg=name)
 
