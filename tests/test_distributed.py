@@ -90,6 +90,7 @@ def back_to_step(run: Path, copy: Path, step: int) -> Path:
     return copy
 
 
+@pytest.mark.long
 def test_two_processes_train_as_one_process_with_two_devices_and_resume_across_process_counts(tmp_path, subprocess_env):
     one, cache = {k: tmp_path / f"one_{k}" for k in CASES}, tmp_path / "xla_cache"
     # One process, two devices: the MLP, the char-RNN and DP-SGD (which used to be refused on several devices);
@@ -153,11 +154,11 @@ def test_process_0_alone_stops_after_the_timeout_naming_the_coordinator(tmp_path
     port = free_port()
     with open(tmp_path / "log", "w") as log:
         proc = start(["-m", "mdc_jax.cli", "train", MLP[0], "--coordinator", f"127.0.0.1:{port}", "--num-processes",
-                      "2", "--process-id", "0", "--timeout", "2", "--out", str(tmp_path / "run")], env(os.environ), log)
+                      "2", "--process-id", "0", "--timeout", "1", "--out", str(tmp_path / "run")], env(os.environ), log)
         code = run_all([proc], timeout=60)[0]
     out = (tmp_path / "log").read_text()
     assert code == distributed.EXIT_DISTRIBUTED, out
-    assert f"joining the coordinator at 127.0.0.1:{port} has waited 2 s (--timeout 2)" in out, out
+    assert f"joining the coordinator at 127.0.0.1:{port} has waited 1 s (--timeout 1)" in out, out
     assert "not every process joined" in out and not (tmp_path / "run").exists()
 
 
