@@ -38,12 +38,6 @@ def _strict_dtype_promotion(request):
         yield
 
 
-def pytest_collection_modifyitems(items):
-    """The tests marked ``long`` first: xdist's worksteal hands each worker a contiguous share and lets an idle
-    one steal queued tests, but not a running one, so a long test started last leaves the other worker idle."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: the rest keep their order
-
-
 _CACHE_OPTIONS = {"jax_persistent_cache_min_compile_time_secs": 0, "jax_persistent_cache_min_entry_size_bytes": 0}
 
 

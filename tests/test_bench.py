@@ -151,7 +151,6 @@ def test_missing_peers_leave_their_columns_empty_with_a_line(monkeypatch, capsys
         assert err.count(f"mdc-jax bench: skipping {peer}: ") == 1, err
 
 
-@pytest.mark.long
 def test_gpu_check_script_runs_every_phase_on_the_cpu_at_the_small_size(tmp_path):
     """scripts/gpu_check.sh as the GPU machine runs it, on the CPU, at its smallest size, with the packages the GPU
     image lacks (and torch) hidden: every phase passes, prints the device and writes its JSON."""

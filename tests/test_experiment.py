@@ -169,7 +169,6 @@ def mdc_jax_cli(*args) -> list[str]:
     return [sys.executable, "-m", "mdc_jax.cli", *map(str, args)]
 
 
-@pytest.mark.long
 def test_resume_after_sigkill_is_bit_identical(tmp_path, subprocess_env):
     """As a user runs it: separate `mdc-jax train` processes, one killed with SIGKILL and resumed. The optimizer
     is adaptive K-FAC, whose state is the richest (factor averages, inverses, damping, the last update); Adam's

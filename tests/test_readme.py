@@ -59,8 +59,7 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=[pytest.mark.long] if p.name == "README.md" else [])
-                                  for p in PAGES if p.name not in ELSEWHERE], ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name not in ELSEWHERE], ids=lambda p: p.name)
 def test_page_python_examples_run(page):
     blocks = python_blocks(page)
     assert blocks or page.name not in WITH_EXAMPLES, f"{page.name} lost its examples"
