@@ -114,16 +114,17 @@ def test_two_processes_train_as_one_process_with_two_devices_and_resume_in_one(t
     assert r[4].startswith("step ") and "failed in the runtime" in r[4] and "another process has most likely stopped" \
         in r[4] and "--resume RUN_DIR" in r[4], r[4]
 
-    # One process, two devices: the same runs (DP-SGD used to be refused on several devices); the two-process
-    # char-RNN resumed from its checkpoint of step 4; the MLP's step compiled.
+    # One process, two devices: the same runs (DP-SGD used to be refused on several devices), and DP-SGD on one
+    # device; the two-process char-RNN resumed from its checkpoint of step 4; the MLP's step compiled.
     one = {k: tmp_path / f"one_{k}" for k in two}
     back = back_to_step(two["char_rnn"], tmp_path / "two_char_rnn_at_4", 4)
     plan = [{"config": CASES[k][0], "overrides": [*CASES[k][1], "train.devices=2"], "out": str(one[k]),
              "plots": k == "char_rnn"} for k in one]
-    plan += [{"config": CHAR_RNN[0], "overrides": [*CHAR_RNN[1], "train.devices=2"], "resume": str(back), "plots": False},
+    plan += [{"config": DP[0], "overrides": DP[1], "out": str(tmp_path / "one_device_dp"), "plots": False},
+             {"config": CHAR_RNN[0], "overrides": [*CHAR_RNN[1], "train.devices=2"], "resume": str(back), "plots": False},
              {"config": MLP[0], "overrides": [*MLP[1], "train.devices=2", "train.batch_size=96"],
               "step_hlo": str(tmp_path / "step.hlo")}]
-    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2, cache=cache / "one")) == [["ok"] * 4]
+    assert drive(tmp_path, "one", plan, env(subprocess_env, devices=2, cache=cache / "one")) == [["ok"] * 5]
 
     for k in two:  # same results as one process with two devices (bit-identical in practice; the claim is 1e-6)
         a, b = final(two[k]), final(one[k])
@@ -134,6 +135,8 @@ def test_two_processes_train_as_one_process_with_two_devices_and_resume_in_one(t
             p.name for p in one[k].iterdir())  # process 0 wrote everything one process writes
     assert json.loads((two["dp"] / "summary.json").read_text())["epsilon"] == json.loads(
         (one["dp"] / "summary.json").read_text())["epsilon"] > 0  # ε unchanged
+    for name, value in final(one["dp"]).items():  # two devices against one: the same draws and noise, another order
+        np.testing.assert_allclose(value, final(tmp_path / "one_device_dp")[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # 2 -> 1: the two-process run checkpointed at step 4, finished by one process (train.devices: 2), bit-identically.
     for name, value in final(two["char_rnn"]).items():
         np.testing.assert_array_equal(final(back)[name], value, err_msg=name)
