@@ -149,9 +149,6 @@ class Single:
     def local(self, tree):
         return tree
 
-    def agree(self, payload: dict) -> list[dict]:
-        return [payload]
-
 
 SINGLE = Single()
 
